@@ -1,0 +1,105 @@
+"""Kafka clients built the same way for every service, from ``KafkaSettings``."""
+
+import logging
+import time
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
+
+from eventbus._settings import KafkaSettings
+from eventbus.errors import BrokerUnavailableError
+
+log = logging.getLogger(__name__)
+
+
+def make_producer(settings: KafkaSettings, **overrides: Any) -> KafkaProducer:
+    """A producer that waits for every in-sync replica (acks=all) and keeps order per key."""
+    configs: dict[str, Any] = {
+        "acks": "all",
+        "linger_ms": 5,
+        "batch_size": 256 * 1024,
+        "retries": 2**31 - 1,
+        "max_in_flight_requests_per_connection": 5,
+        "enable_idempotence": True,
+        "client_id": "log-pipeline",
+    }
+    configs.update(settings.client_configs())
+    configs.update(overrides)
+    return _connect(KafkaProducer, configs)
+
+
+def make_consumer(settings: KafkaSettings, *topics: str, group_id: str | None, **overrides: Any) -> KafkaConsumer:
+    """A consumer that never auto-commits: callers commit after their work is durable."""
+    configs: dict[str, Any] = {
+        "group_id": group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "client_id": "log-pipeline",
+    }
+    configs.update(settings.client_configs())
+    configs.update(overrides)
+    consumer = _connect(KafkaConsumer, configs)
+    if topics:
+        consumer.subscribe(list(topics))
+    return consumer
+
+
+def make_admin(settings: KafkaSettings, **overrides: Any) -> KafkaAdminClient:
+    configs: dict[str, Any] = {"client_id": "log-pipeline-admin"}
+    configs.update(settings.client_configs())
+    configs.update(overrides)
+    return _connect(KafkaAdminClient, configs)
+
+
+def ensure_topics(settings: KafkaSettings, timeout_s: float = 30.0) -> list[str]:
+    """Create ``logs`` (several partitions), ``predictions`` and ``logs.dlq`` if missing; return those created."""
+    wanted = {
+        settings.logs_topic: settings.logs_partitions,
+        settings.predictions_topic: settings.logs_partitions,
+        settings.dlq_topic: 1,
+    }
+    admin = make_admin(settings)
+    try:
+        existing = set(admin.list_topics())
+        missing = {name: n for name, n in wanted.items() if name not in existing}
+        if missing:
+            try:
+                admin.create_topics(
+                    {name: {"num_partitions": n, "replication_factor": 1} for name, n in missing.items()},
+                    timeout_ms=int(timeout_s * 1000),
+                )
+            except TopicAlreadyExistsError:
+                pass  # another process created it between our list and create
+        return sorted(missing)
+    finally:
+        admin.close()
+
+
+def _connect(client_class: type, configs: dict[str, Any]) -> Any:
+    try:
+        return client_class(**configs)
+    except KafkaTimeoutError:
+        raise BrokerUnavailableError(
+            f"no Kafka broker answered at {','.join(configs['bootstrap_servers'])}"
+        ) from None
+
+
+def wait_for_broker(settings: KafkaSettings, timeout_s: float) -> None:
+    """Block until the broker answers a metadata request, or raise ``BrokerUnavailableError``."""
+    deadline = time.monotonic() + timeout_s
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            admin = KafkaAdminClient(**settings.client_configs(), bootstrap_timeout_ms=2000, request_timeout_ms=3000)
+            try:
+                admin.list_topics()
+                return
+            finally:
+                admin.close()
+        except (KafkaError, OSError) as exc:
+            last_error = exc
+            time.sleep(0.5)
+    raise BrokerUnavailableError(
+        f"Kafka at {settings.kafka_bootstrap_servers} did not answer within {timeout_s:.0f}s ({last_error})"
+    )

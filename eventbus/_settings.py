@@ -1,0 +1,53 @@
+"""Kafka settings, read from the environment in this one place."""
+
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class KafkaSettings(BaseSettings):
+    """Where the broker is, what the topics are called, and how to authenticate.
+
+    Every field is read from the environment variable of the same name in upper case.
+    """
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore")
+
+    kafka_bootstrap_servers: str = Field(
+        "localhost:9092", description="Comma-separated host:port list of the Kafka brokers."
+    )
+    logs_topic: str = Field("logs", description="Topic the simulator writes log events to.")
+    predictions_topic: str = Field("predictions", description="Topic the processor writes verdicts to.")
+    dlq_topic: str = Field("logs.dlq", description="Topic bad messages are dead-lettered to.")
+    logs_partitions: int = Field(3, ge=1, description="Partitions of the logs topic when it is created.")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Security protocol for a staging or production cluster."
+    )
+    kafka_sasl_mechanism: str | None = Field(None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.")
+    kafka_sasl_username: str | None = Field(None, description="SASL user name.")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password; never logged.")
+    kafka_ssl_cafile: str | None = Field(None, description="CA bundle to verify the brokers with.")
+    kafka_ssl_certfile: str | None = Field(None, description="Client certificate for mutual TLS.")
+    kafka_ssl_keyfile: str | None = Field(None, description="Client key for mutual TLS.")
+
+    @property
+    def bootstrap_servers(self) -> list[str]:
+        return [s.strip() for s in self.kafka_bootstrap_servers.split(",") if s.strip()]
+
+    def client_configs(self) -> dict[str, Any]:
+        """Connection and security keyword arguments shared by every kafka-python client."""
+        configs: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "security_protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_sasl_mechanism:
+            configs["sasl_mechanism"] = self.kafka_sasl_mechanism
+            configs["sasl_plain_username"] = self.kafka_sasl_username
+            if self.kafka_sasl_password is not None:
+                configs["sasl_plain_password"] = self.kafka_sasl_password.get_secret_value()
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            value = getattr(self, f"kafka_{name}")
+            if value:
+                configs[name] = value
+        return configs

@@ -1,0 +1,289 @@
+"""Start, stop and inspect a local KRaft broker.
+
+Everything the broker writes (data, server.log, pid, generated config) lives under one folder,
+``KAFKA_LOCAL_DIR`` (default ``kafka-docker/.local``). Start and stop are idempotent; a second
+start reuses the formatted storage, so earlier messages survive.
+"""
+
+import base64
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from string import Template
+
+KAFKA_DOCKER_DIR = Path(__file__).resolve().parent.parent
+CONFIG_DIR = KAFKA_DOCKER_DIR / "config"
+LIBS_DIR = KAFKA_DOCKER_DIR / "libs"
+POM = KAFKA_DOCKER_DIR / "pom.xml"
+
+
+class BrokerError(Exception):
+    """The broker could not be started or stopped; the message says why in one line."""
+
+
+def _env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+@dataclass(frozen=True)
+class LocalBrokerConfig:
+    """Where the local broker listens and keeps its files; defaults come from the environment."""
+
+    host: str = field(default_factory=lambda: os.environ.get("KAFKA_LOCAL_HOST", "127.0.0.1"))
+    port: int = field(default_factory=lambda: _env_int("KAFKA_LOCAL_PORT", 9092))
+    controller_port: int = field(default_factory=lambda: _env_int("KAFKA_LOCAL_CONTROLLER_PORT", 9093))
+    home: Path = field(
+        default_factory=lambda: Path(os.environ.get("KAFKA_LOCAL_DIR", KAFKA_DOCKER_DIR / ".local")).resolve()
+    )
+    heap: str = field(default_factory=lambda: os.environ.get("KAFKA_LOCAL_HEAP", "768m"))
+    start_timeout_s: float = field(default_factory=lambda: float(os.environ.get("KAFKA_START_TIMEOUT", 90)))
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.home / "broker.pid"
+
+    @property
+    def properties_file(self) -> Path:
+        return self.home / "server.properties"
+
+    @property
+    def server_log(self) -> Path:
+        return self.log_dir / "server.log"
+
+    @property
+    def stdout_log(self) -> Path:
+        return self.log_dir / "kafka.out"
+
+
+def ensure_jars(quiet: bool = False) -> None:
+    """Resolve the broker's jars from Maven Central with ``mvn`` unless they are already here."""
+    if any(LIBS_DIR.glob("kafka_2.13-*.jar")) and any(LIBS_DIR.glob("kafka-tools-*.jar")):
+        return
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise BrokerError("Maven (mvn) is not installed: it is needed once to fetch the Kafka jars")
+    if not quiet:
+        print("Fetching Apache Kafka jars with Maven (first run only)...", flush=True)
+    result = subprocess.run(
+        [mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies"],
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        tail = (result.stdout + result.stderr).strip().splitlines()[-5:]
+        raise BrokerError("mvn could not fetch the Kafka jars: " + " | ".join(tail))
+
+
+def java_command() -> str:
+    java_home = os.environ.get("JAVA_HOME")
+    java = str(Path(java_home) / "bin" / "java") if java_home else shutil.which("java")
+    if not java or not Path(java).exists():
+        raise BrokerError("Java is not installed (need Java 17+): install a JDK or set JAVA_HOME")
+    return java
+
+
+def classpath() -> str:
+    return str(LIBS_DIR / "*")
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of ours still answers kill(0); reap it if it is ours.
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        return done == 0
+    except ChildProcessError:
+        return True
+
+
+class LocalBroker:
+    """One KRaft broker process, controlled through its pid file."""
+
+    def __init__(self, config: LocalBrokerConfig | None = None) -> None:
+        self.config = config or LocalBrokerConfig()
+
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.config.pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        return pid if _pid_alive(pid) else None
+
+    def is_running(self) -> bool:
+        return self.pid() is not None
+
+    def _write_properties(self) -> None:
+        template = Template((CONFIG_DIR / "server.properties.template").read_text())
+        self.config.properties_file.write_text(
+            template.substitute(
+                host=self.config.host,
+                port=self.config.port,
+                controller_port=self.config.controller_port,
+                data_dir=self.config.data_dir,
+            )
+        )
+
+    def _format_storage(self, java: str) -> None:
+        if (self.config.data_dir / "meta.properties").exists():
+            return
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        result = subprocess.run(
+            [
+                java,
+                "-cp",
+                classpath(),
+                f"-Dlog4j2.configurationFile={CONFIG_DIR / 'log4j2-tools.yaml'}",
+                "kafka.tools.StorageTool",
+                "format",
+                "--cluster-id",
+                cluster_id,
+                "--config",
+                str(self.config.properties_file),
+                "--standalone",
+            ],
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            raise BrokerError(f"formatting Kafka storage failed: {(result.stdout + result.stderr).strip()[-400:]}")
+
+    def start(self) -> bool:
+        """Start the broker and wait until it answers metadata requests; False if it already ran."""
+        cfg = self.config
+        if self.is_running():
+            self._wait_ready(None)
+            return False
+        for port in (cfg.port, cfg.controller_port):
+            if port_in_use(cfg.host, port):
+                raise BrokerError(
+                    f"port {port} on {cfg.host} is already in use by another process: stop it, "
+                    f"or set KAFKA_LOCAL_PORT / KAFKA_LOCAL_CONTROLLER_PORT (and KAFKA_BOOTSTRAP_SERVERS)"
+                )
+        java = java_command()
+        ensure_jars()
+        for folder in (cfg.home, cfg.data_dir, cfg.log_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        self._write_properties()
+        self._format_storage(java)
+        with open(cfg.stdout_log, "ab") as out:
+            process = subprocess.Popen(
+                [
+                    java,
+                    f"-Xmx{cfg.heap}",
+                    "-XX:+UseG1GC",
+                    "-XX:MaxGCPauseMillis=20",
+                    "-Djava.awt.headless=true",
+                    f"-Dkafka.logs.dir={cfg.log_dir}",
+                    f"-Dlog4j2.configurationFile={CONFIG_DIR / 'log4j2-broker.yaml'}",
+                    "-cp",
+                    classpath(),
+                    "kafka.Kafka",
+                    str(cfg.properties_file),
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        cfg.pid_file.write_text(str(process.pid))
+        self._wait_ready(process)
+        return True
+
+    def _wait_ready(self, process: subprocess.Popen[bytes] | None) -> None:
+        from kafka import KafkaAdminClient
+        from kafka.errors import KafkaError
+
+        cfg = self.config
+        deadline = time.monotonic() + cfg.start_timeout_s
+        while time.monotonic() < deadline:
+            if process is not None and process.poll() is not None:
+                raise BrokerError(
+                    f"Kafka exited with code {process.returncode} while starting; see {cfg.server_log} "
+                    f"and {cfg.stdout_log}"
+                )
+            if port_in_use(cfg.host, cfg.port):
+                try:
+                    admin = KafkaAdminClient(
+                        bootstrap_servers=cfg.bootstrap, bootstrap_timeout_ms=3000, request_timeout_ms=5000
+                    )
+                    try:
+                        admin.list_topics()
+                        return
+                    finally:
+                        admin.close()
+                except (KafkaError, OSError):
+                    pass
+            time.sleep(0.3)
+        raise BrokerError(f"Kafka did not answer within {cfg.start_timeout_s:.0f}s; see {cfg.server_log}")
+
+    def stop(self, timeout_s: float = 30.0) -> bool:
+        """Stop the broker (SIGTERM, then SIGKILL after ``timeout_s``); False if it was not running."""
+        pid = self.pid()
+        if pid is None:
+            self.config.pid_file.unlink(missing_ok=True)
+            return False
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and _pid_alive(pid):
+            time.sleep(0.2)
+        if _pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+            while _pid_alive(pid):
+                time.sleep(0.1)
+        self.config.pid_file.unlink(missing_ok=True)
+        return True
+
+    def kill(self) -> None:
+        """SIGKILL the broker at once, as a crash would (for fault tests)."""
+        pid = self.pid()
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+            while _pid_alive(pid):
+                time.sleep(0.05)
+        self.config.pid_file.unlink(missing_ok=True)
+
+    def console_consumer_command(self, topic: str, args: list[str], bootstrap: str | None = None) -> list[str]:
+        """Kafka's own console consumer, run from the local jars."""
+        ensure_jars(quiet=True)
+        return [
+            java_command(),
+            "-Xmx256m",
+            f"-Dlog4j2.configurationFile={CONFIG_DIR / 'log4j2-tools.yaml'}",
+            "-cp",
+            classpath(),
+            "org.apache.kafka.tools.consumer.ConsoleConsumer",
+            "--bootstrap-server",
+            bootstrap or self.config.bootstrap,
+            "--topic",
+            topic,
+            *args,
+        ]
