@@ -80,9 +80,7 @@ def _connect(client_class: type, configs: dict[str, Any]) -> Any:
     try:
         return client_class(**configs)
     except KafkaTimeoutError:
-        raise BrokerUnavailableError(
-            f"no Kafka broker answered at {','.join(configs['bootstrap_servers'])}"
-        ) from None
+        raise BrokerUnavailableError(f"no Kafka broker answered at {','.join(configs['bootstrap_servers'])}") from None
 
 
 def wait_for_broker(settings: KafkaSettings, timeout_s: float) -> None:

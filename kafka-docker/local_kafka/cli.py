@@ -14,7 +14,7 @@ import time
 from eventbus import KafkaSettings, ensure_topics
 from eventbus._clients import wait_for_broker
 from eventbus.errors import BrokerUnavailableError
-from local_kafka.broker import KAFKA_DOCKER_DIR, BrokerError, LocalBroker
+from local_kafka.broker import KAFKA_DOCKER_DIR, BrokerError, LocalBroker, ensure_jars
 
 COMPOSE_FILE = KAFKA_DOCKER_DIR / "docker-compose.yml"
 
@@ -47,8 +47,10 @@ def up() -> None:
         broker = LocalBroker()
         fresh = broker.start()
         state = "started" if fresh else "already running"
-        print(f"Kafka (local KRaft, pid {broker.pid()}) {state} at {broker.config.bootstrap}; "
-              f"files in {broker.config.home}")
+        print(
+            f"Kafka (local KRaft, pid {broker.pid()}) {state} at {broker.config.bootstrap}; "
+            f"files in {broker.config.home}"
+        )
     created = ensure_topics(settings)
     topics = ", ".join([settings.logs_topic, settings.predictions_topic, settings.dlq_topic])
     print(f"Topics ready: {topics}" + (f" (created {', '.join(created)})" if created else ""))
@@ -79,8 +81,15 @@ def consume(topic: str, args: list[str]) -> int:
     settings = KafkaSettings()
     if broker_mode() == "docker":
         command = _compose(
-            "exec", "-T", "kafka", "kafka-console-consumer",
-            "--bootstrap-server", "localhost:9092", "--topic", topic, *args,
+            "exec",
+            "-T",
+            "kafka",
+            "kafka-console-consumer",
+            "--bootstrap-server",
+            "localhost:9092",
+            "--topic",
+            topic,
+            *args,
         )
     else:
         command = LocalBroker().console_consumer_command(topic, args, settings.kafka_bootstrap_servers)
@@ -94,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("down", help="stop the broker")
     sub.add_parser("status", help="say whether the broker answers")
     sub.add_parser("topics", help="create the topics if missing")
+    sub.add_parser("fetch-jars", help="resolve the broker's jars with Maven (first run only)")
     consume_parser = sub.add_parser("consume", help="Kafka's console consumer on a topic")
     consume_parser.add_argument("topic")
     consume_parser.add_argument("args", nargs=argparse.REMAINDER, help="passed to the console consumer")
@@ -105,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
             down()
         elif options.command == "status":
             return status()
+        elif options.command == "fetch-jars":
+            if broker_mode() == "local":
+                ensure_jars()
         elif options.command == "topics":
             ensure_topics(KafkaSettings())
         elif options.command == "consume":

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
+from local_kafka import LocalBroker, LocalBrokerConfig
 
 from eventbus import KafkaSettings, ensure_topics, make_consumer, make_producer
-from local_kafka import LocalBroker, LocalBrokerConfig
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration
@@ -26,9 +26,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield existing
         return
     home: Path = tmp_path_factory.mktemp("kafka")
-    broker = LocalBroker(
-        LocalBrokerConfig(host="127.0.0.1", port=free_port(), controller_port=free_port(), home=home)
-    )
+    broker = LocalBroker(LocalBrokerConfig(host="127.0.0.1", port=free_port(), controller_port=free_port(), home=home))
     broker.start()
     try:
         yield broker.config.bootstrap

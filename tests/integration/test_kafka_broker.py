@@ -3,9 +3,9 @@
 import subprocess
 
 import pytest
+from local_kafka import BrokerError, LocalBroker, LocalBrokerConfig
 
 from eventbus import KafkaSettings
-from local_kafka import BrokerError, LocalBroker, LocalBrokerConfig
 from tests.conftest import free_port
 from tests.integration.conftest import read_all
 

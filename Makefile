@@ -1,0 +1,91 @@
+# Real-time anomaly detection for service logs on Apache Kafka.
+# `make up` installs what it needs and runs the system; `make test` installs what it needs and tests it.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+RUN_DIR := .run
+FOLLOW ?= 1
+TOPIC ?= logs
+ARGS ?=
+NAB ?=
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install kafka-up kafka-down consume train serve process simulate up down logs status \
+        test test-unit test-integration test-faults lint format eval bench soak clean
+
+help: ## List every target with one line each
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-17s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "error: Python 3.11+ is needed (found " + sys.version.split()[0] + "); set PYTHON=python3.11")'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "Installing Python packages into $(VENV) ..."
+	@$(PY) -m pip install -q --upgrade pip
+	@$(PY) -m pip install -q -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP) ## Create the virtualenv and install the project (done by every target that needs it)
+
+kafka-up: $(STAMP) ## Start Kafka (Docker if an engine runs, else a local KRaft broker) and create the topics
+	@$(PY) kafka-docker/main.py up
+
+kafka-down: $(STAMP) ## Stop Kafka
+	@$(PY) kafka-docker/main.py down
+
+consume: $(STAMP) ## Kafka's console consumer: make consume TOPIC=logs ARGS="--from-beginning --max-messages 10"
+	@$(PY) kafka-docker/main.py consume $(TOPIC) $(ARGS)
+
+train: $(STAMP) ## Train the model on realistic normal traffic (fastapi-ml-service/model.joblib + model.json)
+	@cd fastapi-ml-service && ../$(PY) save_model.py $(ARGS)
+
+serve: $(STAMP) ## Run the ML service in the foreground (http://127.0.0.1:8000)
+	@cd fastapi-ml-service && ../$(PY) main.py
+
+process: $(STAMP) ## Run the processor in the foreground
+	@cd processor && ../$(PY) main.py
+
+simulate: $(STAMP) ## Run the log simulator in the foreground (ARGS="--rate 100 --count 1000")
+	@cd log-simulator && ../$(PY) main.py $(ARGS)
+
+up: $(STAMP) ## Start Kafka, train if needed, start all services in the background, follow the processor (FOLLOW=0 to return)
+	@$(PY) scripts/stack.py up --follow $(FOLLOW)
+
+down: $(STAMP) ## Stop everything `make up` started
+	@$(PY) scripts/stack.py down
+
+logs: $(STAMP) ## Follow the processor's output again (Ctrl-C stops following, not the services)
+	@$(PY) scripts/stack.py logs
+
+status: $(STAMP) ## Show what runs, where, and whether each part is healthy
+	@$(PY) scripts/stack.py status
+
+test: $(STAMP) ## Run every test (unit, then integration against a real Kafka broker)
+	@$(PY) kafka-docker/main.py fetch-jars
+	@$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: $(STAMP) ## Run the fast unit tests (no broker)
+	@$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: $(STAMP) ## Run the integration tests (real broker, real processes)
+	@$(PY) kafka-docker/main.py fetch-jars
+	@$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff (lint + format check) and mypy on the packages
+	@$(VENV)/bin/ruff check .
+	@$(VENV)/bin/ruff format --check .
+	@$(VENV)/bin/mypy eventbus kafka-docker/local_kafka fastapi-ml-service/ml_service log-simulator/log_simulator processor/anomaly_processor
+
+format: $(STAMP) ## Format the code with ruff
+	@$(VENV)/bin/ruff format .
+	@$(VENV)/bin/ruff check --fix .
+
+eval: $(STAMP) ## Detection quality on labelled scenarios (and NAB=path/to/nab for the NAB score)
+	@$(PY) fastapi-ml-service/evaluate.py $(if $(NAB),--nab $(NAB)) $(ARGS)
+
+clean: ## Remove the virtualenv, the broker's files and jars, run files and caches
+	@$(PY) kafka-docker/main.py down 2>/dev/null || true
+	rm -rf $(VENV) $(RUN_DIR) kafka-docker/.local kafka-docker/libs .pytest_cache .ruff_cache .mypy_cache
