@@ -1,5 +1,6 @@
 """Kafka clients built the same way for every service, from ``KafkaSettings``."""
 
+import contextlib
 import logging
 import time
 from typing import Any
@@ -64,13 +65,12 @@ def ensure_topics(settings: KafkaSettings, timeout_s: float = 30.0) -> list[str]
         existing = set(admin.list_topics())
         missing = {name: n for name, n in wanted.items() if name not in existing}
         if missing:
-            try:
+            # Another process may create a topic between our list and our create.
+            with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(
                     {name: {"num_partitions": n, "replication_factor": 1} for name, n in missing.items()},
                     timeout_ms=int(timeout_s * 1000),
                 )
-            except TopicAlreadyExistsError:
-                pass  # another process created it between our list and create
         return sorted(missing)
     finally:
         admin.close()

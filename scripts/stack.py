@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,7 +100,8 @@ def stop(service: Service, timeout_s: float = 20.0) -> bool:
     return True
 
 
-def wait_until(check, what: str, service: Service, timeout_s: float = 60.0) -> None:
+def wait_until(check: Callable[[], bool], what: str, service: Service, timeout_s: float = 60.0) -> None:
+    log = service.log_file.relative_to(ROOT)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if check():
