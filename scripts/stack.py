@@ -107,11 +107,9 @@ def wait_until(check: Callable[[], bool], what: str, service: Service, timeout_s
         if check():
             return
         if running_pid(service) is None:
-            raise SystemExit(f"error: {service.name} exited while starting; see {service.log_file.relative_to(ROOT)}")
+            raise SystemExit(f"error: {service.name} exited while starting; see {log}")
         time.sleep(0.3)
-    raise SystemExit(
-        f"error: {service.name} not {what} after {timeout_s:.0f}s; see {service.log_file.relative_to(ROOT)}"
-    )
+    raise SystemExit(f"error: {service.name} not {what} after {timeout_s:.0f}s; see {log}")
 
 
 def model_path() -> Path:
