@@ -31,8 +31,17 @@ def broker_mode() -> str:
     return "docker" if probe.returncode == 0 else "local"
 
 
+def compose_command() -> list[str]:
+    """``docker compose`` (the plugin), else the standalone ``docker-compose``."""
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    raise BrokerError("Docker Compose is not installed (neither `docker compose` nor `docker-compose`)")
+
+
 def _compose(*args: str) -> list[str]:
-    return ["docker", "compose", "-f", str(COMPOSE_FILE), *args]
+    return [*compose_command(), "-f", str(COMPOSE_FILE), *args]
 
 
 def up() -> None:
