@@ -1,0 +1,1 @@
+"""Evaluation of the streaming detector: labelled scenarios, their metrics, and the NAB scorer."""
