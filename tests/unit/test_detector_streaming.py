@@ -1,0 +1,102 @@
+"""The streaming context detector: catches each kind of incident, stays quiet on healthy traffic, warms up."""
+
+import numpy as np
+import pytest
+from ml_service.detector import ContextDetector, train_context_model
+from ml_service.evaluation.cli import replay
+from ml_service.evaluation.metrics import evaluate
+from ml_service.evaluation.scenarios import SCENARIO_NAMES, build_scenario
+
+
+@pytest.fixture(scope="module")
+def model():
+    return train_context_model()
+
+
+def run(model, name: str, seed: int, batch: int = 500):
+    scenario = build_scenario(name, seed, scale=0.5)
+    events = scenario.events
+    output = replay(
+        ContextDetector.from_metadata(*model),
+        [e.service for e in events],
+        np.array([e.latency_ms for e in events]),
+        np.array([e.error_rate for e in events]),
+        batch,
+    )
+    return scenario, output, evaluate(name, events, scenario.incidents, output.anomaly, output.warm)
+
+
+@pytest.mark.parametrize("name", [n for n in SCENARIO_NAMES if n != "normal"])
+def test_each_incident_kind_is_caught_with_few_false_alarms(model, name: str) -> None:
+    _, _, metrics = run(model, name, seed=101)
+    assert metrics.incidents > 0
+    assert metrics.recall >= 0.75, metrics
+    assert metrics.false_positive_rate <= 0.01, metrics
+
+
+@pytest.mark.parametrize("seed", [101, 202])
+def test_healthy_traffic_raises_no_alert(model, seed: int) -> None:
+    _, output, metrics = run(model, "normal", seed)
+    assert metrics.normal_events > 1000
+    assert metrics.false_alerts <= 1
+
+
+def test_new_service_is_silent_during_warm_up_then_scored(model) -> None:
+    detector = ContextDetector.from_metadata(*model)
+    warmup = detector.tracker.config.warmup_events
+    rng = np.random.default_rng(5)
+    latency = 2000 * np.exp(rng.normal(0, 0.2, 200))
+    latency[5] *= 10  # an outlier during warm-up: no history, no verdict
+    latency[150] *= 10  # the same outlier once warm: caught
+    output = detector.score_arrays(["brand-new"] * 200, latency, np.full(200, 0.004))
+    assert not output.warm[:warmup].any() and output.warm[warmup:].all()
+    assert not output.anomaly[:warmup].any() and (output.score[:warmup] == 0).all()
+    assert output.anomaly[150]
+    assert output.anomaly.sum() == 1
+
+
+def test_same_relative_spike_caught_at_any_baseline(model) -> None:
+    for median in (15.0, 300.0, 4000.0):
+        detector = ContextDetector.from_metadata(*model)
+        rng = np.random.default_rng(7)
+        latency = median * np.exp(rng.normal(0, 0.25, 300))
+        latency[250] *= 8
+        output = detector.score_arrays(["svc"] * 300, latency, np.full(300, 0.005))
+        assert np.flatnonzero(output.anomaly).tolist() == [250], median
+
+
+def test_training_and_scoring_are_deterministic(model) -> None:
+    forest, metadata = train_context_model()
+    assert metadata["threshold"] == model[1]["threshold"]
+    _, first, _ = run(model, "latency_spikes", seed=3)
+    _, second, _ = run((forest, metadata), "latency_spikes", seed=3)
+    assert np.array_equal(first.score, second.score) and np.array_equal(first.anomaly, second.anomaly)
+
+
+def test_micro_batch_size_does_not_change_verdicts(model) -> None:
+    _, whole, _ = run(model, "level_shifts", seed=4, batch=10**6)
+    _, small, _ = run(model, "level_shifts", seed=4, batch=37)
+    assert np.allclose(whole.score, small.score) and np.array_equal(whole.anomaly, small.anomaly)
+
+
+def test_state_snapshot_restores_the_stream(model) -> None:
+    events = build_scenario("slow_drift", 9, scale=0.3).events
+    cols = ([e.service for e in events], [e.latency_ms for e in events], [e.error_rate for e in events])
+    half = len(events) // 2
+    original = ContextDetector.from_metadata(*model)
+    original.score_arrays(*(c[:half] for c in cols))
+    restored = ContextDetector.from_metadata(*model)
+    restored.tracker.load_state_dict(original.tracker.state_dict())
+    a = original.score_arrays(*(c[half:] for c in cols))
+    b = restored.score_arrays(*(c[half:] for c in cols))
+    assert np.array_equal(a.score, b.score) and np.array_equal(a.anomaly, b.anomaly)
+
+
+def test_score_batch_answers_each_event_in_order(model) -> None:
+    events = build_scenario("error_bursts", 1, scale=0.3).events
+    verdicts = ContextDetector.from_metadata(*model).score_batch(events)
+    assert len(verdicts) == len(events)
+    assert all(isinstance(a, bool) and np.isfinite(s) for a, s in verdicts)
+    flagged = [e.label for e, (a, _) in zip(events, verdicts, strict=True) if a]
+    assert flagged.count("error_burst") >= 2
+    assert len(flagged) - flagged.count("error_burst") <= 1  # at most one false alarm
