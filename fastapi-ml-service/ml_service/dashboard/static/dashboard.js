@@ -4,7 +4,8 @@
 (function () {
   const BASE = document.body.dataset.base;
   const SVG = "http://www.w3.org/2000/svg";
-  const CHART_HEIGHT = 78;
+  const MIN_CHART_HEIGHT = 70;
+  const MAX_CHART_HEIGHT = 150;
   const PAD = { left: 40, right: 6, top: 6, bottom: 14 };
   const FRESH_S = 15;
 
@@ -72,6 +73,7 @@
   }
   function ms(v) { return v >= 100 ? intFmt.format(v) + " ms" : oneFmt.format(v) + " ms"; }
   function pct(v, digits) { return (v * 100).toFixed(digits) + "%"; }
+  function axisPct(v) { const p = v * 100; return (Number.isInteger(p) ? p : +p.toFixed(1)) + "%"; }
   function niceMax(v) {
     if (!(v > 0)) return 1;
     const p = Math.pow(10, Math.floor(Math.log10(v)));
@@ -90,13 +92,14 @@
   // --- charts -----------------------------------------------------------------------------
 
   // Draws one series (and an optional faint companion) with anomaly markers; returns the points drawn.
-  function drawChart(svg, service, rows, spec, now) {
+  function drawChart(svg, service, rows, spec, now, height) {
+    svg.style.height = height + "px";
     const width = Math.max(svg.clientWidth || svg.parentNode.clientWidth || 300, 120);
-    svg.setAttribute("viewBox", `0 0 ${width} ${CHART_HEIGHT}`);
+    svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
     svg.replaceChildren();
     const x0 = now - state.windowS;
     const plotW = width - PAD.left - PAD.right;
-    const plotH = CHART_HEIGHT - PAD.top - PAD.bottom;
+    const plotH = height - PAD.top - PAD.bottom;
     let top = spec.floor;
     for (const r of rows) {
       top = Math.max(top, r[spec.key], spec.companion ? r[spec.companion] : 0, r.anomalies ? r[spec.marker] : 0);
@@ -113,7 +116,7 @@
     const firstMinute = Math.ceil(x0 / 60) * 60;
     for (let t = firstMinute; t <= now; t += 60) {
       el("svg:line", { class: "grid", x1: x(t), x2: x(t), y1: PAD.top, y2: PAD.top + plotH }, svg);
-      el("svg:text", { class: "axis-label", x: x(t), y: CHART_HEIGHT - 2, "text-anchor": "middle", text: clock(t).slice(0, 5) }, svg);
+      el("svg:text", { class: "axis-label", x: x(t), y: height - 2, "text-anchor": "middle", text: clock(t).slice(0, 5) }, svg);
     }
 
     const path = (key) => {
@@ -151,7 +154,7 @@
   };
   const ERRORS = {
     key: "mean_error_rate", companion: null, marker: "anomaly_error_rate",
-    lineClass: "line-error", floor: 0.01, format: (v) => pct(v, v >= 0.1 || v === 0 ? 0 : 1),
+    lineClass: "line-error", floor: 0.01, format: axisPct,
   };
 
   function panelFor(service) {
@@ -180,14 +183,17 @@
 
   function renderServices(now) {
     let points = 0;
+    // Few services get taller charts; many scroll.
+    const room = document.getElementById("services").clientHeight / Math.max(1, state.series.size) - 34;
+    const height = Math.round(Math.max(MIN_CHART_HEIGHT, Math.min(MAX_CHART_HEIGHT, room)));
     for (const [service, panel] of panels) {
       if (!state.series.has(service)) { panel.root.remove(); panels.delete(service); }
     }
     for (const [service, buckets] of state.series) {
       const rows = [...buckets.values()].sort((a, b) => a.t - b.t);
       const panel = panelFor(service);
-      points += drawChart(panel.latency, service, rows, LATENCY, now);
-      drawChart(panel.error, service, rows, ERRORS, now);
+      points += drawChart(panel.latency, service, rows, LATENCY, now, height);
+      drawChart(panel.error, service, rows, ERRORS, now, height);
       const recent = rows.filter((r) => r.t >= now - 6 && r.t < now - 1);
       const rate = recent.reduce((s, r) => s + r.count, 0) / 5;
       const anomalies = rows.reduce((s, r) => s + r.anomalies, 0);
