@@ -83,7 +83,7 @@ format: $(STAMP) ## Format the code with ruff
 	@$(VENV)/bin/ruff format .
 	@$(VENV)/bin/ruff check --fix .
 
-eval: $(STAMP) ## Detection quality on labelled scenarios (and NAB=path/to/nab for the NAB score)
+eval: $(STAMP) ## Detection quality on labelled scenarios (NAB=path/to/nab adds the NAB score)
 	@$(PY) fastapi-ml-service/evaluate.py $(if $(NAB),--nab $(NAB)) $(ARGS)
 
 clean: ## Remove the virtualenv, the broker's files and jars, run files and caches
