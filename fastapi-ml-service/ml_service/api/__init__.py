@@ -1,0 +1,1 @@
+"""The HTTP layer: routers in ``routes/``, shared dependencies in ``deps``."""

@@ -1,0 +1,11 @@
+"""All routers of the API, assembled in one place."""
+
+from fastapi import APIRouter
+
+from ml_service.api.routes import health, metrics, model, predict
+
+api_router = APIRouter()
+api_router.include_router(predict.router)
+api_router.include_router(health.router)
+api_router.include_router(model.router)
+api_router.include_router(metrics.router)

@@ -1,0 +1,114 @@
+"""Builds the FastAPI application (``create_app``) and runs it under uvicorn (``run``)."""
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from ml_service.api.main import api_router
+from ml_service.api.routes.predict import batch_request_body
+from ml_service.errors import ModelError
+from ml_service.metrics import MetricsMiddleware, ServiceMetrics
+from ml_service.schemas import batch_adapter
+from ml_service.settings import SERVICE_DIR, MLSettings
+from ml_service.store import ModelStore
+
+log = logging.getLogger(__name__)
+
+MAX_LISTED_ERRORS = 20  # a 10,000-item batch can fail 20,000 ways; the first few say enough
+
+DESCRIPTION = """Scores service log events for anomalies with an IsolationForest on [latency_ms, error_rate].
+
+* `POST /predict` scores one event, `POST /predict/batch` a JSON array of up to PREDICT_BATCH_MAX
+  (default 10000) events in one vectorised call; bodies above MAX_BODY_BYTES (default 4 MiB) get 413.
+* Set `ML_SCORING_API_KEY` to require `X-API-Key` on scoring; `POST /model/reload` needs `ML_API_KEY`.
+"""
+
+
+def create_app(settings: MLSettings | None = None) -> FastAPI:
+    """The ASGI app; it loads the model at startup, and starts (not ready) if the model is refused."""
+    settings = settings or MLSettings()
+    metrics = ServiceMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            bundle = app.state.store.load()
+            metrics.set_model(bundle.version)
+        except ModelError as exc:
+            metrics.set_model(None)
+            log.error("no model loaded, /ready answers 503 until POST /model/reload succeeds: %s", exc)
+        yield
+
+    app = FastAPI(title="Log anomaly ML service", version="1.0.0", description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.store = ModelStore(settings.model_path)
+    app.state.metrics = metrics
+    app.state.batch_adapter = batch_adapter(settings.predict_batch_max)
+
+    app.include_router(api_router)
+    _document_batch_cap(app, settings.predict_batch_max)
+
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected_error)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app
+
+
+def _document_batch_cap(app: FastAPI, max_items: int) -> None:
+    """Put the configured PREDICT_BATCH_MAX into the OpenAPI schema of /predict/batch."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = generate()  # cached by FastAPI after the first call; the update is idempotent
+        schema["paths"]["/predict/batch"]["post"].update(batch_request_body(max_items))
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors: Sequence[Any] = exc.errors()
+    listed = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors[:MAX_LISTED_ERRORS]]
+    detail = "; ".join(f"{_location(e['loc'])}: {e['msg']}" for e in listed)
+    if len(errors) > MAX_LISTED_ERRORS:
+        detail += f"; and {len(errors) - MAX_LISTED_ERRORS} more errors"
+    return JSONResponse({"detail": detail, "errors": listed}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+
+def _location(loc: Sequence[Any]) -> str:
+    """``("body", 3, "latency_ms")`` -> ``body[3].latency_ms``."""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "body"
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    # Only bugs get here: every bad input is answered 4xx before. Log it whole, answer without details.
+    log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse({"detail": "internal server error"}, status_code=status.HTTP_500_INTERNAL_SERVER_ERROR)
+
+
+def configure_logging(settings: MLSettings) -> None:
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def run(settings: MLSettings | None = None) -> None:
+    """``python main.py``: serve ``main:app`` with uvicorn on ML_HOST:ML_PORT with ML_WORKERS processes."""
+    settings = settings or MLSettings()
+    configure_logging(settings)
+    uvicorn.run(
+        "main:app",
+        app_dir=str(SERVICE_DIR),
+        host=settings.ml_host,
+        port=settings.ml_port,
+        workers=settings.ml_workers,
+        log_level=settings.log_level.lower(),
+    )

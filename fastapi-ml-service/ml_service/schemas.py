@@ -1,0 +1,104 @@
+"""The HTTP API's request and response shapes.
+
+A request is a log event as the simulator writes it, of which only ``latency_ms`` and ``error_rate``
+are required; its constraints are taken from ``eventbus.LogEvent`` rather than restated. Validation is
+strict: ``"250"`` or ``true`` is not a number, NaN/Infinity/1e400 are not finite, unknown fields are
+refused. ``PredictRequest`` is a TypedDict, not a model: pydantic validates a 10,000-item batch into
+dicts three times faster than into model instances, with the same rules.
+"""
+
+from typing import Annotated, Any, NotRequired
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
+
+from eventbus import LogEvent
+
+# Constraints of LogEvent's fields (bounds, lengths, finiteness), without their defaults.
+_LATENCY = LogEvent.model_fields["latency_ms"].metadata
+_ERROR_RATE = LogEvent.model_fields["error_rate"].metadata
+_EVENT_ID = LogEvent.model_fields["event_id"].metadata
+_TIMESTAMP = LogEvent.model_fields["timestamp"].metadata
+_SERVICE = LogEvent.model_fields["service"].metadata
+_LABEL = LogEvent.model_fields["label"].metadata
+
+
+class PredictRequest(TypedDict):
+    """One event to score. ``label`` is accepted (events carry it) but never used by the model."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid", strict=True)  # type: ignore[misc]
+
+    latency_ms: Annotated[float, *_LATENCY, Field(description="Latency in ms, finite, >= 0.")]
+    error_rate: Annotated[float, *_ERROR_RATE, Field(description="Share of failed requests, finite, in [0, 1].")]
+    event_id: NotRequired[Annotated[str, *_EVENT_ID] | None]
+    timestamp: NotRequired[Annotated[str, *_TIMESTAMP] | None]
+    service: NotRequired[Annotated[str, *_SERVICE] | None]
+    label: NotRequired[Annotated[str, *_LABEL, Field(description="Ground truth of simulated events; not used.")] | None]
+
+
+PREDICT_REQUEST_ADAPTER: TypeAdapter[PredictRequest] = TypeAdapter(PredictRequest)
+
+
+def batch_adapter(max_items: int) -> TypeAdapter[list[PredictRequest]]:
+    """Validator of a batch of at most ``max_items`` requests."""
+    return TypeAdapter(Annotated[list[PredictRequest], Field(max_length=max_items)])
+
+
+class PredictResponse(BaseModel):
+    """The verdict for one event."""
+
+    anomaly: bool = Field(description="True when score > the model's threshold.")
+    score: float = Field(description="Anomaly score in (0, 1], higher = more anomalous (-score_samples).")
+    model_version: str = Field(description="iforest-<first 12 hex of the model file's sha256>.")
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx/5xx answer: a message naming the problem (and the field, for 422)."""
+
+    detail: str
+    errors: list[dict[str, Any]] | None = Field(
+        None, description="For 422: each error's location, message and type (at most 20, inputs not echoed)."
+    )
+
+
+class HealthResponse(BaseModel):
+    status: str = Field("ok", description="Always ok: the process answers.")
+
+
+class ReadyResponse(BaseModel):
+    ready: bool
+    model_version: str
+
+
+class FeatureSummaryOut(BaseModel):
+    mean: float
+    std: float
+    min: float
+    max: float
+
+
+class TrainingSummaryOut(BaseModel):
+    source: str
+    rows: int
+    features: dict[str, FeatureSummaryOut]
+
+
+class ModelInfo(BaseModel):
+    """The loaded model."""
+
+    version: str
+    sha256: str
+    trained_at: str
+    features: list[str]
+    training: TrainingSummaryOut
+    contamination: float
+    threshold: float
+    n_estimators: int
+    max_samples: int
+    sklearn_version: str
+
+
+class ReloadResponse(BaseModel):
+    model_version: str
+    previous_version: str | None
+    changed: bool
