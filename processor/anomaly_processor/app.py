@@ -1,0 +1,131 @@
+"""The processor as a program: settings, Kafka clients, the HTTP scorer and the printer around a ``Pipeline``.
+
+SIGINT or SIGTERM finishes the batch in hand (produce, print, commit), closes the clients and exits 0;
+a second signal stops at once (exit 130), leaving the batch in hand uncommitted for the next run.
+"""
+
+import logging
+import signal
+import sys
+import threading
+from types import FrameType
+
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.errors import KafkaError
+from pydantic import ValidationError
+
+from anomaly_processor.errors import ScoringConfigError
+from anomaly_processor.output import Printer
+from anomaly_processor.pipeline import Pipeline, consumer_overrides, producer_overrides
+from anomaly_processor.retry import Backoff
+from anomaly_processor.scoring import HttpScorer
+from anomaly_processor.settings import ProcessorSettings
+from eventbus import BrokerUnavailableError, KafkaSettings, ensure_topics, make_consumer, make_producer
+from eventbus._clients import wait_for_broker
+
+log = logging.getLogger("anomaly_processor")
+
+BROKER_PROBE_TIMEOUT_S = 5.0
+
+
+def main() -> int:
+    try:
+        settings = ProcessorSettings()
+        kafka = KafkaSettings()  # type: ignore[call-arg]  # pydantic fields with positional defaults
+    except ValidationError as exc:
+        print(f"Invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    printer = Printer(
+        settings.print_mode, summary_interval_s=settings.summary_interval_s, auto_rate=settings.auto_summary_rate
+    )
+    stop = threading.Event()
+    install_signal_handlers(stop)
+    api_key = settings.ml_scoring_api_key.get_secret_value() if settings.ml_scoring_api_key else None
+    scorer = HttpScorer(
+        settings.ml_service_url, api_key=api_key, timeout_s=settings.ml_timeout_s, max_items=settings.ml_batch_cap
+    )
+    try:
+        return run(settings, kafka, scorer, printer, stop)
+    except KeyboardInterrupt:
+        printer.notice("Stopped at once (second signal): the batch in hand was not committed and will be redone.")
+        return 130
+    finally:
+        scorer.close()
+
+
+def run(
+    settings: ProcessorSettings, kafka: KafkaSettings, scorer: HttpScorer, printer: Printer, stop: threading.Event
+) -> int:
+    clients = connect(settings, kafka, printer, stop)
+    if clients is None:
+        return 0
+    consumer, producer = clients
+    try:
+        pipeline = Pipeline(
+            consumer,
+            producer,
+            scorer,
+            kafka=kafka,
+            settings=settings,
+            printer=printer,
+            stop=stop,
+            scorer_name=scorer.base_url,
+        )
+        printer.notice(
+            f"Processing {kafka.logs_topic} -> {kafka.predictions_topic} (dead letters: {kafka.dlq_topic}) "
+            f"as group {settings.processor_group!r}, scoring with {scorer.base_url}"
+        )
+        if not scorer.ready():
+            printer.notice(f"ML service at {scorer.base_url} is not ready yet: events will wait for it.")
+        pipeline.run()
+        printer.notice("Stopping: the batch in hand is done.")
+        return 0
+    except ScoringConfigError as exc:
+        log.error("cannot score: %s", exc)
+        printer.notice(f"Stopping: {exc}")
+        return 2
+    finally:
+        consumer.close(autocommit=False)
+        producer.close(timeout=5)
+        printer.close()
+
+
+def connect(
+    settings: ProcessorSettings, kafka: KafkaSettings, printer: Printer, stop: threading.Event
+) -> tuple[KafkaConsumer, KafkaProducer] | None:
+    """The consumer and producer, once Kafka answers (retrying with backoff); None if stopped first."""
+    backoff = Backoff(settings.retry_backoff_initial_s, settings.retry_backoff_max_s)
+    while not stop.is_set():
+        try:
+            wait_for_broker(kafka, timeout_s=BROKER_PROBE_TIMEOUT_S)
+            ensure_topics(kafka)
+            consumer = make_consumer(kafka, group_id=settings.processor_group, **consumer_overrides(settings))
+            try:
+                producer = make_producer(kafka, **producer_overrides())
+            except BaseException:
+                consumer.close(autocommit=False)
+                raise
+            return consumer, producer
+        except (BrokerUnavailableError, KafkaError, OSError) as exc:
+            delay = backoff.next_delay()
+            log.warning("Kafka not available (%s); retrying in %.1fs", exc, delay)
+            printer.retry(f"Kafka unavailable at {kafka.kafka_bootstrap_servers}, retrying in {delay:.1f}s")
+            stop.wait(delay)
+    return None
+
+
+def install_signal_handlers(stop: threading.Event) -> None:
+    """First SIGINT/SIGTERM: finish the batch in hand and stop; second: stop at once."""
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()  # no printing here: the main thread may be in the middle of a write
+
+    signal.signal(signal.SIGINT, handle)
+    signal.signal(signal.SIGTERM, handle)

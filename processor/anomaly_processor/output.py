@@ -1,0 +1,182 @@
+"""What the processor shows on stdout: a line per event at low rates, a periodic summary at high rates.
+
+This is deliberate user-facing output (diagnostics go to ``logging`` on stderr). Anomalies are marked
+``⚠ ANOMALY`` and, on a terminal only, coloured red; text from messages is stripped of control characters
+so a crafted event cannot drive the terminal.
+"""
+
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import TextIO
+
+import orjson
+
+from anomaly_processor.records import ConsumedRecord
+from anomaly_processor.scoring import Score
+from anomaly_processor.settings import PrintMode
+from eventbus import LogEvent
+
+ANOMALY_MARK = "⚠ ANOMALY"
+DEAD_LETTER_MARK = "✗ DEAD-LETTER"
+_RED = "\x1b[1;31m"
+_YELLOW = "\x1b[33m"
+_RESET = "\x1b[0m"
+_RATE_WINDOW_S = 1.0
+# C0 controls, DEL and C1 controls (which include the 8-bit CSI) become U+FFFD.
+_CONTROL_CHARS = dict.fromkeys([*range(0x00, 0x20), *range(0x7F, 0xA0)], "\ufffd")
+
+
+def printable(text: str) -> str:
+    return text.translate(_CONTROL_CHARS)
+
+
+def event_line(event: LogEvent, score: Score) -> str:
+    """``Log: {...}, Anomaly: True (score 0.93, model v1)``, as the original design printed it, plus the score."""
+    log = orjson.dumps(
+        {
+            "timestamp": event.timestamp,
+            "service": event.service,
+            "latency_ms": event.latency_ms,
+            "error_rate": event.error_rate,
+            "event_id": event.event_id,
+        }
+    ).decode()
+    text = f"Log: {log}, Anomaly: {score.anomaly} (score {score.score:.4g}, model {printable(score.model_version)})"
+    return f"{ANOMALY_MARK} {text}" if score.anomaly else text
+
+
+def dead_letter_line(record: ConsumedRecord, reason: str) -> str:
+    preview = "null" if record.value is None else orjson.dumps(record.value[:80].decode("utf-8", "replace")).decode()
+    return (
+        f"{DEAD_LETTER_MARK} {record.topic}[{record.partition}]@{record.offset}: {printable(reason)} | value: {preview}"
+    )
+
+
+class Printer:
+    """Counts what the processor did and prints it according to ``mode``.
+
+    ``auto`` prints a line per event while fewer than ``auto_rate`` events per second arrive (over the last
+    second) and a summary every ``summary_interval_s`` for the periods it did not; ``events`` always prints
+    lines; ``summary`` only summaries; ``quiet`` nothing.
+    """
+
+    def __init__(
+        self,
+        mode: PrintMode,
+        *,
+        summary_interval_s: float = 5.0,
+        auto_rate: float = 50.0,
+        stream: TextIO | None = None,
+        color: bool | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.mode = mode
+        self.summary_interval_s = summary_interval_s
+        self.auto_rate = auto_rate
+        self.stream = stream if stream is not None else sys.stdout
+        self.color = color if color is not None else _isatty(self.stream)
+        self._clock = clock
+        self.consumed = 0
+        self.verdicts = 0
+        self.anomalies = 0
+        self.dead_lettered = 0
+        self.retries = 0
+        self._recent: deque[tuple[float, int]] = deque()
+        self._last_summary_at = clock()
+        self._consumed_at_last_summary = 0
+        self._suppressed = False  # auto mode left events unprinted since the last summary
+        self._told_about_summary = False
+
+    def batch(
+        self,
+        consumed: int,
+        verdicts: Sequence[tuple[LogEvent, Score]],
+        dead_letters: Sequence[tuple[ConsumedRecord, str]],
+    ) -> None:
+        """Report one handled batch: ``consumed`` records became ``verdicts`` and ``dead_letters``."""
+        now = self._clock()
+        self.consumed += consumed
+        self.verdicts += len(verdicts)
+        self.anomalies += sum(1 for _, score in verdicts if score.anomaly)
+        self.dead_lettered += len(dead_letters)
+        if self._print_lines(now, consumed):
+            lines = [self._paint(dead_letter_line(r, reason), _YELLOW) for r, reason in dead_letters]
+            lines.extend(self._paint(event_line(e, s), _RED) if s.anomaly else event_line(e, s) for e, s in verdicts)
+            if lines:
+                self._write("\n".join(lines))
+        self.tick(now)
+
+    def retry(self, message: str) -> None:
+        """Report a retry (ML service or Kafka unavailable) with the wait that follows."""
+        self.retries += 1
+        self.notice(message)
+
+    def notice(self, message: str) -> None:
+        if self.mode != "quiet":
+            self._write(printable(message))
+
+    def tick(self, now: float | None = None) -> None:
+        """Print the summary if one is due; call it regularly, even when idle."""
+        now = self._clock() if now is None else now
+        if now - self._last_summary_at < self.summary_interval_s:
+            return
+        due = self.mode == "summary" and self.consumed > self._consumed_at_last_summary
+        if due or (self.mode == "auto" and self._suppressed):
+            self._write(self.summary_line(now))
+        self._last_summary_at = now
+        self._consumed_at_last_summary = self.consumed
+        self._suppressed = False
+
+    def summary_line(self, now: float | None = None) -> str:
+        now = self._clock() if now is None else now
+        elapsed = max(now - self._last_summary_at, 1e-9)
+        fresh = self.consumed - self._consumed_at_last_summary
+        return (
+            f"[summary] consumed={self.consumed} (+{fresh} in {elapsed:.1f}s, {fresh / elapsed:.0f}/s) "
+            f"verdicts={self.verdicts} anomalies={self.anomalies} dead_lettered={self.dead_lettered} "
+            f"retries={self.retries}"
+        )
+
+    def close(self) -> None:
+        """A last line with the totals (not in quiet mode)."""
+        if self.mode != "quiet":
+            self._write(
+                f"[stopped] consumed={self.consumed} verdicts={self.verdicts} anomalies={self.anomalies} "
+                f"dead_lettered={self.dead_lettered} retries={self.retries}"
+            )
+
+    def _print_lines(self, now: float, consumed: int) -> bool:
+        if self.mode == "events":
+            return True
+        if self.mode != "auto":
+            return False
+        self._recent.append((now, consumed))
+        while self._recent and now - self._recent[0][0] > _RATE_WINDOW_S:
+            self._recent.popleft()
+        rate = sum(n for _, n in self._recent) / _RATE_WINDOW_S
+        if rate <= self.auto_rate:
+            return True
+        self._suppressed = True
+        if not self._told_about_summary:
+            self._told_about_summary = True
+            self._write(
+                f"High rate (~{rate:.0f} events/s): printing a summary every {self.summary_interval_s:g}s "
+                "instead of a line per event (PRINT_MODE=events prints every event)."
+            )
+        return False
+
+    def _paint(self, line: str, colour: str) -> str:
+        return f"{colour}{line}{_RESET}" if self.color else line
+
+    def _write(self, text: str) -> None:
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False

@@ -1,0 +1,473 @@
+"""The processing loop: consume a micro-batch, dead-letter bad messages, score the rest, produce, print, commit.
+
+Delivery is at-least-once: the offsets of a batch are committed only after every verdict and dead letter of
+that batch was acknowledged by Kafka and printed. Whatever stops the loop before that (a crash, SIGKILL, a lost
+partition) leaves the offsets uncommitted, and the batch is handled again by whoever owns the partitions next.
+
+While the ML service or Kafka is unavailable the same batch is retried with capped exponential backoff; the
+assigned partitions stay paused and the consumer keeps polling, so it stays in its group without consuming more.
+"""
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError
+from kafka.structs import OffsetAndMetadata
+
+from anomaly_processor.errors import ScoringProtocolError, ScoringRejectedError, ScoringUnavailableError
+from anomaly_processor.output import Printer
+from anomaly_processor.records import (
+    ConsumedRecord,
+    DecodedBatch,
+    dead_letter_json,
+    decode_batch,
+    verdict_json,
+)
+from anomaly_processor.retry import Backoff
+from anomaly_processor.scoring import Score, Scorer
+from anomaly_processor.settings import ProcessorSettings
+from eventbus import KafkaSettings, LogEvent
+
+log = logging.getLogger(__name__)
+
+IDLE_POLL_MS = 500  # how long one poll waits for a first record; bounds how late a stop request is noticed
+HOLD_POLL_MS = 500  # polls while waiting to retry, to stay in the group
+FLUSH_SLICE_S = 1.0  # producer.flush waits in slices so the consumer can keep polling in between
+
+
+def consumer_overrides(settings: ProcessorSettings) -> dict[str, Any]:
+    """kafka-python consumer options for the processor (on top of ``eventbus.make_consumer``'s)."""
+    return {
+        "max_poll_records": settings.batch_max,
+        "max_partition_fetch_bytes": 8 * 1024 * 1024,
+        "fetch_max_bytes": 64 * 1024 * 1024,
+        # Scoring, isolation of a rejected batch and waiting for acks happen between two polls.
+        "max_poll_interval_ms": 600_000,
+        "reconnect_backoff_max_ms": 5000,
+        "client_id": "anomaly-processor",
+    }
+
+
+def producer_overrides() -> dict[str, Any]:
+    """kafka-python producer options: each batch is flushed at its end, so lingering only helps batching."""
+    return {
+        "linger_ms": 20,
+        "batch_size": 1024 * 1024,
+        "max_request_size": 4 * 1024 * 1024,
+        "reconnect_backoff_max_ms": 5000,
+        "client_id": "anomaly-processor",
+    }
+
+
+def commit_offsets(records: Sequence[ConsumedRecord]) -> dict[TopicPartition, OffsetAndMetadata]:
+    """Per partition, the offset after the last record handled: what to commit once they are all done."""
+    last: dict[TopicPartition, ConsumedRecord] = {}
+    for record in records:
+        tp = TopicPartition(record.topic, record.partition)
+        seen = last.get(tp)
+        if seen is None or record.offset > seen.offset:
+            last[tp] = record
+    return {tp: OffsetAndMetadata(record.offset + 1, "", _leader_epoch(record)) for tp, record in last.items()}
+
+
+def _leader_epoch(record: ConsumedRecord) -> int:
+    epoch = getattr(record, "leader_epoch", None)
+    return epoch if isinstance(epoch, int) else -1
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A record to produce: a verdict or a dead letter."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+
+
+@dataclass
+class ScoredBatch:
+    """A batch's outcome: verdicts, and dead letters (undecodable, or rejected by the scorer)."""
+
+    verdicts: list[tuple[LogEvent, Score]]
+    dead_letters: list[tuple[ConsumedRecord, str]]
+
+
+def score_isolating(scorer: Scorer, events: Sequence[LogEvent]) -> tuple[list[Score | None], list[tuple[int, str]]]:
+    """Score ``events``; when the scorer rejects a batch, bisect it to find the events it rejects.
+
+    Returns the scores (``None`` for rejected events) and ``(index, reason)`` for each rejected event, so
+    valid events are never lost with the bad ones. ``ScoringUnavailableError`` propagates: retry it all.
+    """
+    scores: list[Score | None] = [None] * len(events)
+    rejected: list[tuple[int, str]] = []
+    pending = [(0, len(events))] if events else []
+    while pending:
+        start, stop = pending.pop()
+        try:
+            scores[start:stop] = scorer.score(events[start:stop])
+        except ScoringRejectedError as exc:
+            if stop - start == 1:
+                rejected.append((start, f"ML service rejected the event ({exc.status}): {exc.detail}"))
+            else:
+                middle = (start + stop) // 2
+                pending.extend([(middle, stop), (start, middle)])
+    rejected.sort()
+    return scores, rejected
+
+
+class _Listener(ConsumerRebalanceListener):
+    """Runs on kafka-python's IO thread: it only records what happened, the loop acts on it."""
+
+    def __init__(self, pipeline: "Pipeline") -> None:
+        self._pipeline = pipeline
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        self._pipeline._on_revoked(list(revoked))
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self._pipeline._on_assigned(list(assigned))
+
+
+class Pipeline:
+    """Consumes ``LOGS_TOPIC`` and writes verdicts to ``PREDICTIONS_TOPIC``, bad messages to ``DLQ_TOPIC``.
+
+    ``consumer`` must not be subscribed yet (the pipeline subscribes it with its rebalance listener) and
+    must not auto-commit; ``scorer`` is any ``Scorer`` (``HttpScorer`` by default, in-process for evaluation).
+    """
+
+    def __init__(
+        self,
+        consumer: KafkaConsumer,
+        producer: KafkaProducer,
+        scorer: Scorer,
+        *,
+        kafka: KafkaSettings,
+        settings: ProcessorSettings,
+        printer: Printer,
+        stop: threading.Event | None = None,
+        scorer_name: str = "the scorer",
+    ) -> None:
+        self._consumer = consumer
+        self._producer = producer
+        self._scorer = scorer
+        self._kafka = kafka
+        self._settings = settings
+        self.printer = printer
+        self.stop = stop or threading.Event()
+        self._scorer_name = scorer_name
+        self._lock = threading.Lock()
+        self._epoch = 0  # counts revocations
+        self._revoked_at: dict[TopicPartition, int] = {}  # partition -> epoch of its last revocation
+        self._holding = False
+        consumer.subscribe([kafka.logs_topic], listener=_Listener(self))
+
+    # -- the loop ------------------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Handle batches until ``stop`` is set; the batch in hand is finished first when possible."""
+        backoff = self._backoff()
+        while not self.stop.is_set():
+            try:
+                self.run_once()
+                backoff.reset()
+            except KafkaError as exc:
+                if not _retriable(exc):
+                    raise
+                delay = backoff.next_delay()
+                log.warning("Kafka call failed (%s: %s); retrying in %.1fs", type(exc).__name__, exc, delay)
+                self.printer.retry(
+                    f"Kafka unavailable at {self._kafka.kafka_bootstrap_servers}, retrying in {delay:.1f}s ({exc})"
+                )
+                self.stop.wait(delay)
+
+    def run_once(self) -> int:
+        """Poll one batch and handle it; return how many records were handled and committed."""
+        records, epoch = self._poll_batch()
+        if not records:
+            self.printer.tick()
+            return 0
+        committed: int | None = None
+        try:
+            committed = self._handle(records, epoch)
+            return committed or 0
+        finally:
+            if committed is None:
+                self._rewind(records, epoch)
+            paused = self._consumer.paused()
+            if paused:
+                self._consumer.resume(*paused)
+
+    def _poll_batch(self) -> tuple[list[ConsumedRecord], int]:
+        """Up to ``BATCH_MAX`` records: wait for a first one, then up to ``BATCH_WAIT_MS`` to fill the batch."""
+        chunks: list[tuple[int, list[ConsumedRecord]]] = []
+        count = 0
+        deadline: float | None = None
+        wait_ms = IDLE_POLL_MS
+        while count < self._settings.batch_max and not self.stop.is_set():
+            polled = self._consumer.poll(timeout_ms=wait_ms, max_records=self._settings.batch_max - count)
+            records = [record for batch in polled.values() for record in batch]
+            if records:
+                chunks.append((self._current_epoch(), records))
+                count += len(records)
+                if deadline is None:
+                    deadline = time.monotonic() + self._settings.batch_wait_ms / 1000
+            if deadline is None:
+                break
+            wait_ms = int((deadline - time.monotonic()) * 1000)
+            if wait_ms <= 0:
+                break
+        epoch = self._current_epoch()
+        fresh: list[ConsumedRecord] = []
+        for polled_at, records in chunks:
+            fresh.extend(self._still_owned(records, polled_at))
+        return fresh, epoch
+
+    def _handle(self, records: list[ConsumedRecord], epoch: int) -> int | None:
+        """Score, produce, print and commit one batch; None when given up (on shutdown) before committing."""
+        decoded = decode_batch(records)
+        scored = self._score_with_retry(decoded, epoch)
+        if scored is None:
+            return None
+        outgoing = [
+            Outgoing(self._kafka.predictions_topic, event.key(), verdict_json(event, score))
+            for event, score in scored.verdicts
+        ]
+        outgoing.extend(
+            Outgoing(self._kafka.dlq_topic, record.key, dead_letter_json(record, reason))
+            for record, reason in scored.dead_letters
+        )
+        for record, reason in scored.dead_letters:
+            log.warning("dead-lettered %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason)
+        if not self._deliver(outgoing):
+            return None
+        self.printer.batch(len(records), scored.verdicts, scored.dead_letters)
+        handled = [record for record in records if self._owned_since(record, epoch)]
+        return len(handled) if self._commit(commit_offsets(handled), epoch) else 0
+
+    # -- scoring -------------------------------------------------------------------------------------------
+
+    def _score_with_retry(self, decoded: DecodedBatch, epoch: int) -> ScoredBatch | None:
+        backoff = self._backoff()
+        while True:
+            try:
+                scores, rejected = score_isolating(self._scorer, decoded.events)
+            except ScoringUnavailableError as exc:
+                if self.stop.is_set():
+                    log.warning(
+                        "stopping while %s is unavailable: %d events left uncommitted",
+                        self._scorer_name,
+                        len(decoded.events),
+                    )
+                    return None
+                delay = backoff.next_delay()
+                if isinstance(exc, ScoringProtocolError):
+                    log.error("%s broke the scoring contract: %s", self._scorer_name, exc.reason)
+                log.warning(
+                    "scoring %d events failed (attempt %d): %s; retrying in %.1fs",
+                    len(decoded.events),
+                    backoff.attempts,
+                    exc.reason,
+                    delay,
+                )
+                self.printer.retry(
+                    f"ML service unavailable at {self._scorer_name}, retrying in {delay:.1f}s ({exc.reason})"
+                )
+                self._hold(delay)
+                decoded = self._drop_lost(decoded, epoch)
+                continue
+            if backoff.attempts:
+                self.printer.notice(f"ML service at {self._scorer_name} is back after {backoff.attempts} retries.")
+            break
+        verdicts = [(event, score) for event, score in zip(decoded.events, scores, strict=True) if score is not None]
+        dead_letters = list(decoded.refused)
+        for index, reason in rejected:
+            record = decoded.event_records[index]
+            log.warning(
+                "scorer rejected event %s at %s[%d]@%d: %s",
+                decoded.events[index].event_id,
+                record.topic,
+                record.partition,
+                record.offset,
+                reason,
+            )
+            dead_letters.append((record, reason))
+        return ScoredBatch(verdicts, dead_letters)
+
+    def _rewind(self, records: list[ConsumedRecord], epoch: int) -> None:
+        """Seek back to a batch that was not committed, so the next poll returns it again instead of skipping it."""
+        first: dict[TopicPartition, int] = {}
+        for record in records:
+            tp = TopicPartition(record.topic, record.partition)
+            if self._owned_since(record, epoch) and record.offset < first.get(tp, record.offset + 1):
+                first[tp] = record.offset
+        for tp, offset in first.items():
+            try:
+                self._consumer.seek(tp, offset)
+            except (KafkaError, AssertionError, ValueError) as exc:
+                log.warning("could not seek %s back to %d (%s): its new owner will redo it", tp, offset, exc)
+
+    def _drop_lost(self, decoded: DecodedBatch, epoch: int) -> DecodedBatch:
+        """Without the records of partitions revoked while we waited: their new owner redoes them."""
+        lost = self._revoked_since(epoch)
+        if not lost:
+            return decoded
+        kept = DecodedBatch()
+        for event, record in zip(decoded.events, decoded.event_records, strict=True):
+            if (record.topic, record.partition) not in lost:
+                kept.events.append(event)
+                kept.event_records.append(record)
+        kept.refused = [(r, why) for r, why in decoded.refused if (r.topic, r.partition) not in lost]
+        log.info("partitions %s were revoked while waiting: dropped their records from the batch in hand", lost)
+        return kept
+
+    # -- producing -----------------------------------------------------------------------------------------
+
+    def _deliver(self, outgoing: list[Outgoing]) -> bool:
+        """Produce every record and wait for its acknowledgement, resending failures; False if stopped first."""
+        backoff = self._backoff()
+        pending = outgoing
+        while pending:
+            sent: list[tuple[Outgoing, Any]] = []
+            failed: list[Outgoing] = []
+            reason = ""
+            for position, item in enumerate(pending):
+                try:
+                    sent.append((item, self._producer.send(item.topic, value=item.value, key=item.key)))
+                except KafkaTimeoutError as exc:  # no metadata or no buffer space within max_block_ms
+                    failed = list(pending[position:])
+                    reason = str(exc)
+                    break
+            self._wait_for_acks(len(sent))
+            for item, future in sent:
+                if future.succeeded():
+                    continue
+                error = future.exception
+                if not _retriable(error):
+                    raise error  # e.g. authorization or a record too large: a bug or config to fix, not to retry
+                reason = reason or f"{type(error).__name__}: {error}"
+                failed.append(item)
+            if not failed:
+                if backoff.attempts:
+                    self.printer.notice(f"Kafka at {self._kafka.kafka_bootstrap_servers} is back.")
+                return True
+            if self.stop.is_set():
+                log.warning("stopping while Kafka is unavailable: %d records not acknowledged", len(failed))
+                return False
+            delay = backoff.next_delay()
+            log.warning(
+                "%d of %d records were not acknowledged (%s); resending in %.1fs",
+                len(failed),
+                len(pending),
+                reason,
+                delay,
+            )
+            self.printer.retry(
+                f"Kafka unavailable at {self._kafka.kafka_bootstrap_servers}, "
+                f"resending {len(failed)} records in {delay:.1f}s ({reason})"
+            )
+            self._hold(delay)
+            pending = failed
+        return True
+
+    def _wait_for_acks(self, count: int) -> None:
+        waited = 0.0
+        while True:
+            try:
+                self._producer.flush(timeout=FLUSH_SLICE_S)
+                return
+            except KafkaTimeoutError:
+                waited += FLUSH_SLICE_S
+                if int(waited) % 10 == 0:
+                    log.warning("still waiting for Kafka to acknowledge %d records (%.0fs)", count, waited)
+                self._hold(0)
+
+    # -- committing ----------------------------------------------------------------------------------------
+
+    def _commit(self, offsets: dict[TopicPartition, OffsetAndMetadata], epoch: int) -> bool:
+        """Commit ``offsets``, retrying while Kafka is unavailable; False if they were not committed."""
+        backoff = self._backoff()
+        while offsets:
+            try:
+                self._consumer.commit(offsets)
+                return True
+            except CommitFailedError as exc:
+                log.warning("commit refused, the group rebalanced (%s): these records may be handled again", exc)
+                return False
+            except KafkaError as exc:
+                if not _retriable(exc) or self.stop.is_set():
+                    log.warning("commit of %s failed (%s): these records may be handled again", offsets, exc)
+                    return False
+                delay = backoff.next_delay()
+                log.warning("commit failed (%s); retrying in %.1fs", exc, delay)
+                self._hold(delay)
+                lost = self._revoked_since(epoch)
+                offsets = {tp: om for tp, om in offsets.items() if (tp.topic, tp.partition) not in lost}
+        return False
+
+    # -- waiting while staying in the group ----------------------------------------------------------------
+
+    def _hold(self, seconds: float) -> None:
+        """Wait ``seconds`` (less if stopped) with all partitions paused, polling to keep group membership."""
+        deadline = time.monotonic() + seconds
+        self._holding = True
+        try:
+            while True:
+                assignment = self._consumer.assignment()
+                if assignment:
+                    self._consumer.pause(*assignment)
+                remaining_ms = int((deadline - time.monotonic()) * 1000)
+                polled = self._consumer.poll(timeout_ms=max(0, min(remaining_ms, HOLD_POLL_MS)))
+                for tp, records in polled.items():
+                    # Assigned during the poll and returned before we could pause it: put the records back.
+                    self._consumer.seek(tp, records[0].offset)
+                self.printer.tick()
+                if remaining_ms <= HOLD_POLL_MS or self.stop.is_set():
+                    return
+        finally:
+            self._holding = False
+
+    # -- rebalancing (called on kafka-python's IO thread) --------------------------------------------------
+
+    def _on_revoked(self, revoked: list[TopicPartition]) -> None:
+        with self._lock:
+            self._epoch += 1
+            for tp in revoked:
+                self._revoked_at[TopicPartition(tp.topic, tp.partition)] = self._epoch
+        if revoked:
+            log.info("partitions revoked: %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in revoked))
+
+    def _on_assigned(self, assigned: list[TopicPartition]) -> None:
+        if assigned:
+            log.info("partitions assigned: %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
+            if self._holding:
+                self._consumer.pause(*assigned)
+
+    def _current_epoch(self) -> int:
+        with self._lock:
+            return self._epoch
+
+    def _revoked_since(self, epoch: int) -> set[tuple[str, int]]:
+        with self._lock:
+            return {(tp.topic, tp.partition) for tp, at in self._revoked_at.items() if at > epoch}
+
+    def _owned_since(self, record: ConsumedRecord, epoch: int) -> bool:
+        with self._lock:
+            return self._revoked_at.get(TopicPartition(record.topic, record.partition), -1) <= epoch
+
+    def _still_owned(self, records: list[ConsumedRecord], epoch: int) -> list[ConsumedRecord]:
+        lost = self._revoked_since(epoch)
+        if not lost:
+            return records
+        return [r for r in records if (r.topic, r.partition) not in lost]
+
+    def _backoff(self) -> Backoff:
+        return Backoff(self._settings.retry_backoff_initial_s, self._settings.retry_backoff_max_s)
+
+
+def _retriable(error: BaseException | None) -> bool:
+    return isinstance(error, KafkaError) and bool(getattr(error, "retriable", False))

@@ -1,0 +1,180 @@
+"""Scoring transport: the ``Scorer`` protocol the pipeline calls, and ``HttpScorer``, its default over HTTP.
+
+Contract of the ML service: ``POST /predict/batch`` takes a JSON array of events (``latency_ms``,
+``error_rate``, ``event_id``, ``timestamp``, ``service``; never ``label``, the ground truth) and answers
+200 with ``[{"anomaly": bool, "score": float, "model_version": str}, ...]`` in the same order.
+``GET /ready`` answers 200 when it can score.
+"""
+
+import math
+import re
+from collections.abc import Sequence
+from typing import Any, NamedTuple, Protocol
+
+import orjson
+import requests
+
+from anomaly_processor.errors import (
+    ScoringConfigError,
+    ScoringProtocolError,
+    ScoringRejectedError,
+    ScoringUnavailableError,
+)
+from eventbus import LogEvent
+
+# The service's limit on events per request.
+MAX_ITEMS_PER_REQUEST = 10_000
+# Answers that say "this data is wrong": the events are isolated and the offending ones dead-lettered.
+REJECTED_STATUSES = frozenset({400, 413, 422})
+# Answers that say "not now": the same batch is retried.
+RETRY_STATUSES = frozenset({408, 425, 429})
+_DETAIL_MAX_CHARS = 300
+
+
+class Score(NamedTuple):
+    """The detector's answer for one event: ``score`` is higher when more anomalous."""
+
+    anomaly: bool
+    score: float
+    model_version: str
+
+
+class Scorer(Protocol):
+    """Anything that scores a batch of events, in order; the pipeline depends on nothing else.
+
+    ``score`` raises ``ScoringUnavailableError`` when it cannot answer now (retried),
+    ``ScoringRejectedError`` when the batch holds data it refuses (isolated), and
+    ``ScoringConfigError`` when it will never answer this caller (fatal).
+    """
+
+    def score(self, events: Sequence[LogEvent]) -> list[Score]: ...
+
+
+class HttpScorer:
+    """Scores through the ML service's ``/predict/batch`` over one keep-alive HTTP session."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        timeout_s: float = 10.0,
+        max_items: int = MAX_ITEMS_PER_REQUEST,
+        session: requests.Session | None = None,
+    ) -> None:
+        if not 1 <= max_items <= MAX_ITEMS_PER_REQUEST:
+            raise ValueError(f"max_items must be in [1, {MAX_ITEMS_PER_REQUEST}], got {max_items}")
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+        self.max_items = max_items
+        self._predict_url = f"{self.base_url}/predict/batch"
+        self._ready_url = f"{self.base_url}/ready"
+        self._session = session or requests.Session()
+        # The scorer is an internal service: no proxy or netrc lookups from the environment on every request.
+        self._session.trust_env = False
+        self._session.headers["Content-Type"] = "application/json"
+        if api_key:
+            self._session.headers["X-API-Key"] = api_key
+
+    def score(self, events: Sequence[LogEvent]) -> list[Score]:
+        scores: list[Score] = []
+        for start in range(0, len(events), self.max_items):
+            scores.extend(self._score_chunk(events[start : start + self.max_items]))
+        return scores
+
+    def ready(self) -> bool:
+        """True when the service answers ``/ready`` with 200."""
+        try:
+            return self._session.get(self._ready_url, timeout=self.timeout_s).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def close(self) -> None:
+        self._session.close()
+
+    def _score_chunk(self, events: Sequence[LogEvent]) -> list[Score]:
+        if not events:
+            return []
+        body = orjson.dumps(
+            [
+                {
+                    "latency_ms": e.latency_ms,
+                    "error_rate": e.error_rate,
+                    "event_id": e.event_id,
+                    "timestamp": e.timestamp,
+                    "service": e.service,
+                }
+                for e in events
+            ]
+        )
+        try:
+            response = self._session.post(self._predict_url, data=body, timeout=self.timeout_s)
+        except requests.Timeout:
+            raise ScoringUnavailableError(f"no answer within {self.timeout_s:g}s") from None
+        except requests.RequestException as exc:
+            raise ScoringUnavailableError(connection_reason(exc)) from None
+        status = response.status_code
+        if status == 200:
+            return decode_scores(response.content, len(events))
+        detail = response_detail(response.content)
+        if status in REJECTED_STATUSES:
+            raise ScoringRejectedError(status, detail)
+        if status >= 500 or status in RETRY_STATUSES:
+            raise ScoringUnavailableError(f"HTTP {status}: {detail}")
+        raise ScoringConfigError(
+            f"{self._predict_url} answered {status} ({detail}); check ML_SERVICE_URL and ML_SCORING_API_KEY"
+        )
+
+
+def decode_scores(content: bytes, expected: int) -> list[Score]:
+    """Read a ``/predict/batch`` answer, checking it against the contract, or raise ``ScoringProtocolError``."""
+    try:
+        items: Any = orjson.loads(content)
+    except orjson.JSONDecodeError as exc:
+        raise ScoringProtocolError(f"answer is not JSON: {exc}") from None
+    if not isinstance(items, list) or len(items) != expected:
+        got = f"{len(items)} items" if isinstance(items, list) else type(items).__name__
+        raise ScoringProtocolError(f"answer should be a list of {expected} scores, got {got}")
+    scores: list[Score] = []
+    for index, item in enumerate(items):
+        try:
+            anomaly = item["anomaly"]
+            value = item["score"]
+            version = item["model_version"]
+        except (TypeError, KeyError):
+            raise ScoringProtocolError(f"score #{index} lacks anomaly/score/model_version: {item!r:.200}") from None
+        if (
+            type(anomaly) is not bool
+            or type(value) not in (float, int)
+            or not math.isfinite(value)
+            or type(version) is not str
+        ):
+            raise ScoringProtocolError(f"score #{index} has wrong types or a non-finite score: {item!r:.200}")
+        scores.append(Score(anomaly, float(value), version))
+    return scores
+
+
+def response_detail(content: bytes) -> str:
+    """The service's own message: FastAPI's ``detail`` when there is one, else the body; one line, short."""
+    text: str
+    try:
+        data: Any = orjson.loads(content)
+        detail = data.get("detail", data) if isinstance(data, dict) else data
+        text = detail if isinstance(detail, str) else orjson.dumps(detail).decode()
+    except orjson.JSONDecodeError:
+        text = content.decode("utf-8", errors="replace")
+    text = " ".join(text.split()) or "(empty body)"
+    return text if len(text) <= _DETAIL_MAX_CHARS else text[: _DETAIL_MAX_CHARS - 1] + "…"
+
+
+_ERRNO_MESSAGE = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")
+
+
+def connection_reason(exc: BaseException) -> str:
+    """A short reason for a failed request, e.g. ``Connection refused``, instead of urllib3's long chain."""
+    match = _ERRNO_MESSAGE.search(str(exc))
+    if match:
+        return match.group(1).strip()
+    if "RemoteDisconnected" in str(exc) or "Connection aborted" in str(exc):
+        return "connection closed by the service"
+    return type(exc).__name__

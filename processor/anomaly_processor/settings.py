@@ -1,0 +1,53 @@
+"""The processor's settings, read from the environment in this one place (Kafka's come from ``eventbus``)."""
+
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PrintMode = Literal["auto", "events", "summary", "quiet"]
+
+
+class ProcessorSettings(BaseSettings):
+    """How the processor consumes, scores, retries and reports.
+
+    Every field is read from the environment variable of the same name in upper case.
+    """
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore")
+
+    processor_group: str = Field(
+        default="processor",
+        min_length=1,
+        description="Kafka consumer group; a group new to the topic starts at the earliest offset.",
+    )
+    ml_service_url: str = Field(default="http://localhost:8000", description="Base URL of the ML scoring service.")
+    ml_scoring_api_key: SecretStr | None = Field(
+        default=None, description="Sent as the X-API-Key header when set; never logged."
+    )
+    ml_timeout_s: float = Field(default=10.0, gt=0, description="Timeout of one scoring request, in seconds.")
+    ml_batch_cap: int = Field(
+        default=10_000, ge=1, le=10_000, description="Most events in one /predict/batch request (the service's limit)."
+    )
+    batch_max: int = Field(default=2000, ge=1, description="Most events consumed, scored and committed as one batch.")
+    batch_wait_ms: int = Field(
+        default=50, ge=0, description="After the first event arrives, how long to wait for more to fill the batch."
+    )
+    retry_backoff_initial_s: float = Field(
+        default=0.5, gt=0, description="First wait before retrying the ML service or Kafka, in seconds."
+    )
+    retry_backoff_max_s: float = Field(
+        default=10.0, gt=0, description="Cap of the exponential backoff between retries, in seconds."
+    )
+    print_mode: PrintMode = Field(
+        default="auto",
+        description="auto: a line per event at low rates, a periodic summary at high rates; "
+        "events: always a line per event; summary: only the periodic summary; quiet: nothing on stdout.",
+    )
+    summary_interval_s: float = Field(default=5.0, gt=0, description="Seconds between two summary lines.")
+    auto_summary_rate: float = Field(
+        default=50.0, gt=0, description="Events per second above which PRINT_MODE=auto prints summaries instead."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Level of the diagnostics logged to stderr."
+    )
