@@ -57,12 +57,12 @@ class ErrorResponse(BaseModel):
 
     detail: str
     errors: list[dict[str, Any]] | None = Field(
-        None, description="For 422: each error's location, message and type (at most 20, inputs not echoed)."
+        default=None, description="For 422: each error's location, message and type (at most 20, inputs not echoed)."
     )
 
 
 class HealthResponse(BaseModel):
-    status: str = Field("ok", description="Always ok: the process answers.")
+    status: str = Field(default="ok", description="Always ok: the process answers.")
 
 
 class ReadyResponse(BaseModel):
