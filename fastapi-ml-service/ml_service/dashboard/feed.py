@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 POLL_TIMEOUT_MS = 250
 POLL_MAX_RECORDS = 5000
 RETRY_DELAY_S = 2.0
+# Fail fast enough that the page says "Kafka unavailable" rather than "connecting" for long.
+BOOTSTRAP_TIMEOUT_MS = 5000
 
 
 class Feed(Protocol):
@@ -131,8 +133,15 @@ class LiveFeed:
             consumer: KafkaConsumer | None = None
             admin: KafkaAdminClient | None = None
             try:
-                consumer = make_consumer(self.kafka, group_id=None, allow_auto_create_topics=False)
-                admin = make_admin(self.kafka)
+                # A viewer skips CRC checks: without the C crc32c module they cost kafka-python most of its time.
+                consumer = make_consumer(
+                    self.kafka,
+                    group_id=None,
+                    allow_auto_create_topics=False,
+                    check_crcs=False,
+                    bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
+                )
+                admin = make_admin(self.kafka, bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS)
                 if not self._assign(consumer):
                     self._stop.wait(RETRY_DELAY_S)
                     continue

@@ -96,6 +96,8 @@ class LiveWindow:
         self._lock = threading.Lock()
         self._rev = 0
         self._services: dict[str, dict[int, Bucket]] = {}
+        # Per second across services: [events, anomalies]; keeps the counters cheap to read.
+        self._totals: dict[int, list[int]] = {}
         self._dead_lettered: dict[int, int] = {}
         self._anomalies: deque[dict[str, Any]] = deque(maxlen=max_anomalies)
         self.dropped = {"unreadable": 0, "out_of_window": 0, "too_many_services": 0}
@@ -127,7 +129,12 @@ class LiveWindow:
                     bucket = buckets[second] = Bucket()
                 bucket.add(verdict)
                 bucket.rev = self._rev
+                totals = self._totals.get(second)
+                if totals is None:
+                    totals = self._totals[second] = [0, 0]
+                totals[0] += 1
                 if verdict.anomaly:
+                    totals[1] += 1
                     self._anomalies.append(_anomaly_entry(stamp, verdict, self._rev))
                 kept += 1
         return kept
@@ -162,12 +169,15 @@ class LiveWindow:
                     del self._services[service]
             for second in [s for s in self._dead_lettered if s < cutoff]:
                 del self._dead_lettered[second]
+            for second in [s for s in self._totals if s < cutoff]:
+                del self._totals[second]
 
     def clear(self) -> None:
         """Start again from nothing (the feed re-reads the window when it restarts)."""
         with self._lock:
             self._rev += 1
             self._services.clear()
+            self._totals.clear()
             self._dead_lettered.clear()
             self._anomalies.clear()
             self.consumer_lag = None
@@ -182,8 +192,9 @@ class LiveWindow:
         return self._rev
 
     def bucket_count(self) -> int:
+        """Per-second entries held (service buckets, dead-letter and total counts): what memory grows with."""
         with self._lock:
-            return sum(len(b) for b in self._services.values()) + len(self._dead_lettered)
+            return sum(len(b) for b in self._services.values()) + len(self._dead_lettered) + len(self._totals)
 
     def snapshot(self) -> dict[str, Any]:
         """Everything in the window: what a client draws first."""
@@ -199,7 +210,8 @@ class LiveWindow:
         with self._lock:
             series = {}
             for service, buckets in self._services.items():
-                rows = [b.row(s) for s, b in sorted(buckets.items()) if b.rev > since_rev and s >= cutoff]
+                changed = sorted((s, b) for s, b in buckets.items() if b.rev > since_rev and s >= cutoff)
+                rows = [b.row(s) for s, b in changed]
                 if rows or since_rev == 0:
                     series[service] = rows
             anomalies = [a for a in reversed(self._anomalies) if a["rev"] > since_rev]
@@ -219,13 +231,12 @@ class LiveWindow:
     def _counters(self, now: float, cutoff: int) -> dict[str, Any]:
         last_whole = int(now) - 1
         recent = range(last_whole - RATE_SECONDS + 1, last_whole + 1)
-        events = anomalies = recent_events = 0
-        for buckets in self._services.values():
-            for second, bucket in buckets.items():
-                if second >= cutoff:
-                    events += bucket.count
-                    anomalies += bucket.anomalies
-            recent_events += sum(buckets[s].count for s in recent if s in buckets)
+        events = anomalies = 0
+        for second, (count, anomalous) in self._totals.items():
+            if second >= cutoff:
+                events += count
+                anomalies += anomalous
+        recent_events = sum(self._totals[s][0] for s in recent if s in self._totals)
         return {
             "events_per_s": round(recent_events / RATE_SECONDS, 1),
             "events_in_window": events,
