@@ -1,25 +1,40 @@
 """Streaming, per-service anomaly detection: context features + an IsolationForest at the core.
 
-Contract (river-style, vectorised per micro-batch)::
+Three separable pieces (the processor owns the state, the ML service owns the forest)::
 
-    detector = ContextDetector.from_metadata(forest, metadata)   # or ContextDetector(forest, threshold, ...)
-    detector.score_batch(events) -> [(anomaly, score), ...]      # score_one then learn_one, for each event in order
+    # (a) processor side, stateful per service
+    tracker = ContextTracker(ContextConfig(**metadata["context"]))
+    features, warm = tracker.features(services, latency_ms, error_rate)   # (n, len(FEATURES)), (n,) bool
+    gate = AlertGate(GateConfig(metadata["threshold"], metadata["training"]["cooldown_events"]))
+    anomaly, score = gate.decide(services, raw_scores, warm)               # (n,) bool, (n,) float
+    # (b) service side, stateless: the joblib-saved forest + metadata
+    raw_scores = ContextModel.from_metadata(forest, metadata).score(features)   # (n,) float, higher = worse
+    # (c) both in one process (eval, tests, a single-process deployment)
+    detector = ContextDetector.from_metadata(forest, metadata)
+    detector.score_batch(events) -> [(anomaly, score), ...]
+    detector.score_arrays(services, latency_ms, error_rate) -> DetectorOutput(anomaly, score, warm, suppressed)
 
-* State is per service (``ContextTracker``: service -> ``ServiceContext``), learned online from the stream
-  only: no per-service setting, no prior knowledge of a service. Each event is scored from its service's
-  state BEFORE the event (plus the event itself), then learned — so the verdict never depends on the future.
+* State is per service, learned online from the stream only: no per-service setting, no prior knowledge
+  of a service. Each event is scored from its service's state BEFORE the event (plus the event itself),
+  then learned — so the verdict never depends on the future. ``state_dict()``/``load_state_dict()`` on the
+  tracker, the gate and the detector give JSON-able snapshots.
 * Features are scale-free (``context.FEATURES``): deviations in the service's own spread, so ONE forest,
   trained once on simulated healthy traffic of many different services, serves a 20 ms and a 2 s service.
 * Warm-up: a service's first ``ContextConfig.warmup_events`` events are learned but get ``anomaly=False``,
-  ``score=0.0`` (``DetectorOutput.warm`` is False): without history there is no notion of normal for it.
+  ``score=0.0`` (``warm`` is False): without history there is no notion of normal for it.
   The stateless point model (``/predict``) remains the answer for one event with no history.
 * Alerts: ``anomaly = score > threshold`` unless the service alerted within its last ``cooldown_events``
   events (one alert per incident, not one per event of it); ``score`` itself is never muted.
-* State is snapshotted with ``ContextTracker.state_dict()`` / ``load_state_dict()`` (JSON-able).
+* Recovery after an incident: the baseline learns slowly (~100 events) and an outlier moves it at most
+  ``clip_sigmas`` spreads, so a 60–150 event level shift has not become the normal when it ends and the
+  return to normal raises no alert. The scenario metrics count every alert outside an incident as false
+  (no grace period).
 * Pure code: no Kafka, no HTTP. Not thread-safe: one detector per consumer.
 """
 
 from ml_service.detector.context import FEATURES, ContextConfig, ContextTracker, ServiceContext
+from ml_service.detector.forest import ContextModel, FlatForest
+from ml_service.detector.gate import AlertGate, GateConfig, GateOutput
 from ml_service.detector.model import (
     ContextDetector,
     DetectorOutput,
@@ -29,10 +44,15 @@ from ml_service.detector.model import (
 
 __all__ = [
     "FEATURES",
+    "AlertGate",
     "ContextConfig",
     "ContextDetector",
+    "ContextModel",
     "ContextTracker",
     "DetectorOutput",
+    "FlatForest",
+    "GateConfig",
+    "GateOutput",
     "ServiceContext",
     "TrainingConfig",
     "train_context_model",

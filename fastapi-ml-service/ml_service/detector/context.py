@@ -23,7 +23,9 @@ class ContextConfig:
 
     warmup_events: int = 30  # events a new service needs before its features are trusted
     fast_alpha: float = 0.2  # EWMA weight of the recent level (time constant ~5 events)
-    slow_alpha: float = 0.02  # EWMA weight of the baseline (~50 events)
+    # EWMA weight of the baseline (~100 events): slow enough that a 60-150 event incident is not yet the new
+    # normal when it ends, so the return to normal is no surprise; a lasting shift is absorbed in a few hundred.
+    slow_alpha: float = 0.01
     medium_alpha: float = 0.05  # EWMA weight of the medium-term level used for drift
     long_alpha: float = 0.002  # EWMA weight of the long-term level (~500 events)
     clip_sigmas: float = 4.0  # an outlier moves the baseline as if it were this many spreads away
@@ -46,7 +48,6 @@ class ServiceContext:
         "step_var",
         "error_mean",
         "error_var",
-        "cooldown",
     )
 
     def __init__(self) -> None:
@@ -54,7 +55,6 @@ class ServiceContext:
         self.slow_mean = self.slow_var = self.fast_mean = self.fast_var = 0.0
         self.medium_mean = self.long_mean = self.last = self.step_var = 0.0
         self.error_mean = self.error_var = 0.0
-        self.cooldown = 0  # events left during which a new alert for this service is suppressed
 
     def state(self) -> dict[str, float]:
         return {name: getattr(self, name) for name in self.__slots__}

@@ -12,6 +12,8 @@ from sklearn.ensemble import IsolationForest
 
 from eventbus import LogEvent
 from ml_service.detector.context import FEATURES, ContextConfig, ContextTracker
+from ml_service.detector.forest import ContextModel
+from ml_service.detector.gate import AlertGate, GateConfig
 
 
 @dataclass(frozen=True)
@@ -99,12 +101,7 @@ def train_context_model(
     low = np.quantile(matrix, training.range_quantile, axis=0)
     high = np.quantile(matrix, 1.0 - training.range_quantile, axis=0)
     detector = ContextDetector(
-        forest,
-        math.inf,
-        context=context,
-        cooldown_events=0,
-        feature_range=(low, high),
-        excess_weight=training.excess_weight,
+        ContextModel(forest, (low, high), training.excess_weight), GateConfig(math.inf, 0), context
     )
     held_out = normal_training_stream(replace(training, seed=training.seed + 1))
     output = detector.score_arrays(*held_out)
@@ -135,37 +132,23 @@ def train_context_model(
 
 
 class ContextDetector:
-    """Scores events in their service's context with the IsolationForest, then applies the alert cool-down.
+    """(a) + (b) in one process: ``ContextTracker`` -> ``ContextModel.score`` -> ``AlertGate``, per micro-batch.
 
-    The state (a ``ContextTracker``) lives in this object: one detector per consumer of a partition set.
+    The state (tracker and gate) lives in this object: one detector per consumer of a partition set.
     """
 
-    def __init__(
-        self,
-        forest: IsolationForest,
-        threshold: float,
-        *,
-        context: ContextConfig | None = None,
-        cooldown_events: int = TrainingConfig.cooldown_events,
-        feature_range: tuple[np.ndarray, np.ndarray] | None = None,
-        excess_weight: float = TrainingConfig.excess_weight,
-    ) -> None:
-        self.forest = forest
-        self.feature_range = feature_range
-        self.excess_weight = excess_weight
-        self.threshold = threshold
-        self.cooldown_events = cooldown_events
+    def __init__(self, model: ContextModel, gate: GateConfig, context: ContextConfig | None = None) -> None:
+        self.model = model
         self.tracker = ContextTracker(context)
+        self.gate = AlertGate(gate)
 
     @classmethod
     def from_metadata(cls, forest: IsolationForest, metadata: dict[str, Any]) -> "ContextDetector":
+        """The detector ``train_context_model`` describes: its forest and metadata."""
         return cls(
-            forest,
-            float(metadata["threshold"]),
-            context=ContextConfig(**metadata["context"]),
-            cooldown_events=int(metadata["training"]["cooldown_events"]),
-            feature_range=(np.array(metadata["feature_low"]), np.array(metadata["feature_high"])),
-            excess_weight=float(metadata["training"]["excess_weight"]),
+            ContextModel.from_metadata(forest, metadata),
+            GateConfig(float(metadata["threshold"]), int(metadata["training"]["cooldown_events"])),
+            ContextConfig(**metadata["context"]),
         )
 
     def score_arrays(
@@ -176,46 +159,11 @@ class ContextDetector:
     ) -> DetectorOutput:
         """Score a micro-batch given column-wise, in stream order, and learn it (one forest call)."""
         features, warm = self.tracker.features(services, latency_ms, error_rate)
-        forest_score = np.zeros(len(warm), dtype=np.float64)
+        raw = np.zeros(len(warm), dtype=np.float64)
         if warm.any():
-            forest_score[warm] = self.combined_score(features[warm])
-        score, anomaly, suppressed = self._alerts(services, forest_score, warm)
-        return DetectorOutput(anomaly, score, warm, suppressed)
-
-    def combined_score(self, features: np.ndarray) -> np.ndarray:
-        """The forest's score, plus how far the most extreme feature lies beyond what healthy traffic showed.
-
-        An IsolationForest cannot rank points outside its training range: a 5x and a 50x spike land in the
-        same leaf. The excess (in units of the healthy range, log-compressed) breaks that tie; inside the
-        healthy range it is zero and the forest alone decides.
-        """
-        forest_score = -self.forest.score_samples(features)
-        if self.feature_range is None:
-            return forest_score
-        low, high = self.feature_range
-        span = high - low
-        excess = np.maximum((features - high) / span, (low - features) / span).max(axis=1)
-        return forest_score + self.excess_weight * np.log1p(np.clip(excess, 0.0, 1e9))
-
-    def _alerts(
-        self, services: Sequence[str], forest_score: np.ndarray, warm: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """One alert per incident: after an alert, the service's next ``cooldown_events`` events stay quiet."""
-        contexts = self.tracker.services
-        threshold, cooldown = self.threshold, self.cooldown_events
-        n = len(forest_score)
-        anomaly = [False] * n
-        suppressed = [False] * n
-        scores = forest_score.tolist()
-        for i in np.flatnonzero(warm).tolist():
-            ctx = contexts[services[i]]
-            if ctx.cooldown > 0:
-                ctx.cooldown -= 1
-                suppressed[i] = True
-            elif scores[i] > threshold:
-                anomaly[i] = True
-                ctx.cooldown = cooldown
-        return forest_score, np.array(anomaly, dtype=bool), np.array(suppressed, dtype=bool)
+            raw[warm] = self.model.score(features[warm])
+        gated = self.gate.decide_detailed(services, raw, warm)
+        return DetectorOutput(gated.anomaly, gated.score, warm, gated.suppressed)
 
     def score_batch(self, events: Sequence[LogEvent]) -> list[tuple[bool, float]]:
         """The processor's call: ``(anomaly, score)`` per event, same order; learns the events."""
@@ -223,3 +171,11 @@ class ContextDetector:
             [e.service for e in events], [e.latency_ms for e in events], [e.error_rate for e in events]
         )
         return list(zip(output.anomaly.tolist(), output.score.tolist(), strict=True))
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-able snapshot of the per-service state (tracker and gate)."""
+        return {"tracker": self.tracker.state_dict(), "gate": self.gate.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.tracker.load_state_dict(state["tracker"])
+        self.gate.load_state_dict(state["gate"])

@@ -1,0 +1,105 @@
+"""The service side: the IsolationForest as flat numpy arrays, scored for a whole micro-batch at once.
+
+sklearn's ``score_samples`` walks the trees one by one (a Python-level loop, with per-tree overhead);
+here every tree's nodes live in one set of arrays and all (row, tree) pairs descend one level per
+numpy step, so a batch costs ``max_depth`` vectorised gathers. The result equals sklearn's score up
+to floating-point summation order (checked in ``tests/unit/test_detector_forest.py``).
+"""
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from sklearn.ensemble import IsolationForest
+from sklearn.ensemble._iforest import _average_path_length
+
+
+class FlatForest:
+    """A fitted IsolationForest flattened for vectorised scoring; ``score_samples`` matches sklearn's."""
+
+    def __init__(self, forest: IsolationForest) -> None:
+        n_features = int(forest.n_features_in_)
+        subsample = int(forest._max_features) != n_features
+        features, thresholds, children, leaf_values, roots = [], [], [], [], []
+        offset = 0
+        for tree_index, estimator in enumerate(forest.estimators_):
+            tree = estimator.tree_
+            count = int(tree.node_count)
+            is_leaf = tree.children_left < 0
+            own = np.arange(count)
+            feature = np.where(is_leaf, 0, tree.feature)
+            if subsample:
+                feature = np.asarray(forest.estimators_features_[tree_index])[feature]
+            # A leaf points to itself and never goes right (x > +inf is false): deeper steps stay put.
+            child = np.stack([np.where(is_leaf, own, tree.children_left), np.where(is_leaf, own, tree.children_right)])
+            features.append(feature)
+            thresholds.append(np.where(is_leaf, np.inf, tree.threshold))
+            children.append((child + offset).T.ravel())
+            depth = tree.compute_node_depths()
+            leaf_values.append(depth + _average_path_length(tree.n_node_samples) - 1.0)
+            roots.append(offset)
+            offset += count
+        self.n_features = n_features
+        self.feature = np.concatenate(features).astype(np.intp)
+        self.threshold = np.concatenate(thresholds)
+        self.children = np.concatenate(children).astype(np.intp)  # node k's left at 2k, right at 2k + 1
+        self.leaf_value = np.concatenate(leaf_values)
+        self.roots = np.array(roots, dtype=np.intp)
+        self.max_depth = max(int(e.tree_.max_depth) for e in forest.estimators_)
+        self.denominator = len(forest.estimators_) * float(_average_path_length([forest._max_samples])[0])
+
+    def score_samples(self, features: np.ndarray) -> np.ndarray:
+        """sklearn's ``IsolationForest.score_samples`` (the opposite of the anomaly score; lower = more abnormal)."""
+        # sklearn's trees compare float32 inputs with float64 thresholds: do the same.
+        x = np.ascontiguousarray(features, dtype=np.float32).astype(np.float64)
+        n = len(x)
+        if n == 0:
+            return np.empty(0)
+        flat = x.ravel()
+        row_base = (np.arange(n, dtype=np.intp) * self.n_features)[:, None]
+        nodes = np.broadcast_to(self.roots, (n, len(self.roots))).copy()
+        for _ in range(self.max_depth):
+            go_right = flat[row_base + self.feature[nodes]] > self.threshold[nodes]
+            nodes = self.children[2 * nodes + go_right]
+        depths = self.leaf_value[nodes].sum(axis=1)
+        return -(2.0 ** (-depths / self.denominator)) if self.denominator else -np.ones(n)
+
+
+class ContextModel:
+    """Stateless scorer of context features: the forest plus the excess beyond the healthy feature range.
+
+    ``score(features)`` is all the ML service needs (features come from the processor's ``ContextTracker``).
+    """
+
+    def __init__(
+        self, forest: IsolationForest, feature_range: tuple[np.ndarray, np.ndarray] | None, excess_weight: float
+    ) -> None:
+        self.forest = forest
+        self.flat = FlatForest(forest)
+        self.feature_range = feature_range
+        self.excess_weight = excess_weight
+
+    @classmethod
+    def from_metadata(cls, forest: IsolationForest, metadata: Mapping[str, Any]) -> "ContextModel":
+        """The model as ``train_context_model`` described it (``feature_low``/``feature_high``, ``excess_weight``)."""
+        return cls(
+            forest,
+            (np.asarray(metadata["feature_low"], dtype=np.float64), np.asarray(metadata["feature_high"], np.float64)),
+            float(metadata["training"]["excess_weight"]),
+        )
+
+    def score(self, features: np.ndarray) -> np.ndarray:
+        """Raw score per row (higher = more anomalous): the forest's, plus the log-excess beyond the healthy range.
+
+        An IsolationForest cannot rank points outside its training range: a 5x and a 50x spike land in the
+        same leaf. The excess (in units of the healthy range, log-compressed) breaks that tie; inside the
+        healthy range it is zero and the forest alone decides.
+        """
+        features = np.asarray(features, dtype=np.float64)
+        forest_score = -self.flat.score_samples(features)
+        if self.feature_range is None or len(features) == 0:
+            return forest_score
+        low, high = self.feature_range
+        span = high - low
+        excess = np.maximum((features - high) / span, (low - features) / span).max(axis=1)
+        return forest_score + self.excess_weight * np.log1p(np.clip(excess, 0.0, 1e9))
