@@ -40,6 +40,8 @@ def main() -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # kafka-python narrates every connection at INFO; its warnings are what matters unless debugging.
+    logging.getLogger("kafka").setLevel(logging.DEBUG if settings.log_level == "DEBUG" else logging.WARNING)
     printer = Printer(
         settings.print_mode, summary_interval_s=settings.summary_interval_s, auto_rate=settings.auto_summary_rate
     )

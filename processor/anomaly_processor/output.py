@@ -24,6 +24,7 @@ _RED = "\x1b[1;31m"
 _YELLOW = "\x1b[33m"
 _RESET = "\x1b[0m"
 _RATE_WINDOW_S = 1.0
+_PREVIEW_BYTES = 100
 # C0 controls, DEL and C1 controls (which include the 8-bit CSI) become U+FFFD.
 _CONTROL_CHARS = dict.fromkeys([*range(0x00, 0x20), *range(0x7F, 0xA0)], "\ufffd")
 
@@ -48,10 +49,14 @@ def event_line(event: LogEvent, score: Score) -> str:
 
 
 def dead_letter_line(record: ConsumedRecord, reason: str) -> str:
-    preview = "null" if record.value is None else orjson.dumps(record.value[:80].decode("utf-8", "replace")).decode()
-    return (
-        f"{DEAD_LETTER_MARK} {record.topic}[{record.partition}]@{record.offset}: {printable(reason)} | value: {preview}"
-    )
+    """``✗ DEAD-LETTER logs[1]@42: latency_ms: Input should be ... | value: {...``"""
+    if record.value is None:
+        preview = "(null)"
+    else:
+        preview = printable(record.value[:_PREVIEW_BYTES].decode("utf-8", "replace"))
+        preview += "…" if len(record.value) > _PREVIEW_BYTES else ""
+    where = f"{record.topic}[{record.partition}]@{record.offset}"
+    return f"{DEAD_LETTER_MARK} {where}: {printable(reason)} | value: {preview}"
 
 
 class Printer:
