@@ -20,20 +20,23 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+# Every dependency here is async although none awaits: FastAPI runs a plain ``def`` dependency in its
+# thread pool, and a thread hop per dependency would cost more than the work on the hot path.
+
 JSON_MEDIA_TYPE = "application/json"
 
 
-def get_settings(request: Request) -> MLSettings:
+async def get_settings(request: Request) -> MLSettings:
     settings: MLSettings = request.app.state.settings
     return settings
 
 
-def get_store(request: Request) -> ModelStore:
+async def get_store(request: Request) -> ModelStore:
     store: ModelStore = request.app.state.store
     return store
 
 
-def get_metrics(request: Request) -> ServiceMetrics:
+async def get_metrics(request: Request) -> ServiceMetrics:
     metrics: ServiceMetrics = request.app.state.metrics
     return metrics
 
@@ -43,7 +46,7 @@ StoreDep = Annotated[ModelStore, Depends(get_store)]
 MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
 
 
-def get_bundle(store: StoreDep) -> ModelBundle:
+async def get_bundle(store: StoreDep) -> ModelBundle:
     """The model to answer with, or 503 naming why there is none."""
     bundle = store.bundle
     if bundle is None:
@@ -62,14 +65,14 @@ def _key_matches(given: str | None, expected: SecretStr) -> bool:
     return given is not None and hmac.compare_digest(given.encode(), expected.get_secret_value().encode())
 
 
-def require_scoring_key(settings: SettingsDep, api_key: ApiKeyDep) -> None:
+async def require_scoring_key(settings: SettingsDep, api_key: ApiKeyDep) -> None:
     """401 unless ML_SCORING_API_KEY is unset or sent in X-API-Key."""
     expected = settings.ml_scoring_api_key
     if expected is not None and not _key_matches(api_key, expected):
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="missing or wrong X-API-Key")
 
 
-def require_admin_key(request: Request, settings: SettingsDep, api_key: ApiKeyDep) -> None:
+async def require_admin_key(request: Request, settings: SettingsDep, api_key: ApiKeyDep) -> None:
     """403 while ML_API_KEY is unset; 401 unless it is sent in X-API-Key."""
     expected = settings.ml_api_key
     if expected is None:
@@ -122,7 +125,6 @@ def validate_body(adapter: TypeAdapter[T], body: bytes) -> T:
         raise RequestValidationError(errors) from None
 
 
-# Parsers are async so FastAPI runs them inline: a thread hop would cost more than validating.
 async def parse_predict_request(body: BodyDep) -> PredictRequest:
     return validate_body(PREDICT_REQUEST_ADAPTER, body)
 
