@@ -85,7 +85,6 @@ def load_settings(argv: list[str] | None) -> tuple[SimulatorSettings, set[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    logging.getLogger("kafka").setLevel(logging.ERROR)  # its connection retries are reported by us, once
     try:
         settings, given = load_settings(argv)
         kafka = KafkaSettings.model_validate({})  # from the environment; typed without the pydantic mypy plugin
@@ -154,7 +153,7 @@ def _plan(settings: SimulatorSettings, given: set[str]) -> _Plan:
         misplaced = sorted(given & set(_SIMULATION_ONLY))
         if misplaced:
             flags = ", ".join("--" + name.replace("_", "-") for name in misplaced)
-            raise ConfigurationError(f"{flags} do not apply to --replay (use --speed to set its pace)")
+            raise ConfigurationError(f"not used with --replay: {flags} (--speed sets a replay's pace)")
         series = load_replay(settings.replay, settings.labels)
         offsets = series.offsets_s()
         gaps = [b - a for a, b in zip(offsets, offsets[1:], strict=False) if b > a]
@@ -171,7 +170,7 @@ def _plan(settings: SimulatorSettings, given: set[str]) -> _Plan:
     misplaced = sorted(given & set(_REPLAY_ONLY))
     if misplaced:
         flags = ", ".join("--" + name.replace("_", "-") for name in misplaced)
-        raise ConfigurationError(f"{flags} only apply with --replay FILE.csv")
+        raise ConfigurationError(f"only used with --replay FILE.csv: {flags}")
     profile = ORIGINAL if settings.original_distributions else REALISTIC
     generator = TrafficGenerator(
         parse_services(settings.services, profile),
@@ -194,6 +193,18 @@ def _plan(settings: SimulatorSettings, given: set[str]) -> _Plan:
 
 def connect(kafka: KafkaSettings, timeout_s: float, stop: threading.Event) -> Any:
     """A producer once Kafka answers (topics ensured), retrying with backoff; None if ``stop`` was set first."""
+    kafka_log = logging.getLogger("kafka")
+    level = kafka_log.level
+    kafka_log.setLevel(logging.CRITICAL)  # it logs every refused connection; we report once per attempt
+    try:
+        if not _wait_for_kafka(kafka, timeout_s, stop):
+            return None
+    finally:
+        kafka_log.setLevel(level)
+    return make_producer(kafka)
+
+
+def _wait_for_kafka(kafka: KafkaSettings, timeout_s: float, stop: threading.Event) -> bool:
     deadline = time.monotonic() + timeout_s if timeout_s > 0 else None
     delay = 1.0
     attempt = 0
@@ -202,7 +213,7 @@ def connect(kafka: KafkaSettings, timeout_s: float, stop: threading.Event) -> An
         try:
             wait_for_broker(kafka, timeout_s=3.0)
             ensure_topics(kafka)
-            return make_producer(kafka)
+            return True
         except (BrokerUnavailableError, KafkaError, OSError) as exc:
             if deadline is not None and time.monotonic() + delay > deadline:
                 raise BrokerUnavailableError(
@@ -216,7 +227,7 @@ def connect(kafka: KafkaSettings, timeout_s: float, stop: threading.Event) -> An
                 delay,
             )
         if stop.wait(delay):
-            return None
+            return False
         delay = min(delay * 2, 15.0)
 
 

@@ -13,12 +13,14 @@ from collections.abc import Callable, Sequence
 Clock = Callable[[], float]
 Sleep = Callable[[float], object]
 
+_EPSILON = 1e-9  # float rounding: an event due "now" must not look due a hair later
+
 
 class RatePacer:
     """``rate`` events per second on average (0 = as fast as possible).
 
-    Tokens accrue with the clock; a stall (GC, a blocked send) is caught up, but only for ``max_lag_s``
-    worth of events, so a long pause does not end in a flood.
+    The first event is due at once, then tokens accrue with the clock; a stall (GC, a blocked send) is
+    caught up, but only for ``max_lag_s`` worth of events, so a long pause does not end in a flood.
     """
 
     def __init__(
@@ -48,7 +50,7 @@ class RatePacer:
         due = self._due()
         if due < 1:
             want = min(self._min_batch, limit)
-            self._sleep((self._released + want) / self.rate - (self._clock() - self._started))
+            self._sleep((self._released + want - 1) / self.rate - (self._clock() - self._started))
             due = self._due()
             if due < 1:  # woken early (e.g. by a stop request): nothing is due yet
                 return 0
@@ -57,12 +59,12 @@ class RatePacer:
         return n
 
     def _due(self) -> int:
-        owed = self.rate * (self._clock() - self._started) - self._released
+        owed = self.rate * (self._clock() - self._started) + 1 - self._released
         if owed > self._max_lag:
             # Forget what was missed beyond the allowed lag: move the start forward.
             self._started += (owed - self._max_lag) / self.rate
             owed = self._max_lag
-        return int(owed)
+        return int(owed + _EPSILON)
 
 
 class SchedulePacer:
@@ -99,11 +101,11 @@ class SchedulePacer:
         if self.speed == 0:
             self._released += limit
             return limit
-        elapsed = self._clock() - self._started
+        elapsed = self._clock() - self._started + _EPSILON
         next_due = self._offsets[self._released] / self.speed
         if next_due > elapsed:
             self._sleep(max(next_due - elapsed, self._tick_s))  # never wake for less than a tick: batch
-            elapsed = self._clock() - self._started
+            elapsed = self._clock() - self._started + _EPSILON
             if next_due > elapsed:
                 return 0
         n = 0

@@ -154,6 +154,8 @@ def send_events(
             released = pacer.wait(limit)
             exhausted = False
             for _ in range(released):
+                if stop.is_set():
+                    break
                 event = next(events, None)
                 if event is None:
                     exhausted = True
