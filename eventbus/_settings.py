@@ -15,21 +15,21 @@ class KafkaSettings(BaseSettings):
     model_config = SettingsConfigDict(frozen=True, extra="ignore")
 
     kafka_bootstrap_servers: str = Field(
-        "localhost:9092", description="Comma-separated host:port list of the Kafka brokers."
+        default="localhost:9092", description="Comma-separated host:port list of the Kafka brokers."
     )
-    logs_topic: str = Field("logs", description="Topic the simulator writes log events to.")
-    predictions_topic: str = Field("predictions", description="Topic the processor writes verdicts to.")
-    dlq_topic: str = Field("logs.dlq", description="Topic bad messages are dead-lettered to.")
-    logs_partitions: int = Field(3, ge=1, description="Partitions of the logs topic when it is created.")
+    logs_topic: str = Field(default="logs", description="Topic the simulator writes log events to.")
+    predictions_topic: str = Field(default="predictions", description="Topic the processor writes verdicts to.")
+    dlq_topic: str = Field(default="logs.dlq", description="Topic bad messages are dead-lettered to.")
+    logs_partitions: int = Field(default=3, ge=1, description="Partitions of the logs topic when it is created.")
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
-        "PLAINTEXT", description="Security protocol for a staging or production cluster."
+        default="PLAINTEXT", description="Security protocol for a staging or production cluster."
     )
-    kafka_sasl_mechanism: str | None = Field(None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.")
-    kafka_sasl_username: str | None = Field(None, description="SASL user name.")
-    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password; never logged.")
-    kafka_ssl_cafile: str | None = Field(None, description="CA bundle to verify the brokers with.")
-    kafka_ssl_certfile: str | None = Field(None, description="Client certificate for mutual TLS.")
-    kafka_ssl_keyfile: str | None = Field(None, description="Client key for mutual TLS.")
+    kafka_sasl_mechanism: str | None = Field(default=None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.")
+    kafka_sasl_username: str | None = Field(default=None, description="SASL user name.")
+    kafka_sasl_password: SecretStr | None = Field(default=None, description="SASL password; never logged.")
+    kafka_ssl_cafile: str | None = Field(default=None, description="CA bundle to verify the brokers with.")
+    kafka_ssl_certfile: str | None = Field(default=None, description="Client certificate for mutual TLS.")
+    kafka_ssl_keyfile: str | None = Field(default=None, description="Client key for mutual TLS.")
 
     @property
     def bootstrap_servers(self) -> list[str]:

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 
 from ml_service.api.main import api_router
 from ml_service.api.routes.predict import batch_request_body
+from ml_service.dashboard import shutdown_dashboard
 from ml_service.errors import ModelError
 from ml_service.metrics import MetricsMiddleware, ServiceMetrics
 from ml_service.schemas import batch_adapter
@@ -46,6 +47,7 @@ def create_app(settings: MLSettings | None = None) -> FastAPI:
             metrics.set_model(None)
             log.error("no model loaded, /ready answers 503 until POST /model/reload succeeds: %s", exc)
         yield
+        shutdown_dashboard()
 
     app = FastAPI(title="Log anomaly ML service", version="1.0.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
@@ -120,4 +122,5 @@ def run(settings: MLSettings | None = None) -> None:
         port=settings.ml_port,
         workers=settings.ml_workers,
         log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=3,  # an open dashboard stream must not hold up a stop
     )
