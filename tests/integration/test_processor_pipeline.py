@@ -1,0 +1,425 @@
+"""The processor as a real process between a real Kafka broker and the real ML service.
+
+Each test prints a tally: produced / verdicts / dead-lettered / lost / duplicates.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+from anomaly_processor.records import DeadLetter
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from log_simulator.profiles import generate_normal_events
+
+from eventbus import KafkaSettings, LogEvent, Verdict
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVICE_DIR = ROOT / "fastapi-ml-service"
+PROCESSOR_MAIN = ROOT / "processor" / "main.py"
+
+
+# -- the ML service ------------------------------------------------------------------------------------------
+
+
+class MLService:
+    """``python main.py`` of the ML service on a free port of 127.0.0.1; can be stopped and started again."""
+
+    def __init__(self, model_path: Path, log_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.model_path = model_path
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 60) -> None:
+        env = {
+            **os.environ,
+            "ML_HOST": "127.0.0.1",
+            "ML_PORT": str(self.port),
+            "MODEL_PATH": str(self.model_path),
+            "LOG_LEVEL": "WARNING",
+        }
+        env.pop("ML_SCORING_API_KEY", None)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "main.py"], cwd=SERVICE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"ML service exited with {self.process.returncode}:\n{self.log_path.read_text()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/ready", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError):
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"ML service not ready after {timeout_s}s:\n{self.log_path.read_text()}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("processor-model") / "model.joblib"
+    subprocess.run(
+        [sys.executable, "save_model.py", "--output", str(path), "--count", "3000", "--n-estimators", "50"],
+        cwd=SERVICE_DIR,
+        check=True,
+        capture_output=True,
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def ml_service(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MLService]:
+    service = MLService(model_path, tmp_path_factory.mktemp("ml-service") / "service.log")
+    service.start()
+    yield service
+    service.stop()
+
+
+# -- the processor -------------------------------------------------------------------------------------------
+
+
+class Processor:
+    """``python processor/main.py`` with the test's topics; stdout and stderr go to files."""
+
+    def __init__(self, env: dict[str, str], folder: Path, name: str) -> None:
+        self.stdout_path = folder / f"{name}.out"
+        self.stderr_path = folder / f"{name}.err"
+        with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
+            self.process = subprocess.Popen([sys.executable, str(PROCESSOR_MAIN)], env=env, stdout=out, stderr=err)
+
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(encoding="utf-8", errors="replace")
+
+    def printed_event_ids(self) -> list[str]:
+        ids = []
+        for line in self.stdout().splitlines():
+            if line.startswith(("Log: ", "⚠ ANOMALY Log: ")):
+                log = line.split("Log: ", 1)[1].rsplit(", Anomaly: ", 1)[0]
+                ids.append(orjson.loads(log)["event_id"])
+        return ids
+
+    def wait_for_output(self, predicate: Callable[[str], bool], timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if predicate(self.stdout()):
+                return
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"processor output never matched; exit={self.process.poll()}\n{self.diagnostics()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError(f"processor did not stop within {timeout_s}s\n{self.diagnostics()}") from None
+
+    def diagnostics(self) -> str:
+        err = self.stderr_path.read_text(errors="replace")
+        return f"--- stdout (tail) ---\n{self.stdout()[-3000:]}\n--- stderr (tail) ---\n{err[-5000:]}"
+
+
+@pytest.fixture
+def start_processor(
+    kafka_env: dict[str, str], ml_service: MLService, tmp_path: Path
+) -> Iterator[Callable[..., Processor]]:
+    group = f"processor-{uuid.uuid4().hex[:8]}"
+    started: list[Processor] = []
+
+    def start(**extra: str) -> Processor:
+        env = {
+            **kafka_env,
+            "PROCESSOR_GROUP": group,
+            "ML_SERVICE_URL": ml_service.url,
+            "PRINT_MODE": "events",
+            "RETRY_BACKOFF_INITIAL_S": "0.2",
+            "RETRY_BACKOFF_MAX_S": "1",
+            "LOG_LEVEL": "INFO",
+            **extra,
+        }
+        env.pop("ML_SCORING_API_KEY", None)
+        processor = Processor(env, tmp_path, f"processor-{len(started)}")
+        started.append(processor)
+        return processor
+
+    start.group = group  # type: ignore[attr-defined]
+    yield start
+    for processor in started:
+        if processor.process.poll() is None:
+            processor.process.kill()
+            processor.process.wait()
+
+
+# -- Kafka helpers -------------------------------------------------------------------------------------------
+
+
+def produce(producer: KafkaProducer, topic: str, messages: Iterable[tuple[bytes | None, bytes | None]]) -> None:
+    for key, value in messages:
+        producer.send(topic, key=key, value=value)
+    producer.flush(30)
+
+
+def events_as_messages(events: Iterable[LogEvent]) -> list[tuple[bytes | None, bytes | None]]:
+    return [(e.key(), e.to_json()) for e in events]
+
+
+def read_until(consumer: KafkaConsumer, done: Callable[[list], bool], timeout_s: float, settle_s: float = 1.5) -> list:
+    """Poll until ``done(records)``, then ``settle_s`` more to catch late duplicates; or until ``timeout_s``."""
+    records: list = []
+    deadline = time.monotonic() + timeout_s
+    settle_until: float | None = None
+    while time.monotonic() < (settle_until or deadline):
+        for batch in consumer.poll(timeout_ms=200).values():
+            records.extend(batch)
+        if settle_until is None and done(records):
+            settle_until = min(deadline, time.monotonic() + settle_s)
+    return records
+
+
+def verdicts_for(
+    consumer: KafkaConsumer, expected_ids: set[str], timeout_s: float = 60
+) -> tuple[list[Verdict], Counter[str]]:
+    def seen_all(records: list) -> bool:
+        return expected_ids <= {orjson.loads(r.value)["event_id"] for r in records}
+
+    records = read_until(consumer, seen_all, timeout_s)
+    verdicts = [Verdict.model_validate_json(r.value) for r in records]
+    for record, verdict in zip(records, verdicts, strict=True):
+        assert record.key == verdict.service.encode()
+    return verdicts, Counter(v.event_id for v in verdicts)
+
+
+def tally(name: str, produced: int, counts: Counter[str], expected_ids: set[str], dead: int = 0) -> tuple[int, int]:
+    lost = len(expected_ids - set(counts))
+    duplicates = sum(n - 1 for n in counts.values() if n > 1)
+    print(
+        f"\n[tally] {name}: produced={produced} verdicts={sum(counts.values())} dead-lettered={dead} "
+        f"lost={lost} duplicates={duplicates}"
+    )
+    return lost, duplicates
+
+
+def committed_offsets(kafka_settings: KafkaSettings, group: str, partitions: int) -> dict[int, int]:
+    consumer = KafkaConsumer(**kafka_settings.client_configs(), group_id=group, enable_auto_commit=False)
+    try:
+        return {p: consumer.committed(TopicPartition(kafka_settings.logs_topic, p)) or 0 for p in range(partitions)}
+    finally:
+        consumer.close(autocommit=False)
+
+
+def event_ids_below(kafka_settings: KafkaSettings, ends: dict[int, int]) -> set[str]:
+    """Event ids of the logs topic's records below ``ends[partition]``: what those offsets cover."""
+    consumer = KafkaConsumer(**kafka_settings.client_configs(), enable_auto_commit=False)
+    try:
+        partitions = [TopicPartition(kafka_settings.logs_topic, p) for p in ends]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        ids: set[str] = set()
+        remaining = {tp for tp in partitions if ends[tp.partition] > 0}
+        deadline = time.monotonic() + 30
+        while remaining and time.monotonic() < deadline:
+            for tp, records in consumer.poll(timeout_ms=200).items():
+                for record in records:
+                    if record.offset < ends[tp.partition]:
+                        ids.add(orjson.loads(record.value)["event_id"])
+                    if record.offset >= ends[tp.partition] - 1:
+                        remaining.discard(tp)
+        assert not remaining, f"could not read up to the committed offsets of {remaining}"
+        return ids
+    finally:
+        consumer.close(autocommit=False)
+
+
+# -- tests ---------------------------------------------------------------------------------------------------
+
+
+def test_every_event_gets_exactly_one_verdict(
+    kafka_settings: KafkaSettings,
+    producer_factory: Callable[..., KafkaProducer],
+    consumer_factory: Callable[..., KafkaConsumer],
+    start_processor: Callable[..., Processor],
+) -> None:
+    events = generate_normal_events(2000, seed=21)
+    produce(producer_factory(), kafka_settings.logs_topic, events_as_messages(events))
+    processor = start_processor(BATCH_MAX="500", PRINT_MODE="summary", SUMMARY_INTERVAL_S="0.5")
+
+    expected = {e.event_id for e in events}
+    verdicts, counts = verdicts_for(consumer_factory(kafka_settings.predictions_topic), expected)
+    assert processor.stop() == 0, processor.diagnostics()
+
+    lost, duplicates = tally("one verdict per event", len(events), counts, expected)
+    assert (lost, duplicates) == (0, 0)
+    assert set(counts) == expected
+    by_id = {e.event_id: e for e in events}
+    for verdict in verdicts:
+        assert verdict.model_dump(exclude={"anomaly", "score", "model_version"}) == by_id[verdict.event_id].model_dump()
+        assert verdict.model_version.startswith("iforest-")
+    assert "[summary] consumed=" in processor.stdout()
+    assert "[stopped] consumed=2000 verdicts=2000" in processor.stdout()
+
+
+def test_malformed_messages_are_dead_lettered_and_the_events_around_them_scored(
+    kafka_settings: KafkaSettings,
+    producer_factory: Callable[..., KafkaProducer],
+    consumer_factory: Callable[..., KafkaConsumer],
+    start_processor: Callable[..., Processor],
+) -> None:
+    events = generate_normal_events(300, seed=22)
+    template = orjson.loads(events[0].to_json())
+    bad: dict[bytes, tuple[bytes | None, str]] = {
+        b"not-json": (b"this is not json", "not JSON"),
+        b"binary": (bytes(range(256)), "not JSON"),
+        b"truncated": (events[0].to_json()[:30], "not JSON"),
+        b"nan": (events[0].to_json().replace(b'"latency_ms":', b'"latency_ms":NaN,"x":'), "not JSON"),
+        b"wrong-type": (orjson.dumps({**template, "latency_ms": "slow"}), "latency_ms"),
+        b"negative": (orjson.dumps({**template, "latency_ms": -1.0}), "latency_ms"),
+        b"missing": (orjson.dumps({k: v for k, v in template.items() if k != "error_rate"}), "error_rate"),
+        b"null": (None, "null value"),
+    }
+    messages = events_as_messages(events)
+    for position, (key, (value, _)) in enumerate(bad.items()):
+        messages.insert(20 + position * 35, (key, value))
+    produce(producer_factory(), kafka_settings.logs_topic, messages)
+    processor = start_processor(BATCH_MAX="64")
+
+    expected = {e.event_id for e in events}
+    _, counts = verdicts_for(consumer_factory(kafka_settings.predictions_topic), expected)
+    dead_records = read_until(
+        consumer_factory(kafka_settings.dlq_topic), lambda records: len(records) >= len(bad), timeout_s=30
+    )
+    assert processor.stop() == 0, processor.diagnostics()
+
+    lost, duplicates = tally("malformed mixed in", len(messages), counts, expected, dead=len(dead_records))
+    assert (lost, duplicates) == (0, 0)
+    letters = {record.key: DeadLetter.model_validate_json(record.value) for record in dead_records}
+    assert len(dead_records) == len(bad) and set(letters) == set(bad)
+    for key, (value, mention) in bad.items():
+        letter = letters[key]
+        assert mention in letter.reason, (key, letter.reason)
+        assert letter.topic == kafka_settings.logs_topic
+        assert letter.value_size == (len(value) if value is not None else -1)
+    assert processor.stdout().count("✗ DEAD-LETTER") == len(bad)
+
+
+def test_the_ml_service_going_away_delays_verdicts_but_loses_none(
+    kafka_settings: KafkaSettings,
+    producer_factory: Callable[..., KafkaProducer],
+    consumer_factory: Callable[..., KafkaConsumer],
+    start_processor: Callable[..., Processor],
+    ml_service: MLService,
+) -> None:
+    events = generate_normal_events(1500, seed=23)
+    producer = producer_factory()
+    first, rest = events[:300], events[300:]
+    produce(producer, kafka_settings.logs_topic, events_as_messages(first))
+    processor = start_processor(BATCH_MAX="100")
+    predictions = consumer_factory(kafka_settings.predictions_topic)
+    read_until(predictions, lambda records: len(records) >= 100, timeout_s=60, settle_s=0)
+
+    ml_service.stop()
+    try:
+        # Events keep arriving while the service is down.
+        sender = threading.Thread(
+            target=produce, args=(producer, kafka_settings.logs_topic, events_as_messages(rest)), daemon=True
+        )
+        sender.start()
+        processor.wait_for_output(lambda out: out.count("ML service unavailable at") >= 2, timeout_s=30)
+        time.sleep(2)
+        sender.join(30)
+        assert processor.process.poll() is None, processor.diagnostics()
+    finally:
+        ml_service.start()
+
+    processor.wait_for_output(lambda out: "is back after" in out, timeout_s=30)
+    expected = {e.event_id for e in events}
+    _, counts = verdicts_for(consumer_factory(kafka_settings.predictions_topic), expected)
+    assert processor.stop() == 0, processor.diagnostics()
+
+    lost, duplicates = tally("ML service down for a while", len(events), counts, expected)
+    assert lost == 0
+    assert duplicates == 0  # the processor never committed nor re-consumed around the outage
+    assert "Traceback" not in processor.stderr_path.read_text()
+
+
+def test_a_killed_processor_loses_nothing_when_restarted(
+    kafka_settings: KafkaSettings,
+    producer_factory: Callable[..., KafkaProducer],
+    consumer_factory: Callable[..., KafkaConsumer],
+    start_processor: Callable[..., Processor],
+) -> None:
+    events = generate_normal_events(3000, seed=24)
+    produce(producer_factory(), kafka_settings.logs_topic, events_as_messages(events))
+    first = start_processor(BATCH_MAX="50")
+    first.wait_for_output(lambda out: out.count("\n") >= 400)
+    first.stop(signal.SIGKILL)
+    printed_before_kill = len(first.printed_event_ids())
+    assert 0 < printed_before_kill < len(events), "the kill should land mid-stream"
+
+    second = start_processor(BATCH_MAX="50")
+    expected = {e.event_id for e in events}
+    _, counts = verdicts_for(consumer_factory(kafka_settings.predictions_topic), expected)
+    assert second.stop() == 0, second.diagnostics()
+
+    lost, duplicates = tally(
+        f"SIGKILL after {printed_before_kill} printed, then restart", len(events), counts, expected
+    )
+    assert lost == 0
+    # At-least-once: only the batch in hand when killed (at most BATCH_MAX records) is handled twice.
+    assert duplicates <= 50
+
+
+def test_sigterm_exits_0_and_commits_exactly_what_was_printed(
+    kafka_settings: KafkaSettings,
+    producer_factory: Callable[..., KafkaProducer],
+    consumer_factory: Callable[..., KafkaConsumer],
+    start_processor: Callable[..., Processor],
+) -> None:
+    events = generate_normal_events(4000, seed=25)
+    produce(producer_factory(), kafka_settings.logs_topic, events_as_messages(events))
+    processor = start_processor(BATCH_MAX="50")
+    processor.wait_for_output(lambda out: out.count("\n") >= 300)
+
+    assert processor.stop(signal.SIGTERM) == 0, processor.diagnostics()
+
+    printed = processor.printed_event_ids()
+    assert 0 < len(printed) < len(events), "the stop should land mid-stream"
+    assert len(printed) == len(set(printed))
+    offsets = committed_offsets(kafka_settings, start_processor.group, kafka_settings.logs_partitions)  # type: ignore[attr-defined]
+    committed = event_ids_below(kafka_settings, offsets)
+    _, counts = verdicts_for(consumer_factory(kafka_settings.predictions_topic), committed, timeout_s=30)
+    lost, duplicates = tally(f"SIGTERM after {len(printed)} printed", len(events), counts, committed)
+    print(f"[tally] committed offsets {offsets} cover {len(committed)} events, {len(printed)} were printed")
+    assert committed == set(printed)
+    assert (lost, duplicates) == (0, 0)
+    assert "[stopped] consumed=" in processor.stdout()
