@@ -31,7 +31,7 @@ BROKER_PROBE_TIMEOUT_S = 5.0
 def main() -> int:
     try:
         settings = ProcessorSettings()
-        kafka = KafkaSettings()  # type: ignore[call-arg]  # pydantic fields with positional defaults
+        kafka = KafkaSettings()
     except ValidationError as exc:
         print(f"Invalid configuration:\n{exc}", file=sys.stderr)
         return 2
