@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 IDLE_POLL_MS = 500  # how long one poll waits for a first record; bounds how late a stop request is noticed
 HOLD_POLL_MS = 500  # polls while waiting to retry, to stay in the group
 FLUSH_SLICE_S = 1.0  # producer.flush waits in slices so the consumer can keep polling in between
+STOP_GRACE_S = 10.0  # on stop, how long to still wait for Kafka to acknowledge the batch in hand
+COMMIT_TIMEOUT_MS = 5000  # one commit attempt; failures are retried with backoff
 
 
 def consumer_overrides(settings: ProcessorSettings) -> dict[str, Any]:
@@ -181,9 +183,10 @@ class Pipeline:
                 if not _retriable(exc):
                     raise
                 delay = backoff.next_delay()
-                log.warning("Kafka call failed (%s: %s); retrying in %.1fs", type(exc).__name__, exc, delay)
+                log.warning("Kafka call failed (%s); retrying in %.1fs", _describe(exc), delay)
                 self.printer.retry(
-                    f"Kafka unavailable at {self._kafka.kafka_bootstrap_servers}, retrying in {delay:.1f}s ({exc})"
+                    f"Kafka unavailable at {self._kafka.kafka_bootstrap_servers}, "
+                    f"retrying in {delay:.1f}s ({_describe(exc)})"
                 )
                 self.stop.wait(delay)
 
@@ -342,16 +345,18 @@ class Pipeline:
                     sent.append((item, self._producer.send(item.topic, value=item.value, key=item.key)))
                 except KafkaTimeoutError as exc:  # no metadata or no buffer space within max_block_ms
                     failed = list(pending[position:])
-                    reason = str(exc)
+                    reason = _describe(exc)
                     break
-            self._wait_for_acks(len(sent))
+            if not self._wait_for_acks(len(sent)):
+                log.warning("stopping while Kafka is unavailable: %d records not acknowledged", len(sent))
+                return False
             for item, future in sent:
                 if future.succeeded():
                     continue
                 error = future.exception
-                if not _retriable(error):
+                if error is not None and not _retriable(error):
                     raise error  # e.g. authorization or a record too large: a bug or config to fix, not to retry
-                reason = reason or f"{type(error).__name__}: {error}"
+                reason = reason or (_describe(error) if error is not None else "not acknowledged")
                 failed.append(item)
             if not failed:
                 if backoff.attempts:
@@ -376,17 +381,27 @@ class Pipeline:
             pending = failed
         return True
 
-    def _wait_for_acks(self, count: int) -> None:
+    def _wait_for_acks(self, count: int) -> bool:
+        """Wait until every record sent is acknowledged or failed; False if asked to stop while Kafka is silent."""
         waited = 0.0
         while True:
             try:
                 self._producer.flush(timeout=FLUSH_SLICE_S)
-                return
+                if waited:
+                    self.printer.notice(f"Kafka acknowledged the {count} records after {waited:.0f}s.")
+                return True
             except KafkaTimeoutError:
                 waited += FLUSH_SLICE_S
-                if int(waited) % 10 == 0:
-                    log.warning("still waiting for Kafka to acknowledge %d records (%.0fs)", count, waited)
-                self._hold(0)
+            if self.stop.is_set() and waited >= STOP_GRACE_S:
+                return False
+            if waited == FLUSH_SLICE_S:
+                self.printer.notice(
+                    f"Kafka at {self._kafka.kafka_bootstrap_servers} is slow or unavailable: "
+                    f"waiting for it to acknowledge {count} records..."
+                )
+            elif int(waited) % 10 == 0:
+                log.warning("still waiting for Kafka to acknowledge %d records (%.0fs)", count, waited)
+            self._hold(0)
 
     # -- committing ----------------------------------------------------------------------------------------
 
@@ -395,17 +410,23 @@ class Pipeline:
         backoff = self._backoff()
         while offsets:
             try:
-                self._consumer.commit(offsets)
+                self._consumer.commit(offsets, timeout_ms=COMMIT_TIMEOUT_MS)
+                if backoff.attempts:
+                    self.printer.notice(f"Kafka at {self._kafka.kafka_bootstrap_servers} is back: offsets committed.")
                 return True
             except CommitFailedError as exc:
                 log.warning("commit refused, the group rebalanced (%s): these records may be handled again", exc)
                 return False
             except KafkaError as exc:
                 if not _retriable(exc) or self.stop.is_set():
-                    log.warning("commit of %s failed (%s): these records may be handled again", offsets, exc)
+                    log.warning("commit of %s failed (%s): these records may be handled again", offsets, _describe(exc))
                     return False
                 delay = backoff.next_delay()
-                log.warning("commit failed (%s); retrying in %.1fs", exc, delay)
+                log.warning("commit failed (%s); retrying in %.1fs", _describe(exc), delay)
+                self.printer.retry(
+                    f"Kafka unavailable at {self._kafka.kafka_bootstrap_servers}, "
+                    f"retrying the commit in {delay:.1f}s ({_describe(exc)})"
+                )
                 self._hold(delay)
                 lost = self._revoked_since(epoch)
                 offsets = {tp: om for tp, om in offsets.items() if (tp.topic, tp.partition) not in lost}
@@ -469,6 +490,11 @@ class Pipeline:
 
     def _backoff(self) -> Backoff:
         return Backoff(self._settings.retry_backoff_initial_s, self._settings.retry_backoff_max_s)
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text and text != "None" else type(error).__name__
 
 
 def _retriable(error: BaseException | None) -> bool:
