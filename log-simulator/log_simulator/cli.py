@@ -85,6 +85,9 @@ def load_settings(argv: list[str] | None) -> tuple[SimulatorSettings, set[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("kafka").setLevel(logging.WARNING)  # its connection chatter is not news to the user
+    # At full speed the send loop keeps the GIL busy and kafka-python warns that its I/O thread waited: expected.
+    logging.getLogger("kafka.net.selector").setLevel(logging.ERROR)
     try:
         settings, given = load_settings(argv)
         kafka = KafkaSettings.model_validate({})  # from the environment; typed without the pydantic mypy plugin
@@ -232,9 +235,11 @@ def _wait_for_kafka(kafka: KafkaSettings, timeout_s: float, stop: threading.Even
 
 
 def _stoppable_sleep(stop: threading.Event) -> Any:
+    """A sleep that ends early on a stop request, and at least every 0.25 s so ``--duration`` is kept."""
+
     def sleep(seconds: float) -> None:
         if seconds > 0:
-            stop.wait(seconds)
+            stop.wait(min(seconds, 0.25))
 
     return sleep
 

@@ -17,8 +17,8 @@ With ``keep_episodes=True``, ``stats.episodes`` lists every injected anomaly (ki
 length): ground truth for scoring by episode rather than by event.
 """
 
+import itertools
 import random
-import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -30,6 +30,10 @@ from eventbus import LABEL_NORMAL, LogEvent
 from log_simulator.errors import ConfigurationError
 from log_simulator.profiles import DEFAULT_SERVICES, REALISTIC, NormalProfile
 from log_simulator.scenarios import ALL_KINDS, KINDS, Episode, resolve_kinds
+
+# Version and variant bits of a random UUID (RFC 9562): cleared, then set to version 4, variant 10.
+_UUID_FIXED_BITS = (0xF000 << 64) | (0xC000 << 48)
+_UUID_V4_BITS = (0x4000 << 64) | (0x8000 << 48)
 
 
 @dataclass(frozen=True)
@@ -159,7 +163,7 @@ class TrafficGenerator:
         self._keep_episodes = keep_episodes
         self._kind_weights = [KINDS[k].weight for k in self.kinds]
         self._active: list[_ServiceState] = []
-        self._active_weights: list[float] = []
+        self._active_cum_weights: list[float] = []
         self._next_arrival = 0  # event index at which the set of active services changes next
 
     @property
@@ -178,7 +182,7 @@ class TrafficGenerator:
         if index >= self._next_arrival:
             self._refresh_active(index)
         rng = self._rng
-        state = rng.choices(self._active, weights=self._active_weights)[0]
+        state = rng.choices(self._active, cum_weights=self._active_cum_weights)[0]
         if self.kinds and rng.random() < self.anomaly_rate:
             state = self._start_episode(state, index)
         latency, error = state.draw(self._np_rng, self._block_size)
@@ -220,14 +224,14 @@ class TrafficGenerator:
 
     def _refresh_active(self, index: int) -> None:
         self._active = [s for s in self._states if s.spec.starts_after <= index]
-        self._active_weights = [s.spec.weight for s in self._active]
+        self._active_cum_weights = list(itertools.accumulate(s.spec.weight for s in self._active))
         later = [s.spec.starts_after for s in self._states if s.spec.starts_after > index]
         self._next_arrival = min(later) if later else 2**63
 
     def _event_id(self) -> str:
-        if self.seed is None:
-            return str(uuid.uuid4())
-        return str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
+        """A random (version 4) UUID from the generator's own random stream: seeded, or seeded by the OS."""
+        digits = f"{(self._rng.getrandbits(128) & ~_UUID_FIXED_BITS) | _UUID_V4_BITS:032x}"
+        return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
 
     def _timestamp(self, index: int) -> str:
         if self._start is None:

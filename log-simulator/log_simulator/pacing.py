@@ -71,7 +71,8 @@ class SchedulePacer:
     """Events due at given offsets (seconds from the first event, non-decreasing) played at ``speed`` x.
 
     ``speed`` 0 plays as fast as possible. Offsets come from the data (replay), so no catch-up limit:
-    after a stall every overdue event is released, in order.
+    after a stall every overdue event is released, in order. Past the last offset nothing is held back
+    (``wait`` returns ``limit``): the event source, not the pacer, says when the replay is over.
     """
 
     def __init__(
@@ -95,9 +96,9 @@ class SchedulePacer:
 
     def wait(self, limit: int) -> int:
         remaining = len(self._offsets) - self._released
+        if limit <= 0 or remaining <= 0:
+            return max(limit, 0)
         limit = min(limit, remaining)
-        if limit <= 0:
-            return 0
         if self.speed == 0:
             self._released += limit
             return limit

@@ -2,6 +2,7 @@
 
 import bisect
 import statistics
+import uuid
 from collections import Counter
 from datetime import UTC, datetime
 
@@ -34,6 +35,8 @@ def test_same_seed_same_stream_and_other_seed_another() -> None:
 def test_events_are_valid_with_unique_ids_and_utc_timestamps() -> None:
     events = list(TrafficGenerator(anomaly_rate=0.05).events(5000))
     assert len({e.event_id for e in events}) == 5000
+    assert {uuid.UUID(e.event_id).version for e in events} == {4}
+    assert all(str(uuid.UUID(e.event_id)) == e.event_id for e in events)
     for event in events[:200]:
         assert parse_event(event.to_json()) == event
         assert datetime.fromisoformat(event.timestamp).utcoffset() is not None

@@ -97,7 +97,8 @@ def test_schedule_plays_offsets_at_speed() -> None:
         released = pacer.wait(100)
         released_at.extend([clock.now - start] * released)
     assert released_at == pytest.approx([0.0, 1.0, 2.0, 2.0, 3.0])
-    assert pacer.wait(100) == 0  # the schedule is over
+    assert pacer.wait(100) == 100  # past the schedule nothing is held back: the source ends the replay
+    assert clock.now - start == pytest.approx(3.0)
 
 
 def test_schedule_at_speed_zero_plays_everything_at_once() -> None:
