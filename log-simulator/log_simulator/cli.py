@@ -110,7 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     if not settings.quiet:
         print(f"Sending {plan.description} to topic {kafka.logs_topic} at {kafka.kafka_bootstrap_servers}", flush=True)
     reporter = Reporter(
-        per_event=plan.per_event, quiet=settings.quiet, progress_interval_s=settings.progress_interval, out=sys.stdout
+        per_event=plan.per_event,
+        quiet=settings.quiet,
+        progress_interval_s=settings.progress_interval,
+        out=sys.stdout,
+        target_rate=plan.rate or None,
     )
     try:
         summary = send_events(

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 PER_EVENT_OUTPUT_MAX_RATE = 20.0  # events/s up to which each event is printed, as in the original design
 _MAX_BATCH = 2000  # events sent per pacer release at most, so stop requests and progress stay responsive
 _REPORTED_FAILURES = 10  # failures logged one by one; past this many they are only counted
+_SLOW_CHECK_AFTER_S = 3.0  # when to compare the actual rate with the asked one (once)
 
 
 class Pacer(Protocol):
@@ -99,12 +100,22 @@ def _counts(counter: Counter[str]) -> str:
 class Reporter:
     """The user-facing output on stdout: one line per event at low rates, else a periodic progress line."""
 
-    def __init__(self, *, per_event: bool, quiet: bool, progress_interval_s: float, out: TextIO) -> None:
+    def __init__(
+        self,
+        *,
+        per_event: bool,
+        quiet: bool,
+        progress_interval_s: float,
+        out: TextIO,
+        target_rate: float | None = None,
+    ) -> None:
         self.per_event = per_event and not quiet
         self.progress = not per_event and not quiet
         self._interval = progress_interval_s
         self._out = out
         self._next_progress = progress_interval_s
+        self._target_rate = target_rate
+        self._warned_slow = False
 
     def event_sent(self, value: bytes) -> None:
         if self.per_event:
@@ -114,6 +125,14 @@ class Reporter:
         if self.progress and summary.elapsed_s >= self._next_progress:
             print(summary.progress_line(), file=self._out, flush=True)
             self._next_progress = summary.elapsed_s + self._interval
+        if self._target_rate and not self._warned_slow and summary.elapsed_s >= _SLOW_CHECK_AFTER_S:
+            if summary.rate < 0.9 * self._target_rate:
+                log.warning(
+                    "asked for %.0f events/s but sending %.0f/s: this machine's producer is the limit",
+                    self._target_rate,
+                    summary.rate,
+                )
+            self._warned_slow = True
 
     def final(self, summary: RunSummary) -> None:
         print(summary.summary_line(), file=self._out, flush=True)

@@ -5,10 +5,12 @@ the real broker round trip is in ``tests/integration/test_simulator_kafka.py``.
 """
 
 import io
+import logging
 import threading
 from collections import Counter
 
 import orjson
+import pytest
 from kafka.errors import KafkaTimeoutError, NotLeaderForPartitionError
 from kafka.future import Future
 from log_simulator.generator import TrafficGenerator
@@ -142,3 +144,11 @@ def test_high_rate_output_is_progress_lines() -> None:
     lines = out.getvalue().splitlines()
     assert lines and all(line.startswith("Progress: sent ") for line in lines)
     assert "anomalies injected: " in lines[-1] and lines[-1].endswith("failed 0")
+
+
+def test_a_rate_the_producer_cannot_keep_is_reported(caplog: pytest.LogCaptureFixture) -> None:
+    reporter = Reporter(per_event=False, quiet=True, progress_interval_s=2.0, out=io.StringIO(), target_rate=1e9)
+    ticks = iter(range(1_000_000))
+    with caplog.at_level(logging.WARNING, logger="log_simulator.sender"):
+        run(StandInProducer(), count=20_000, reporter=reporter, clock=lambda: float(next(ticks)))
+    assert "asked for 1000000000 events/s but sending" in caplog.text
