@@ -17,6 +17,7 @@ from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError
+from kafka.partitioner.default import murmur2
 from kafka.structs import OffsetAndMetadata
 
 from anomaly_processor.errors import ScoringProtocolError, ScoringRejectedError, ScoringUnavailableError
@@ -82,6 +83,31 @@ def commit_offsets(records: Sequence[ConsumedRecord]) -> dict[TopicPartition, Of
 def _leader_epoch(record: ConsumedRecord) -> int:
     epoch = getattr(record, "leader_epoch", None)
     return epoch if isinstance(epoch, int) else -1
+
+
+class KeyPartitioner:
+    """kafka-python's default partitioning of keyed records (murmur2 of the key), computed once per key.
+
+    Hashing every record's key in pure Python costs more than the rest of ``send``'s routing; a batch
+    has few distinct keys (services). Records without a key are left to the producer.
+    """
+
+    def __init__(self, producer: KafkaProducer) -> None:
+        self._producer = producer
+        self._partitions: dict[str, list[int]] = {}
+        self._cache: dict[tuple[str, bytes], int] = {}
+
+    def __call__(self, topic: str, key: bytes | None) -> int | None:
+        if key is None:
+            return None
+        partition = self._cache.get((topic, key))
+        if partition is None:
+            partitions = self._partitions.get(topic)
+            if partitions is None:
+                partitions = self._partitions[topic] = sorted(self._producer.partitions_for(topic))
+            partition = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
+            self._cache[(topic, key)] = partition
+        return partition
 
 
 @dataclass(frozen=True)
@@ -340,9 +366,13 @@ class Pipeline:
             sent: list[tuple[Outgoing, Any]] = []
             failed: list[Outgoing] = []
             reason = ""
+            partition_of = KeyPartitioner(self._producer)
             for position, item in enumerate(pending):
                 try:
-                    sent.append((item, self._producer.send(item.topic, value=item.value, key=item.key)))
+                    partition = partition_of(item.topic, item.key)
+                    sent.append(
+                        (item, self._producer.send(item.topic, value=item.value, key=item.key, partition=partition))
+                    )
                 except KafkaTimeoutError as exc:  # no metadata or no buffer space within max_block_ms
                     failed = list(pending[position:])
                     reason = _describe(exc)

@@ -4,10 +4,11 @@ import random
 from typing import NamedTuple
 
 import pytest
-from anomaly_processor.pipeline import commit_offsets
+from anomaly_processor.pipeline import KeyPartitioner, commit_offsets
 from anomaly_processor.retry import Backoff
 from anomaly_processor.settings import ProcessorSettings
 from kafka import TopicPartition
+from kafka.partitioner.default import DefaultPartitioner
 from kafka.structs import OffsetAndMetadata
 from pydantic import ValidationError
 
@@ -86,3 +87,39 @@ def test_invalid_settings_are_refused(monkeypatch: pytest.MonkeyPatch, name: str
 
 def test_every_setting_is_documented() -> None:
     assert all(field.description for field in ProcessorSettings.model_fields.values())
+
+
+class FakeCluster:
+    def __init__(self, partitions: set[int]) -> None:
+        self.partitions = partitions
+
+    def topics(self) -> set[str]:
+        return {"predictions"}
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return self.partitions
+
+    def available_partitions_for_topic(self, topic: str) -> set[int]:
+        return self.partitions
+
+
+class FakeProducer:
+    def __init__(self, partitions: set[int]) -> None:
+        self.partitions = partitions
+        self.lookups = 0
+
+    def partitions_for(self, topic: str) -> set[int]:
+        self.lookups += 1
+        return self.partitions
+
+
+def test_records_go_to_the_partition_kafka_pythons_default_partitioner_picks() -> None:
+    for partitions in ({0}, {0, 1, 2}, set(range(7))):
+        producer = FakeProducer(partitions)
+        partition_of = KeyPartitioner(producer)
+        reference = DefaultPartitioner()
+        for key in [b"auth", b"payment", b"orders", b"\xff\x00", b"x" * 300, *(f"svc-{i}".encode() for i in range(50))]:
+            expected = reference.partition("predictions", key, key, b"v", b"v", FakeCluster(partitions))
+            assert partition_of("predictions", key) == expected
+        assert producer.lookups == 1
+        assert partition_of("predictions", None) is None  # unkeyed records are left to the producer
