@@ -276,8 +276,8 @@ class Pipeline:
             log.warning("dead-lettered %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason)
         if not self._deliver(outgoing):
             return None
-        self.printer.batch(len(records), scored.verdicts, scored.dead_letters)
         handled = [record for record in records if self._owned_since(record, epoch)]
+        self.printer.batch(len(handled), scored.verdicts, scored.dead_letters)
         return len(handled) if self._commit(commit_offsets(handled), epoch) else 0
 
     # -- scoring -------------------------------------------------------------------------------------------

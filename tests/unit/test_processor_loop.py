@@ -1,0 +1,271 @@
+"""The processing loop's ordering guarantees, with in-memory stand-ins for the Kafka clients.
+
+The real broker is exercised by ``tests/integration/test_processor_pipeline.py``; here the point is the
+order of effects (score, produce, acknowledge, print, commit) when the scorer or Kafka misbehaves.
+"""
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import orjson
+import pytest
+from anomaly_processor.errors import ScoringConfigError, ScoringUnavailableError
+from anomaly_processor.output import Printer
+from anomaly_processor.pipeline import Pipeline
+from anomaly_processor.scoring import Score
+from anomaly_processor.settings import ProcessorSettings
+from kafka import TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
+from kafka.errors import KafkaConnectionError, MessageSizeTooLargeError
+from kafka.future import Future
+from kafka.structs import OffsetAndMetadata
+from log_simulator.profiles import generate_normal_events
+
+from eventbus import KafkaSettings, LogEvent
+
+KAFKA = KafkaSettings(logs_topic="logs", predictions_topic="predictions", dlq_topic="dlq")
+SETTINGS = ProcessorSettings(
+    batch_max=100, batch_wait_ms=0, retry_backoff_initial_s=0.001, retry_backoff_max_s=0.002, print_mode="quiet"
+)
+P0, P1 = TopicPartition("logs", 0), TopicPartition("logs", 1)
+
+
+def consumer_record(tp: TopicPartition, offset: int, value: bytes | None) -> ConsumerRecord:
+    return ConsumerRecord(tp.topic, tp.partition, 0, offset, 1000 + offset, 0, b"k", value, [], None, 1, 1, -1)
+
+
+class FakeConsumer:
+    """Hands out queued records once; records every pause, resume, seek and commit in ``effects``."""
+
+    def __init__(self, effects: list[tuple[Any, ...]]) -> None:
+        self.effects = effects
+        self.queued: dict[TopicPartition, list[ConsumerRecord]] = {}
+        self.assigned = {P0, P1}
+        self._paused: set[TopicPartition] = set()
+        self.listener: Any = None
+        self.on_poll: Callable[[], None] | None = None
+
+    def subscribe(self, topics: list[str], listener: Any) -> None:
+        self.listener = listener
+
+    def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[TopicPartition, list[Any]]:
+        if self.on_poll:
+            self.on_poll()
+        out = {tp: recs for tp, recs in self.queued.items() if recs and tp not in self._paused}
+        for tp in out:
+            self.queued[tp] = []
+        self.effects.append(("poll", sorted(tp.partition for tp in self._paused)))
+        return out
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.assigned)
+
+    def pause(self, *tps: TopicPartition) -> None:
+        self._paused.update(tps)
+
+    def paused(self) -> set[TopicPartition]:
+        return set(self._paused)
+
+    def resume(self, *tps: TopicPartition) -> None:
+        self._paused.difference_update(tps)
+        self.effects.append(("resume",))
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.effects.append(("seek", tp.partition, offset))
+
+    def commit(self, offsets: dict[TopicPartition, OffsetAndMetadata], timeout_ms: int | None = None) -> None:
+        self.effects.append(("commit", {tp.partition: om.offset for tp, om in offsets.items()}))
+
+
+class FakeProducer:
+    """Acknowledges on flush; ``fail_next`` makes the next sends fail with that error."""
+
+    def __init__(self, effects: list[tuple[Any, ...]]) -> None:
+        self.effects = effects
+        self.fail_next: list[Exception] = []
+        self._pending: list[tuple[Future, Exception | None]] = []
+
+    def partitions_for(self, topic: str) -> set[int]:
+        return {0, 1, 2}
+
+    def send(self, topic: str, value: bytes, key: bytes | None = None, partition: int | None = None) -> Future:
+        future = Future()
+        self._pending.append((future, self.fail_next.pop(0) if self.fail_next else None))
+        self.effects.append(("send", topic, value))
+        return future
+
+    def flush(self, timeout: float | None = None) -> None:
+        for future, error in self._pending:
+            if error is None:
+                future.success(None)
+            else:
+                future.failure(error)
+        self._pending = []
+        self.effects.append(("flush",))
+
+
+class ScriptedScorer:
+    """Fails with the scripted errors first, then scores everything as normal."""
+
+    def __init__(self, errors: Sequence[Exception] = ()) -> None:
+        self.errors = list(errors)
+        self.calls = 0
+
+    def score(self, events: Sequence[LogEvent]) -> list[Score]:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return [Score(False, 0.1, "v1")] * len(events)
+
+
+class Harness:
+    def __init__(self, scorer: ScriptedScorer) -> None:
+        self.effects: list[tuple[Any, ...]] = []
+        self.consumer = FakeConsumer(self.effects)
+        self.producer = FakeProducer(self.effects)
+        self.printer = Printer("quiet")
+        self.stop = threading.Event()
+        self.pipeline = Pipeline(
+            self.consumer,
+            self.producer,
+            scorer,
+            kafka=KAFKA,
+            settings=SETTINGS,
+            printer=self.printer,
+            stop=self.stop,
+        )
+        self.events = generate_normal_events(6, seed=8)
+
+    def queue(self, tp: TopicPartition, values: list[bytes | None], first_offset: int = 0) -> None:
+        self.consumer.queued[tp] = [consumer_record(tp, first_offset + i, v) for i, v in enumerate(values)]
+
+    def kinds(self) -> list[str]:
+        return [effect[0] for effect in self.effects if effect[0] != "poll"]
+
+    def sent(self, topic: str) -> list[dict[str, Any]]:
+        return [orjson.loads(e[2]) for e in self.effects if e[0] == "send" and e[1] == topic]
+
+    def commits(self) -> list[dict[int, int]]:
+        return [e[1] for e in self.effects if e[0] == "commit"]
+
+
+def test_a_batch_is_produced_acknowledged_and_only_then_committed() -> None:
+    h = Harness(ScriptedScorer())
+    h.queue(P0, [h.events[0].to_json(), b"garbage", h.events[1].to_json()], first_offset=10)
+    h.queue(P1, [h.events[2].to_json()], first_offset=3)
+
+    assert h.pipeline.run_once() == 4
+
+    assert h.kinds() == ["send"] * 4 + ["flush", "commit"]
+    assert [v["event_id"] for v in h.sent("predictions")] == [e.event_id for e in h.events[:3]]
+    [letter] = h.sent("dlq")
+    assert (letter["partition"], letter["offset"]) == (0, 11) and letter["reason"].startswith("not JSON")
+    assert h.commits() == [{0: 13, 1: 4}]
+    assert (h.printer.consumed, h.printer.verdicts, h.printer.dead_lettered) == (4, 3, 1)
+
+
+def test_while_the_scorer_is_down_nothing_is_produced_or_committed_and_partitions_stay_paused() -> None:
+    down = ScoringUnavailableError("Connection refused")
+    scorer = ScriptedScorer([down, down, down])
+    h = Harness(scorer)
+    h.queue(P0, [e.to_json() for e in h.events[:3]])
+
+    assert h.pipeline.run_once() == 3
+
+    assert scorer.calls == 4
+    assert h.printer.retries == 3
+    first_send = next(i for i, e in enumerate(h.effects) if e[0] == "send")
+    holds = [e for e in h.effects[:first_send] if e[0] == "poll"][1:]  # after the poll that fetched the batch
+    assert holds and all(paused == [0, 1] for _, paused in holds)
+    assert [e[0] for e in h.effects[first_send:]] == ["send"] * 3 + ["flush", "commit", "resume"]
+    assert h.commits() == [{0: 3}]
+
+
+def test_stopping_while_the_scorer_is_down_commits_nothing_and_rewinds() -> None:
+    scorer = ScriptedScorer([ScoringUnavailableError("Connection refused")] * 100)
+    h = Harness(scorer)
+    h.queue(P0, [e.to_json() for e in h.events[:2]], first_offset=5)
+    h.queue(P1, [h.events[2].to_json()], first_offset=9)
+    h.consumer.on_poll = lambda: h.stop.set() if scorer.calls >= 2 else None
+
+    assert h.pipeline.run_once() == 0
+
+    assert "send" not in h.kinds() and h.commits() == []
+    assert sorted(e[1:] for e in h.effects if e[0] == "seek") == [(0, 5), (1, 9)]
+
+
+def test_records_of_partitions_revoked_while_waiting_are_dropped_not_committed() -> None:
+    scorer = ScriptedScorer([ScoringUnavailableError("HTTP 503: not ready")])
+    h = Harness(scorer)
+    h.queue(P0, [h.events[0].to_json()])
+    h.queue(P1, [h.events[1].to_json(), b"{"])
+
+    def rebalance_once() -> None:
+        if scorer.calls == 1 and h.consumer.assigned == {P0, P1}:
+            h.consumer.listener.on_partitions_revoked([P0, P1])
+            h.consumer.assigned = {P0}
+            h.consumer.listener.on_partitions_assigned([P0])
+
+    h.consumer.on_poll = rebalance_once
+
+    assert h.pipeline.run_once() == 0
+
+    assert [v["event_id"] for v in h.sent("predictions")] == []  # P0 too was revoked (and given back)
+    assert h.sent("dlq") == []
+    assert h.commits() == []
+    assert h.printer.consumed == 0  # they will be consumed again, and counted then
+
+
+def test_records_of_partitions_kept_through_a_rebalance_are_still_handled() -> None:
+    scorer = ScriptedScorer([ScoringUnavailableError("HTTP 503: not ready")])
+    h = Harness(scorer)
+    h.queue(P0, [h.events[0].to_json()])
+    h.queue(P1, [h.events[1].to_json()])
+
+    def revoke_p1() -> None:
+        if scorer.calls == 1 and P1 in h.consumer.assigned:
+            h.consumer.listener.on_partitions_revoked([P1])  # cooperative: only P1 moves
+            h.consumer.assigned = {P0}
+
+    h.consumer.on_poll = revoke_p1
+
+    assert h.pipeline.run_once() == 1
+
+    assert [v["event_id"] for v in h.sent("predictions")] == [h.events[0].event_id]
+    assert h.commits() == [{0: 1}]
+
+
+def test_records_kafka_failed_to_take_are_resent_before_committing() -> None:
+    h = Harness(ScriptedScorer())
+    h.producer.fail_next = [KafkaConnectionError("broker gone")]
+    h.queue(P0, [e.to_json() for e in h.events[:3]])
+
+    assert h.pipeline.run_once() == 3
+
+    assert h.kinds()[:5] == ["send", "send", "send", "flush", "send"]
+    assert h.kinds()[5:] == ["flush", "commit", "resume"]
+    assert [v["event_id"] for v in h.sent("predictions")][3] == h.events[0].event_id
+    assert h.printer.retries == 1
+
+
+def test_a_record_kafka_will_never_take_is_a_crash_not_a_commit() -> None:
+    h = Harness(ScriptedScorer())
+    h.producer.fail_next = [MessageSizeTooLargeError("too big")]
+    h.queue(P0, [h.events[0].to_json()], first_offset=4)
+
+    with pytest.raises(MessageSizeTooLargeError):
+        h.pipeline.run_once()
+
+    assert h.commits() == []
+    assert ("seek", 0, 4) in h.effects
+
+
+def test_a_scorer_that_refuses_us_stops_the_loop_without_committing() -> None:
+    h = Harness(ScriptedScorer([ScoringConfigError("401 missing or wrong X-API-Key")]))
+    h.queue(P0, [h.events[0].to_json()])
+
+    with pytest.raises(ScoringConfigError):
+        h.pipeline.run()
+
+    assert h.commits() == [] and "send" not in h.kinds()
