@@ -9,6 +9,7 @@ from ml_service.evaluation.nab import (
     MAX_TP,
     PROFILES,
     NabSeries,
+    category_scores,
     load_corpus,
     probation_length,
     row_weights,
@@ -113,6 +114,24 @@ def test_sweep_picks_the_best_threshold_and_agrees_with_direct_scoring() -> None
         if result.raw_score > -profile.fn_weight * 4:
             total = sum(score_at_threshold(s, scores[s.name], result.threshold, profile) for s in corpus)
             assert total == pytest.approx(result.raw_score)
+
+
+def test_category_scores_split_the_corpus_at_one_threshold() -> None:
+    corpus = [
+        make_series("good/x.csv", 200, [(100, 119)]),
+        make_series("bad/y.csv", 200, [(100, 119)]),
+        make_series("quiet/z.csv", 200, []),
+    ]
+    scores = {s.name: np.zeros(200) for s in corpus}
+    scores["good/x.csv"][100] = 1.0  # the window's first row
+    scores["bad/y.csv"][[60, 180]] = 1.0  # two false alarms, the window missed
+    scores["quiet/z.csv"][90] = 1.0  # no window: no normalised score of its own
+    result = category_scores(corpus, scores, 0.5, STANDARD)
+    assert set(result) == {"good", "bad"}
+    assert result["good"] == pytest.approx(100.0)
+    false_alarms = score_at_threshold(corpus[1], scores["bad/y.csv"], 0.5, STANDARD) + 1.0
+    assert false_alarms < 0
+    assert result["bad"] == pytest.approx(100.0 * false_alarms / 2.0)
 
 
 def test_load_corpus_reads_nab_layout(tmp_path) -> None:

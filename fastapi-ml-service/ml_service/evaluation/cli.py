@@ -19,7 +19,7 @@ import numpy as np
 
 from ml_service.detector import ContextDetector, DetectorOutput, TrainingConfig, train_context_model
 from ml_service.evaluation.metrics import ScenarioMetrics, evaluate, overall
-from ml_service.evaluation.nab import load_corpus, score_corpus
+from ml_service.evaluation.nab import PROFILES, category_scores, load_corpus, score_corpus
 from ml_service.evaluation.scenarios import SCENARIO_NAMES, build_scenario
 
 
@@ -72,7 +72,7 @@ def run_nab(forest: Any, metadata: dict[str, Any], path: Path, batch: int) -> di
         if k % 10 == 0:
             print(f"  NAB: {k}/{len(corpus)} files scored", flush=True)
     parts = {"full": corpus, "half_even": corpus[0::2], "half_odd": corpus[1::2]}
-    return {
+    results = {
         part: {
             name: {
                 "score": r.normalised,
@@ -85,6 +85,9 @@ def run_nab(forest: Any, metadata: dict[str, Any], path: Path, batch: int) -> di
         }
         for part, files in parts.items()
     }
+    standard = PROFILES[0]
+    categories = category_scores(corpus, scores, results["full"][standard.name]["threshold"], standard)
+    return {**results, "categories_standard": categories}
 
 
 def _row(m: ScenarioMetrics) -> str:
@@ -156,6 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, r in nab["full"].items():
             halves = f"{nab['half_even'][name]['score']:6.1f} {nab['half_odd'][name]['score']:6.1f}"
             print(f"NAB {name:<20} {r['score']:6.1f} {halves}   (threshold {r['threshold']:.4f})")
+        categories = ", ".join(f"{c} {v:.1f}" for c, v in nab["categories_standard"].items())
+        print(f"NAB standard per category at the corpus threshold: {categories}")
         report["nab"] = nab
     elapsed = time.perf_counter() - started
     print(f"\ntotal runtime {elapsed:.1f}s")

@@ -229,3 +229,25 @@ def _records(window_scores: np.ndarray, window_weights: np.ndarray) -> tuple[np.
 def score_corpus(corpus: Sequence[NabSeries], scores: Mapping[str, np.ndarray]) -> dict[str, ProfileResult]:
     """NAB's three profiles, each with its own swept threshold."""
     return {profile.name: sweep(corpus, scores, profile) for profile in PROFILES}
+
+
+def category_scores(
+    corpus: Sequence[NabSeries], scores: Mapping[str, np.ndarray], threshold: float, profile: CostProfile
+) -> dict[str, float]:
+    """Normalised score of each category (``<category>/`` prefix) at ONE given threshold (the corpus-wide one).
+
+    Shows where a detector gains and loses at the threshold it really runs with; categories without a scored
+    window have no normalised score and are left out (their false positives still count in the corpus score).
+    """
+    raw: dict[str, float] = {}
+    windows: dict[str, int] = {}
+    for series in corpus:
+        category = series.name.split("/", 1)[0]
+        raw[category] = raw.get(category, 0.0) + score_at_threshold(series, scores[series.name], threshold, profile)
+        windows[category] = windows.get(category, 0) + len(_scored_windows(series))
+    result = {}
+    for category, count in windows.items():
+        if count:
+            null, perfect = -profile.fn_weight * count, profile.tp_weight * count
+            result[category] = 100.0 * (raw[category] - null) / (perfect - null)
+    return result
