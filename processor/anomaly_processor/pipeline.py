@@ -228,7 +228,7 @@ class Pipeline:
             return committed or 0
         finally:
             if committed is None:
-                self._rewind(records, epoch)
+                self._rewind(records)
             paused = self._consumer.paused()
             if paused:
                 self._consumer.resume(*paused)
@@ -253,10 +253,20 @@ class Pipeline:
             if wait_ms <= 0:
                 break
         epoch = self._current_epoch()
-        fresh: list[ConsumedRecord] = []
-        for polled_at, records in chunks:
-            fresh.extend(self._still_owned(records, polled_at))
-        return fresh, epoch
+        records = [record for _, chunk in chunks for record in chunk]
+        stale: set[tuple[str, int]] = set()
+        for polled_at, chunk in chunks:
+            revoked = self._revoked_since(polled_at)
+            stale.update((r.topic, r.partition) for r in chunk if (r.topic, r.partition) in revoked)
+        if stale:
+            # Polled before a rebalance: hand these partitions' records back rather than risk a gap.
+            dropped = [r for r in records if (r.topic, r.partition) in stale]
+            records = [r for r in records if (r.topic, r.partition) not in stale]
+            log.info("rebalanced while filling the batch: %d records of %s will be polled again", len(dropped), stale)
+            self._rewind(dropped)
+        if records and log.isEnabledFor(logging.DEBUG):
+            log.debug("batch of %d records: %s", len(records), _ranges(records))
+        return records, epoch
 
     def _handle(self, records: list[ConsumedRecord], epoch: int) -> int | None:
         """Score, produce, print and commit one batch; None when given up (on shutdown) before committing."""
@@ -329,31 +339,47 @@ class Pipeline:
             dead_letters.append((record, reason))
         return ScoredBatch(verdicts, dead_letters)
 
-    def _rewind(self, records: list[ConsumedRecord], epoch: int) -> None:
-        """Seek back to a batch that was not committed, so the next poll returns it again instead of skipping it."""
+    def _rewind(self, records: Sequence[ConsumedRecord]) -> None:
+        """Seek back to the first of ``records`` in each partition still assigned, so they are polled again.
+
+        kafka-python keeps the fetch position of a partition that is revoked and assigned back in one
+        rebalance, so records dropped from a batch must be sought back to, or they would be skipped.
+        Partitions no longer ours need nothing: their next owner starts at the committed offset.
+        """
         first: dict[TopicPartition, int] = {}
         for record in records:
             tp = TopicPartition(record.topic, record.partition)
-            if self._owned_since(record, epoch) and record.offset < first.get(tp, record.offset + 1):
-                first[tp] = record.offset
+            first[tp] = min(first.get(tp, record.offset), record.offset)
+        assigned = self._consumer.assignment()
         for tp, offset in first.items():
+            if tp not in assigned:
+                continue
             try:
                 self._consumer.seek(tp, offset)
-            except (KafkaError, AssertionError, ValueError) as exc:
-                log.warning("could not seek %s back to %d (%s): its new owner will redo it", tp, offset, exc)
+            except (KafkaError, AssertionError, ValueError) as exc:  # revoked meanwhile: its next owner redoes it
+                log.warning("could not seek %s back to %d (%s)", tp, offset, exc)
 
     def _drop_lost(self, decoded: DecodedBatch, epoch: int) -> DecodedBatch:
-        """Without the records of partitions revoked while we waited: their new owner redoes them."""
+        """Without the records of partitions revoked while we waited; they are polled again by their owner."""
         lost = self._revoked_since(epoch)
         if not lost:
             return decoded
         kept = DecodedBatch()
+        dropped: list[ConsumedRecord] = []
         for event, record in zip(decoded.events, decoded.event_records, strict=True):
-            if (record.topic, record.partition) not in lost:
+            if (record.topic, record.partition) in lost:
+                dropped.append(record)
+            else:
                 kept.events.append(event)
                 kept.event_records.append(record)
-        kept.refused = [(r, why) for r, why in decoded.refused if (r.topic, r.partition) not in lost]
-        log.info("partitions %s were revoked while waiting: dropped their records from the batch in hand", lost)
+        for record, reason in decoded.refused:
+            if (record.topic, record.partition) in lost:
+                dropped.append(record)
+            else:
+                kept.refused.append((record, reason))
+        if dropped:
+            log.info("partitions %s were revoked while waiting: %d records will be polled again", lost, len(dropped))
+            self._rewind(dropped)
         return kept
 
     # -- producing -----------------------------------------------------------------------------------------
@@ -441,6 +467,7 @@ class Pipeline:
         while offsets:
             try:
                 self._consumer.commit(offsets, timeout_ms=COMMIT_TIMEOUT_MS)
+                log.debug("committed %s", {f"{tp.topic}[{tp.partition}]": om.offset for tp, om in offsets.items()})
                 if backoff.attempts:
                     self.printer.notice(f"Kafka at {self._kafka.kafka_bootstrap_servers} is back: offsets committed.")
                 return True
@@ -512,14 +539,18 @@ class Pipeline:
         with self._lock:
             return self._revoked_at.get(TopicPartition(record.topic, record.partition), -1) <= epoch
 
-    def _still_owned(self, records: list[ConsumedRecord], epoch: int) -> list[ConsumedRecord]:
-        lost = self._revoked_since(epoch)
-        if not lost:
-            return records
-        return [r for r in records if (r.topic, r.partition) not in lost]
-
     def _backoff(self) -> Backoff:
         return Backoff(self._settings.retry_backoff_initial_s, self._settings.retry_backoff_max_s)
+
+
+def _ranges(records: Sequence[ConsumedRecord]) -> dict[str, tuple[int, int]]:
+    """``{"logs[0]": (first offset, last offset)}``, for diagnostics."""
+    ranges: dict[str, tuple[int, int]] = {}
+    for r in records:
+        name = f"{r.topic}[{r.partition}]"
+        first, last = ranges.get(name, (r.offset, r.offset))
+        ranges[name] = (min(first, r.offset), max(last, r.offset))
+    return ranges
 
 
 def _describe(error: BaseException) -> str:

@@ -423,3 +423,36 @@ def test_sigterm_exits_0_and_commits_exactly_what_was_printed(
     assert committed == set(printed)
     assert (lost, duplicates) == (0, 0)
     assert "[stopped] consumed=" in processor.stdout()
+
+
+def test_processors_joining_and_leaving_the_group_lose_nothing(
+    kafka_settings: KafkaSettings,
+    producer_factory: Callable[..., KafkaProducer],
+    consumer_factory: Callable[..., KafkaConsumer],
+    start_processor: Callable[..., Processor],
+) -> None:
+    events = generate_normal_events(3000, seed=26)
+    producer = producer_factory()
+
+    def paced() -> None:  # about 8 s of traffic, so both rebalances land mid-stream
+        for start in range(0, len(events), 30):
+            produce(producer, kafka_settings.logs_topic, events_as_messages(events[start : start + 30]))
+            time.sleep(0.08)
+
+    sender = threading.Thread(target=paced, daemon=True)
+    sender.start()
+    first = start_processor(BATCH_MAX="100", BATCH_WAIT_MS="400", PRINT_MODE="quiet")
+    time.sleep(3)
+    # The group rebalances: the partitions are split between the two.
+    second = start_processor(BATCH_MAX="100", BATCH_WAIT_MS="400", PRINT_MODE="quiet")
+    time.sleep(3)
+    # And again: the second takes everything. BATCH_WAIT_MS makes rebalances land while a batch fills.
+    assert first.stop() == 0, first.diagnostics()
+    sender.join(60)
+
+    expected = {e.event_id for e in events}
+    _, counts = verdicts_for(consumer_factory(kafka_settings.predictions_topic), expected)
+    assert second.stop() == 0, second.diagnostics()
+
+    lost, duplicates = tally("a processor joins, then another leaves", len(events), counts, expected)
+    assert lost == 0

@@ -120,7 +120,7 @@ class ScriptedScorer:
 
 
 class Harness:
-    def __init__(self, scorer: ScriptedScorer) -> None:
+    def __init__(self, scorer: ScriptedScorer, settings: ProcessorSettings = SETTINGS) -> None:
         self.effects: list[tuple[Any, ...]] = []
         self.consumer = FakeConsumer(self.effects)
         self.producer = FakeProducer(self.effects)
@@ -131,7 +131,7 @@ class Harness:
             self.producer,
             scorer,
             kafka=KAFKA,
-            settings=SETTINGS,
+            settings=settings,
             printer=self.printer,
             stop=self.stop,
         )
@@ -215,6 +215,8 @@ def test_records_of_partitions_revoked_while_waiting_are_dropped_not_committed()
     assert h.sent("dlq") == []
     assert h.commits() == []
     assert h.printer.consumed == 0  # they will be consumed again, and counted then
+    # P0 came back with its old fetch position (as kafka-python keeps it): seek back so nothing is skipped.
+    assert [e for e in h.effects if e[0] == "seek"] == [("seek", 0, 0)]
 
 
 def test_records_of_partitions_kept_through_a_rebalance_are_still_handled() -> None:
@@ -269,3 +271,26 @@ def test_a_scorer_that_refuses_us_stops_the_loop_without_committing() -> None:
         h.pipeline.run()
 
     assert h.commits() == [] and "send" not in h.kinds()
+
+
+def test_a_rebalance_while_filling_a_batch_hands_back_the_partitions_records() -> None:
+    h = Harness(ScriptedScorer(), SETTINGS.model_copy(update={"batch_wait_ms": 200}))
+    h.queue(P0, [e.to_json() for e in h.events[:2]], first_offset=0)
+    h.queue(P1, [h.events[2].to_json()], first_offset=7)
+    polls = 0
+
+    def rebalance_on_second_poll() -> None:
+        nonlocal polls
+        polls += 1
+        if polls == 2:  # P0 revoked and assigned back, P1 moves away; P0's fetch goes on from offset 2
+            h.consumer.listener.on_partitions_revoked([P0, P1])
+            h.consumer.assigned = {P0}
+            h.consumer.listener.on_partitions_assigned([P0])
+            h.queue(P0, [e.to_json() for e in h.events[3:5]], first_offset=2)
+
+    h.consumer.on_poll = rebalance_on_second_poll
+
+    assert h.pipeline.run_once() == 0
+
+    assert "send" not in h.kinds() and h.commits() == []
+    assert [e for e in h.effects if e[0] == "seek"] == [("seek", 0, 0)]  # from the first record held, not 2
