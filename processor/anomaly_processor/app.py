@@ -28,7 +28,11 @@ log = logging.getLogger("anomaly_processor")
 BROKER_PROBE_TIMEOUT_S = 5.0
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args:
+        print(usage())
+        return 0 if args[0] in ("-h", "--help") else 2
     try:
         settings = ProcessorSettings()
         kafka = KafkaSettings()
@@ -58,6 +62,24 @@ def main() -> int:
         return 130
     finally:
         scorer.close()
+
+
+def usage() -> str:
+    """What ``python main.py --help`` prints: the program takes no arguments, only environment variables."""
+    lines = [
+        "usage: python main.py",
+        "",
+        "Consumes LOGS_TOPIC, scores each event with the ML service, produces verdicts to PREDICTIONS_TOPIC",
+        "and bad messages to DLQ_TOPIC, committing offsets only once their records are acknowledged.",
+        "SIGINT/SIGTERM finish the batch in hand and exit 0; a second signal exits at once.",
+        "",
+        "Environment:",
+    ]
+    for settings_class in (ProcessorSettings, KafkaSettings):
+        for name, field in settings_class.model_fields.items():
+            default = "" if field.default is None else f" (default: {field.default})"
+            lines.append(f"  {name.upper():<26}{field.description}{default}")
+    return "\n".join(lines)
 
 
 def run(
