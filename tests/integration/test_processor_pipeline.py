@@ -194,6 +194,28 @@ def events_as_messages(events: Iterable[LogEvent]) -> list[tuple[bytes | None, b
     return [(e.key(), e.to_json()) for e in events]
 
 
+@pytest.fixture
+def topic_reader(kafka_settings: KafkaSettings) -> Iterator[Callable[[str], KafkaConsumer]]:
+    """Consumers assigned every partition of a topic from its start: no group, so no wait for a rebalance."""
+    made: list[KafkaConsumer] = []
+
+    def reader(topic: str) -> KafkaConsumer:
+        consumer = KafkaConsumer(**kafka_settings.client_configs(), enable_auto_commit=False)
+        made.append(consumer)
+        deadline = time.monotonic() + 30
+        while not (partitions := consumer.partitions_for_topic(topic)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert partitions, f"topic {topic} has no partitions"
+        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(assigned)
+        consumer.seek_to_beginning(*assigned)
+        return consumer
+
+    yield reader
+    for consumer in made:
+        consumer.close(autocommit=False)
+
+
 def read_until(consumer: KafkaConsumer, done: Callable[[list], bool], timeout_s: float, settle_s: float = 1.5) -> list:
     """Poll until ``done(records)``, then ``settle_s`` more to catch late duplicates; or until ``timeout_s``."""
     records: list = []
@@ -267,7 +289,7 @@ def event_ids_below(kafka_settings: KafkaSettings, ends: dict[int, int]) -> set[
 def test_every_event_gets_exactly_one_verdict(
     kafka_settings: KafkaSettings,
     producer_factory: Callable[..., KafkaProducer],
-    consumer_factory: Callable[..., KafkaConsumer],
+    topic_reader: Callable[[str], KafkaConsumer],
     start_processor: Callable[..., Processor],
 ) -> None:
     events = generate_normal_events(2000, seed=21)
@@ -275,7 +297,7 @@ def test_every_event_gets_exactly_one_verdict(
     processor = start_processor(BATCH_MAX="500", PRINT_MODE="summary", SUMMARY_INTERVAL_S="0.5")
 
     expected = {e.event_id for e in events}
-    verdicts, counts = verdicts_for(consumer_factory(kafka_settings.predictions_topic), expected)
+    verdicts, counts = verdicts_for(topic_reader(kafka_settings.predictions_topic), expected)
     assert processor.stop() == 0, processor.diagnostics()
 
     lost, duplicates = tally("one verdict per event", len(events), counts, expected)
@@ -292,7 +314,7 @@ def test_every_event_gets_exactly_one_verdict(
 def test_malformed_messages_are_dead_lettered_and_the_events_around_them_scored(
     kafka_settings: KafkaSettings,
     producer_factory: Callable[..., KafkaProducer],
-    consumer_factory: Callable[..., KafkaConsumer],
+    topic_reader: Callable[[str], KafkaConsumer],
     start_processor: Callable[..., Processor],
 ) -> None:
     events = generate_normal_events(300, seed=22)
@@ -314,9 +336,9 @@ def test_malformed_messages_are_dead_lettered_and_the_events_around_them_scored(
     processor = start_processor(BATCH_MAX="64")
 
     expected = {e.event_id for e in events}
-    _, counts = verdicts_for(consumer_factory(kafka_settings.predictions_topic), expected)
+    _, counts = verdicts_for(topic_reader(kafka_settings.predictions_topic), expected)
     dead_records = read_until(
-        consumer_factory(kafka_settings.dlq_topic), lambda records: len(records) >= len(bad), timeout_s=30
+        topic_reader(kafka_settings.dlq_topic), lambda records: len(records) >= len(bad), timeout_s=30
     )
     assert processor.stop() == 0, processor.diagnostics()
 
@@ -335,7 +357,7 @@ def test_malformed_messages_are_dead_lettered_and_the_events_around_them_scored(
 def test_the_ml_service_going_away_delays_verdicts_but_loses_none(
     kafka_settings: KafkaSettings,
     producer_factory: Callable[..., KafkaProducer],
-    consumer_factory: Callable[..., KafkaConsumer],
+    topic_reader: Callable[[str], KafkaConsumer],
     start_processor: Callable[..., Processor],
     ml_service: MLService,
 ) -> None:
@@ -344,7 +366,7 @@ def test_the_ml_service_going_away_delays_verdicts_but_loses_none(
     first, rest = events[:300], events[300:]
     produce(producer, kafka_settings.logs_topic, events_as_messages(first))
     processor = start_processor(BATCH_MAX="100")
-    predictions = consumer_factory(kafka_settings.predictions_topic)
+    predictions = topic_reader(kafka_settings.predictions_topic)
     read_until(predictions, lambda records: len(records) >= 100, timeout_s=60, settle_s=0)
 
     ml_service.stop()
@@ -363,7 +385,7 @@ def test_the_ml_service_going_away_delays_verdicts_but_loses_none(
 
     processor.wait_for_output(lambda out: "is back after" in out, timeout_s=30)
     expected = {e.event_id for e in events}
-    _, counts = verdicts_for(consumer_factory(kafka_settings.predictions_topic), expected)
+    _, counts = verdicts_for(topic_reader(kafka_settings.predictions_topic), expected)
     assert processor.stop() == 0, processor.diagnostics()
 
     lost, duplicates = tally("ML service down for a while", len(events), counts, expected)
@@ -375,7 +397,7 @@ def test_the_ml_service_going_away_delays_verdicts_but_loses_none(
 def test_a_killed_processor_loses_nothing_when_restarted(
     kafka_settings: KafkaSettings,
     producer_factory: Callable[..., KafkaProducer],
-    consumer_factory: Callable[..., KafkaConsumer],
+    topic_reader: Callable[[str], KafkaConsumer],
     start_processor: Callable[..., Processor],
 ) -> None:
     events = generate_normal_events(3000, seed=24)
@@ -388,7 +410,7 @@ def test_a_killed_processor_loses_nothing_when_restarted(
 
     second = start_processor(BATCH_MAX="50")
     expected = {e.event_id for e in events}
-    _, counts = verdicts_for(consumer_factory(kafka_settings.predictions_topic), expected)
+    _, counts = verdicts_for(topic_reader(kafka_settings.predictions_topic), expected)
     assert second.stop() == 0, second.diagnostics()
 
     lost, duplicates = tally(
@@ -402,7 +424,7 @@ def test_a_killed_processor_loses_nothing_when_restarted(
 def test_sigterm_exits_0_and_commits_exactly_what_was_printed(
     kafka_settings: KafkaSettings,
     producer_factory: Callable[..., KafkaProducer],
-    consumer_factory: Callable[..., KafkaConsumer],
+    topic_reader: Callable[[str], KafkaConsumer],
     start_processor: Callable[..., Processor],
 ) -> None:
     events = generate_normal_events(4000, seed=25)
@@ -417,7 +439,7 @@ def test_sigterm_exits_0_and_commits_exactly_what_was_printed(
     assert len(printed) == len(set(printed))
     offsets = committed_offsets(kafka_settings, start_processor.group, kafka_settings.logs_partitions)  # type: ignore[attr-defined]
     committed = event_ids_below(kafka_settings, offsets)
-    _, counts = verdicts_for(consumer_factory(kafka_settings.predictions_topic), committed, timeout_s=30)
+    _, counts = verdicts_for(topic_reader(kafka_settings.predictions_topic), committed, timeout_s=30)
     lost, duplicates = tally(f"SIGTERM after {len(printed)} printed", len(events), counts, committed)
     print(f"[tally] committed offsets {offsets} cover {len(committed)} events, {len(printed)} were printed")
     assert committed == set(printed)
@@ -428,7 +450,7 @@ def test_sigterm_exits_0_and_commits_exactly_what_was_printed(
 def test_processors_joining_and_leaving_the_group_lose_nothing(
     kafka_settings: KafkaSettings,
     producer_factory: Callable[..., KafkaProducer],
-    consumer_factory: Callable[..., KafkaConsumer],
+    topic_reader: Callable[[str], KafkaConsumer],
     start_processor: Callable[..., Processor],
 ) -> None:
     events = generate_normal_events(3000, seed=26)
@@ -451,7 +473,7 @@ def test_processors_joining_and_leaving_the_group_lose_nothing(
     sender.join(60)
 
     expected = {e.event_id for e in events}
-    _, counts = verdicts_for(consumer_factory(kafka_settings.predictions_topic), expected)
+    _, counts = verdicts_for(topic_reader(kafka_settings.predictions_topic), expected)
     assert second.stop() == 0, second.diagnostics()
 
     lost, duplicates = tally("a processor joins, then another leaves", len(events), counts, expected)
