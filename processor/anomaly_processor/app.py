@@ -18,7 +18,7 @@ from anomaly_processor.errors import ScoringConfigError
 from anomaly_processor.output import Printer
 from anomaly_processor.pipeline import Pipeline, consumer_overrides, producer_overrides
 from anomaly_processor.retry import Backoff
-from anomaly_processor.scoring import HttpScorer
+from anomaly_processor.scoring import HttpScorer, Scorer
 from anomaly_processor.settings import ProcessorSettings
 from eventbus import BrokerUnavailableError, KafkaSettings, ensure_topics, make_consumer, make_producer
 from eventbus._clients import wait_for_broker
@@ -83,8 +83,16 @@ def usage() -> str:
 
 
 def run(
-    settings: ProcessorSettings, kafka: KafkaSettings, scorer: HttpScorer, printer: Printer, stop: threading.Event
+    settings: ProcessorSettings,
+    kafka: KafkaSettings,
+    scorer: Scorer,
+    printer: Printer,
+    stop: threading.Event,
+    *,
+    scorer_name: str | None = None,
 ) -> int:
+    """Connect (retrying), process until ``stop`` is set, close; the exit code. Any ``Scorer`` fits here."""
+    name = scorer_name or (scorer.base_url if isinstance(scorer, HttpScorer) else type(scorer).__name__)
     clients = connect(settings, kafka, printer, stop)
     if clients is None:
         return 0
@@ -98,14 +106,14 @@ def run(
             settings=settings,
             printer=printer,
             stop=stop,
-            scorer_name=scorer.base_url,
+            scorer_name=name,
         )
         printer.notice(
             f"Processing {kafka.logs_topic} -> {kafka.predictions_topic} (dead letters: {kafka.dlq_topic}) "
-            f"as group {settings.processor_group!r}, scoring with {scorer.base_url}"
+            f"as group {settings.processor_group!r}, scoring with {name}"
         )
-        if not scorer.ready():
-            printer.notice(f"ML service at {scorer.base_url} is not ready yet: events will wait for it.")
+        if isinstance(scorer, HttpScorer) and not scorer.ready():
+            printer.notice(f"ML service at {name} is not ready yet: events will wait for it.")
         pipeline.run()
         printer.notice("Stopping: the batch in hand is done.")
         return 0
