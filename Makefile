@@ -14,7 +14,7 @@ NAB ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install kafka-up kafka-down consume train serve process simulate up down logs status \
+.PHONY: help install browser kafka-up kafka-down consume train serve process simulate up down logs status \
         test test-unit test-integration test-faults lint format eval bench soak clean
 
 help: ## List every target with one line each
@@ -63,7 +63,17 @@ logs: $(STAMP) ## Follow the processor's output again (Ctrl-C stops following, n
 status: $(STAMP) ## Show what runs, where, and whether each part is healthy
 	@$(PY) scripts/stack.py status
 
-test: $(STAMP) ## Run every test (unit, then integration against a real Kafka broker)
+CHROMIUM ?= /usr/bin/chromium
+
+browser: ## Install Debian's Chromium for the dashboard's browser test (apt-get, once)
+	@if [ ! -x "$(CHROMIUM)" ]; then \
+	  echo "Installing Chromium (Debian package) for the dashboard's browser test ..."; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null \
+	    || { echo "error: could not install chromium; install it (apt-get install chromium) and re-run"; exit 1; }; \
+	fi
+
+test: $(STAMP) browser ## Run every test (unit, then integration against a real Kafka broker)
 	@$(PY) kafka-docker/main.py fetch-jars
 	@$(PY) -m pytest $(PYTEST_ARGS)
 

@@ -170,8 +170,8 @@ def dashboard_url(kafka_env: dict[str, str], processor_group: str) -> Iterator[s
 
 @pytest.fixture
 def browser_page(tmp_path: Path) -> Iterator[Page]:
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
+    # `make test` installs it (target `browser`): a missing browser is a failure, not a skip.
+    assert CHROMIUM.exists(), "Debian's chromium is not installed: run `make browser` (apt-get install -y chromium)"
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
             str(tmp_path / "chromium-profile"),
