@@ -64,9 +64,10 @@ def http_ok(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def start(service: Service) -> bool:
+def start(service: Service) -> int | None:
+    """Start the service in the background; its new pid, or None if it was already running."""
     if running_pid(service):
-        return False
+        return None
     RUN_DIR.mkdir(exist_ok=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if sys.stdout.isatty():
@@ -82,7 +83,7 @@ def start(service: Service) -> bool:
             start_new_session=True,  # Ctrl-C on `make up` stops following, not the services
         )
     service.pid_file.write_text(str(process.pid))
-    return True
+    return process.pid
 
 
 def stop(service: Service, timeout_s: float = 20.0) -> bool:
@@ -124,8 +125,9 @@ def up(follow: bool) -> None:
         if subprocess.call([PYTHON, "save_model.py"], cwd=ROOT / "fastapi-ml-service") != 0:
             raise SystemExit("error: training failed")
     for service in SERVICES:
-        state = "started" if start(service) else "already running"
-        print(f"{service.name}: {state} (pid {running_pid(service)}, log {service.log_file.relative_to(ROOT)})")
+        new_pid = start(service)
+        state = f"started (pid {new_pid}" if new_pid else f"already running (pid {running_pid(service)}"
+        print(f"{service.name}: {state}, log {service.log_file.relative_to(ROOT)})")
         if service is ML_SERVICE:
             wait_until(lambda: http_ok(f"{ml_service_url()}/ready"), "ready", service)
             print(f"ml-service: ready at {ml_service_url()}")
