@@ -1,0 +1,329 @@
+"""``python benchmarks/run.py``: the project's pipeline beside the original design, in one run, on one broker."""
+
+import argparse
+import logging
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from pipeline_bench import events, measure, profiling
+from pipeline_bench.http_load import LoadResult, post_load
+from pipeline_bench.report import Row, meets, render_table, write_json
+from pipeline_bench.stack import (
+    REPO_ROOT,
+    Stack,
+    sigterm_as_interrupt,
+    start_broker,
+    start_original_service,
+    start_project_service,
+    train_models,
+)
+
+STEPS = ("e2e", "original", "latency", "http", "memory")
+DEFAULT_OUTPUT = REPO_ROOT / "bench-results" / "bench.json"
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="run.py", description=__doc__)
+    parser.add_argument("--events", type=int, default=200_000, help="events preloaded for the end-to-end run")
+    parser.add_argument("--original-events", type=int, default=3_000, help="events for the original's end-to-end run")
+    parser.add_argument("--loads", default="1000,5000", help="offered loads (events/s) for the latency runs")
+    parser.add_argument("--load-seconds", type=float, default=15.0, help="length of each latency run")
+    parser.add_argument("--original-load", type=float, default=200.0, help="offered load for the original's latency")
+    parser.add_argument("--http-seconds", type=float, default=5.0, help="length of each HTTP load")
+    parser.add_argument("--http-connections", type=int, default=8, help="keep-alive connections of the concurrent load")
+    parser.add_argument("--memory-events", type=int, default=1_000_000, help="events of the long run for memory")
+    parser.add_argument("--ml-workers", type=int, default=1, help="ML_WORKERS of the project's service")
+    parser.add_argument("--skip", default="", help=f"comma-separated steps to skip: {','.join(STEPS)}")
+    parser.add_argument("--bootstrap", help="use this broker instead of starting a local one")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="where to write the JSON")
+    parser.add_argument("--profile", action="store_true", help="sample processor and service with py-spy (end to end)")
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run of every step")
+    args = parser.parse_args(argv)
+    args.skip = {step.strip() for step in args.skip.split(",") if step.strip()}
+    if unknown := args.skip - set(STEPS):
+        parser.error(f"unknown steps in --skip: {', '.join(sorted(unknown))}")
+    args.loads = [float(x) for x in args.loads.split(",") if x.strip()]
+    if args.quick:
+        args.events, args.original_events, args.memory_events = 20_000, 300, 100_000
+        args.load_seconds, args.http_seconds = 3.0, 1.5
+    return args
+
+
+def progress(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kafka").setLevel(logging.ERROR)
+    with tempfile.TemporaryDirectory(prefix="bench-") as temp, sigterm_as_interrupt():
+        stack = Stack(Path(temp))
+        try:
+            details = run(args, stack)
+        except KeyboardInterrupt:
+            print("interrupted: stopping what the benchmark started", file=sys.stderr)
+            return 130
+        finally:
+            stack.close()
+    rows = table(args, details)
+    print()
+    print(render_table(rows))
+    write_json(args.output, rows, details)
+    print(f"\nJSON: {args.output}")
+    return 0
+
+
+def run(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
+    details: dict[str, Any] = {
+        "args": {k: (sorted(v) if isinstance(v, set) else v) for k, v in vars(args).items() if k != "output"},
+        "machine": {"python": platform.python_version(), "cpus": _cpus(), "platform": platform.platform()},
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if args.bootstrap:
+        bootstrap = args.bootstrap
+    else:
+        progress("starting a local Kafka broker")
+        bootstrap = start_broker(stack)
+    progress("training the project's model and the original's")
+    project_model, original_model = train_models(stack.workdir)
+    project_url = start_project_service(stack, project_model, args.ml_workers)
+    original_url = start_original_service(stack, original_model)
+    service_pid = stack.children[0].pid
+    progress(f"services up: project {project_url} (workers={args.ml_workers}), original {original_url}")
+
+    if "e2e" not in args.skip:
+        progress(f"end to end, project: {args.events:,} events")
+        profile = None
+        if args.profile:
+            folder = args.output.parent / "profile"
+            folder.mkdir(parents=True, exist_ok=True)
+            profile = (folder, service_pid)
+        e2e = measure.end_to_end_project(stack, bootstrap, project_url, args.events, progress, profile=profile)
+        details["e2e_project"] = _without_samples(asdict(e2e)) | {"rate": e2e.rate}
+        progress(f"  {e2e.rate:,.0f} events/s end to end, {e2e.steady_rate or 0:,.0f}/s steady")
+        if profile is not None:
+            details["profile"] = {}
+            for name in ("processor", "service"):
+                summary = profiling.summarise(profile[0] / f"{name}.txt")
+                details["profile"][name] = summary
+                print(profiling.render(name, summary))
+    if "original" not in args.skip:
+        progress(f"end to end, original design: {args.original_events:,} events")
+        orig = measure.end_to_end_original(stack, bootstrap, original_url, args.original_events, progress)
+        details["e2e_original"] = _without_samples(asdict(orig)) | {"rate": orig.rate}
+        progress(f"  {orig.rate:,.0f} events/s end to end, {orig.steady_rate or 0:,.0f}/s steady")
+    if "latency" not in args.skip:
+        details["latency_project"] = {}
+        loads = sorted({*args.loads, args.original_load})
+        for load in loads:
+            progress(f"latency, project, {load:,.0f} events/s")
+            result = measure.latency_project(stack, bootstrap, project_url, load, args.load_seconds, progress)
+            details["latency_project"][str(int(load))] = asdict(result)
+            progress(
+                f"  p50 {result.p50_ms:.1f} ms, p95 {result.p95_ms:.1f}, p99 {result.p99_ms:.1f}, "
+                f"achieved {result.achieved_rate:,.0f}/s, {result.received:,}/{result.sent:,} verdicts"
+            )
+        if "original" not in args.skip:
+            progress(f"latency, original design, {args.original_load:,.0f} events/s")
+            result = measure.latency_original(
+                stack, bootstrap, original_url, args.original_load, args.load_seconds, progress
+            )
+            details["latency_original"] = asdict(result)
+            progress(
+                f"  p50 {result.p50_ms:.1f} ms, p95 {result.p95_ms:.1f}, p99 {result.p99_ms:.1f}, "
+                f"{result.received:,}/{result.sent:,} verdicts"
+            )
+    if "http" not in args.skip:
+        details["http"] = http_step(args, project_url, original_url)
+    if "memory" not in args.skip:
+        progress(f"memory: {args.memory_events:,} events through the project's processor")
+        memory = measure.memory_run(stack, bootstrap, project_url, service_pid, args.memory_events, progress)
+        details["memory"] = asdict(memory) | {"processor_growth": memory.processor_growth}
+        progress(
+            f"  processor RSS {memory.processor_rss_at_10pct or 0:.0f} MiB at 10%, "
+            f"{memory.processor_rss_at_end or 0:.0f} MiB at the end; peak {memory.processor_peak:.0f} MiB"
+        )
+    return details
+
+
+def http_step(args: argparse.Namespace, project_url: str, original_url: str) -> dict[str, Any]:
+    pool = events.event_pool(size=10_000)
+    single = orjson.dumps(pool[0])
+    out: dict[str, Any] = {}
+
+    def record(name: str, result: LoadResult) -> None:
+        out[name] = {**asdict(result), "requests_per_s": result.requests_per_s, "rows_per_s": result.rows_per_s}
+        progress(f"  {name}: {result.requests_per_s:,.0f} requests/s, {result.rows_per_s:,.0f} rows/s")
+
+    progress("HTTP: /predict single, sequential and concurrent, both services")
+    for name, url in (("project", project_url), ("original", original_url)):
+        for connections in (1, args.http_connections):
+            post_load(url, "/predict", single, 1, 0.5, connections)  # warm-up
+            record(
+                f"{name}_predict_c{connections}", post_load(url, "/predict", single, 1, args.http_seconds, connections)
+            )
+    progress("HTTP: /predict/batch, project")
+    for rows in (1_000, 10_000):
+        body = orjson.dumps(pool[:rows])
+        for connections in (1, 2):
+            post_load(project_url, "/predict/batch", body, rows, 0.5, connections)
+            record(
+                f"project_batch{rows}_c{connections}",
+                post_load(project_url, "/predict/batch", body, rows, args.http_seconds, connections),
+            )
+    return out
+
+
+def table(args: argparse.Namespace, details: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    e2e, orig = details.get("e2e_project"), details.get("e2e_original")
+    if e2e or orig:
+        project_rate = e2e["rate"] if e2e else None
+        original_rate = orig["rate"] if orig else None
+        row = Row(
+            "end to end, start to last verdict", "events/s", project_rate, original_rate, target=">= 20,000 and >= 80x"
+        )
+        row.met = _both(meets(project_rate, 20_000), meets(row.ratio, 80))
+        row.note = (
+            (
+                f"project {e2e['events']:,} events, original {orig['events'] if orig else 0:,} events "
+                f"(its verdicts are stdout lines); same broker"
+            )
+            if e2e
+            else ""
+        )
+        rows.append(row)
+        steady = Row(
+            "end to end, steady 10%-90%",
+            "events/s",
+            e2e and e2e["steady_rate"],
+            orig and orig["steady_rate"],
+            target=">= 20,000",
+        )
+        steady.met = meets(steady.project, 20_000)
+        rows.append(steady)
+        rows.append(
+            Row(
+                "preload (tuned kafka-python producers)",
+                "events/s",
+                e2e and e2e["preload_rate"],
+                orig and orig["preload_rate"],
+            )
+        )
+    latencies = details.get("latency_project", {})
+    original_latency = details.get("latency_original")
+    for load, result in latencies.items():
+        is_original_load = original_latency is not None and float(load) == original_latency["offered_rate"]
+        for q in ("p50", "p95", "p99"):
+            row = Row(
+                f"latency {q} at {int(float(load)):,}/s",
+                "ms",
+                result[f"{q}_ms"],
+                original_latency[f"{q}_ms"] if is_original_load else None,
+                direction="lower",
+            )
+            if q == "p99" and float(load) == 1000:
+                row.target, row.met = "<= 100", meets(row.project, maximum=100)
+            rows.append(row)
+        rows.append(
+            Row(
+                f"  achieved rate at {int(float(load)):,}/s",
+                "events/s",
+                result["achieved_rate"],
+                original_latency["achieved_rate"] if is_original_load else None,
+            )
+        )
+    http = details.get("http")
+    if http:
+        c = args.http_connections
+        seq = Row(
+            "/predict single, 1 connection",
+            "requests/s",
+            http["project_predict_c1"]["requests_per_s"],
+            http["original_predict_c1"]["requests_per_s"],
+        )
+        conc = Row(
+            f"/predict single, {c} connections",
+            "requests/s",
+            http[f"project_predict_c{c}"]["requests_per_s"],
+            http[f"original_predict_c{c}"]["requests_per_s"],
+            target=">= 2,000 and >= 7x",
+        )
+        conc.met = _both(meets(conc.project, 2_000), meets(conc.ratio, 7))
+        rows += [seq, conc]
+        best_batch = max((v["rows_per_s"], k) for k, v in http.items() if "batch" in k)
+        for key in sorted(k for k in http if "batch" in k):
+            rows.append(
+                Row(
+                    f"/predict/batch {key.split('batch')[1].replace('_c', ' rows, conns ')}",
+                    "rows/s",
+                    http[key]["rows_per_s"],
+                )
+            )
+        rows.append(
+            Row("/predict/batch, best", "rows/s", best_batch[0], target=">= 300,000", met=meets(best_batch[0], 300_000))
+        )
+    memory = details.get("memory")
+    if memory:
+        tenth = memory["events"] // 10
+        rows.append(
+            Row(f"processor RSS at {tenth:,} verdicts", "MiB", memory["processor_rss_at_10pct"], direction="lower")
+        )
+        rows.append(
+            Row(
+                f"processor RSS at {memory['events']:,} verdicts",
+                "MiB",
+                memory["processor_rss_at_end"],
+                direction="lower",
+            )
+        )
+        growth = memory["processor_growth"]
+        rows.append(
+            Row(
+                "processor RSS growth",
+                "%",
+                None if growth is None else growth * 100,
+                direction="lower",
+                target="<= 10",
+                met=meets(None if growth is None else growth * 100, maximum=10),
+            )
+        )
+        rows.append(Row("processor peak RSS (VmHWM)", "MiB", memory["processor_peak"], direction="lower"))
+        rows.append(
+            Row(
+                "service RSS at end / peak",
+                "MiB",
+                memory["service_rss_at_end"],
+                direction="lower",
+                note=f"service peak {memory['service_peak']:.0f} MiB over the long run",
+            )
+        )
+    return rows
+
+
+def _both(first: bool | None, second: bool | None) -> bool | None:
+    if first is None or second is None:
+        return first if second is None else second if first is None else None
+    return first and second
+
+
+def _without_samples(values: dict[str, Any]) -> dict[str, Any]:
+    samples = values.pop("samples", [])
+    # Keep a thinned series (about 50 points): enough to plot, small enough to read.
+    step = max(1, len(samples) // 50)
+    values["progress"] = samples[::step] + samples[-1:]
+    return values
+
+
+def _cpus() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0))

@@ -1,0 +1,431 @@
+"""The measurements: end-to-end throughput, latency at offered loads, and memory over a long run."""
+
+import multiprocessing
+import os
+import re
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import orjson
+from kafka import KafkaConsumer, TopicPartition
+
+from eventbus import KafkaSettings, make_consumer
+from pipeline_bench import events, profiling
+from pipeline_bench.report import crossing_time, percentile, rate_between
+from pipeline_bench.stack import (
+    ORIGINAL_DIR,
+    PROCESSOR_MAIN,
+    Managed,
+    Stack,
+    StepFailed,
+    fresh_settings,
+    kafka_env,
+    rss_mib,
+)
+
+Progress = Callable[[str], None]
+POLL_S = 0.05
+
+
+class VerdictCounter:
+    """Sum of the end offsets of ``predictions``: how many verdicts are in, without reading them."""
+
+    def __init__(self, settings: KafkaSettings, topic: str) -> None:
+        self._consumer: KafkaConsumer = make_consumer(settings, group_id=None, client_id="bench-counter")
+        partitions = self._consumer.partitions_for_topic(topic) or set()
+        self._partitions = [TopicPartition(topic, p) for p in sorted(partitions)]
+
+    def count(self) -> int:
+        return int(sum(self._consumer.end_offsets(self._partitions).values()))
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def processor_env(settings: KafkaSettings, service_url: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        **kafka_env(settings),
+        "PROCESSOR_GROUP": f"bench-{uuid.uuid4().hex[:8]}",
+        "ML_SERVICE_URL": service_url,
+        "PRINT_MODE": "summary",
+    }
+
+
+def processor_argv() -> list[str]:
+    return [sys.executable, str(PROCESSOR_MAIN)]
+
+
+@dataclass
+class EndToEnd:
+    events: int
+    preload_rate: float
+    total_s: float  # process start until the last verdict is in
+    first_verdict_s: float | None
+    steady_rate: float | None  # between 10% and 90% of the verdicts
+    verdicts: int
+    dead_letters: int = 0
+    samples: list[tuple[float, int]] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.total_s
+
+
+def end_to_end_project(
+    stack: Stack,
+    bootstrap: str,
+    service_url: str,
+    count: int,
+    progress: Progress,
+    timeout_s: float = 600.0,
+    profile: tuple[Path, int] | None = None,
+) -> EndToEnd:
+    """``profile``: (folder, service pid) to sample the processor and the service with py-spy meanwhile."""
+    settings = fresh_settings(bootstrap, "e2e")
+    loaded = events.preload(settings, count)
+    progress(
+        f"preloaded {loaded.events:,} events in {loaded.seconds:.1f}s "
+        f"({loaded.rate:,.0f}/s, {loaded.processes} producers)"
+    )
+    counter = VerdictCounter(settings, settings.predictions_topic)
+    dlq = VerdictCounter(settings, settings.dlq_topic)
+    try:
+        began = time.perf_counter()
+        processor = stack.start("processor-e2e", processor_argv(), processor_env(settings, service_url))
+        samplers = []
+        if profile is not None:
+            folder, service_pid = profile
+            samplers = [
+                profiling.attach(processor.pid, folder / "processor.txt"),
+                profiling.attach(service_pid, folder / "service.txt"),
+            ]
+        try:
+            samples = _count_until(counter, count, began, processor, timeout_s, progress)
+        finally:
+            for sampler in samplers:
+                sampler.stop()
+        stack.stop(processor)
+        return EndToEnd(
+            events=count,
+            preload_rate=loaded.rate,
+            total_s=samples[-1][0],
+            first_verdict_s=crossing_time(samples, 1),
+            steady_rate=rate_between(samples, count // 10, count * 9 // 10),
+            verdicts=counter.count(),
+            dead_letters=dlq.count(),
+            samples=samples,
+        )
+    finally:
+        counter.close()
+        dlq.close()
+
+
+def _count_until(
+    counter: VerdictCounter, count: int, began: float, processor: Managed, timeout_s: float, progress: Progress
+) -> list[tuple[float, int]]:
+    samples: list[tuple[float, int]] = []
+    next_progress = began + 5
+    while True:
+        done = counter.count()
+        now = time.perf_counter()
+        samples.append((now - began, done))
+        if done >= count:
+            return samples
+        if not processor.alive():
+            raise StepFailed(f"the processor exited with {processor.process.returncode}:\n{processor.log_tail()}")
+        if now - began > timeout_s:
+            raise StepFailed(f"only {done:,} of {count:,} verdicts after {timeout_s:.0f}s")
+        if now >= next_progress:
+            progress(f"  {done:,} / {count:,} verdicts after {now - began:.0f}s")
+            next_progress += 5
+        time.sleep(POLL_S)
+
+
+class LineClock:
+    """Reads a child's stdout in a thread; stamps each ``Log: ...`` line of the original processor on arrival."""
+
+    EVENT_ID = re.compile(r"'event_id': '([^']*)'")
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.arrivals: list[tuple[float, str]] = []
+        self._stream = stream
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        for raw in self._stream:
+            now = time.time()
+            if raw.startswith(b"Log: "):
+                match = self.EVENT_ID.search(raw.decode(errors="replace"))
+                self.arrivals.append((now, match.group(1) if match else ""))
+
+    @property
+    def count(self) -> int:
+        return len(self.arrivals)
+
+
+def start_original_processor(stack: Stack, settings: KafkaSettings, service_url: str) -> tuple[Managed, LineClock]:
+    import subprocess
+
+    env = {**os.environ, **kafka_env(settings), "ML_SERVICE_URL": service_url, "PYTHONUNBUFFERED": "1"}
+    processor = stack.start(
+        "original-processor", [sys.executable, str(ORIGINAL_DIR / "processor.py")], env, stdout=subprocess.PIPE
+    )
+    assert processor.process.stdout is not None
+    return processor, LineClock(processor.process.stdout)
+
+
+def end_to_end_original(
+    stack: Stack, bootstrap: str, service_url: str, count: int, progress: Progress, timeout_s: float = 300.0
+) -> EndToEnd:
+    settings = fresh_settings(bootstrap, "orig-e2e")
+    loaded = events.preload(settings, count, processes=1)
+    began = time.perf_counter()
+    began_wall = time.time()
+    processor, clock = start_original_processor(stack, settings, service_url)
+    next_progress = began + 5
+    while clock.count < count:
+        now = time.perf_counter()
+        if not processor.alive():
+            raise StepFailed(f"the original processor exited:\n{processor.log_tail()}")
+        if now - began > timeout_s:
+            raise StepFailed(f"the original processor printed {clock.count:,} of {count:,} lines in {timeout_s:.0f}s")
+        if now >= next_progress:
+            progress(f"  {clock.count:,} / {count:,} lines after {now - began:.0f}s")
+            next_progress += 5
+        time.sleep(POLL_S)
+    stack.stop(processor)
+    # Its verdicts are lines on stdout (it writes nothing to Kafka): count them as they arrived.
+    samples = [(t - began_wall, n + 1) for n, (t, _) in enumerate(clock.arrivals[:count])]
+    return EndToEnd(
+        events=count,
+        preload_rate=loaded.rate,
+        total_s=samples[-1][0],
+        first_verdict_s=samples[0][0],
+        steady_rate=rate_between(samples, count // 10, count * 9 // 10),
+        verdicts=clock.count,
+    )
+
+
+@dataclass
+class Latency:
+    offered_rate: float
+    achieved_rate: float
+    sent: int
+    received: int
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    max_ms: float
+
+    @classmethod
+    def of(cls, offered: float, paced: events.PacedResult, received: np.ndarray, arrivals: np.ndarray) -> "Latency":
+        """``received``: event indexes that got a verdict, ``arrivals``: when (wall clock) each one did."""
+        latencies = ((arrivals - paced.send_times[received]) * 1000.0).tolist()
+        return cls(
+            offered_rate=offered,
+            achieved_rate=paced.achieved_rate,
+            sent=len(paced.send_times),
+            received=len(latencies),
+            p50_ms=percentile(latencies, 50),
+            p95_ms=percentile(latencies, 95),
+            p99_ms=percentile(latencies, 99),
+            max_ms=max(latencies) if latencies else float("nan"),
+        )
+
+
+def _arrival_recorder(
+    fields: dict[str, Any], topic: str, prefix: str, expected: int, deadline: float, ready: Any, conn: Any
+) -> None:
+    """In its own process: the wall-clock arrival of each verdict whose event_id starts with ``prefix``."""
+    settings = KafkaSettings(**fields)
+    consumer = make_consumer(settings, group_id=None, client_id="bench-latency", fetch_max_wait_ms=10)
+    partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+    consumer.assign(partitions)
+    consumer.seek_to_end()
+    for partition in partitions:
+        consumer.position(partition)  # resolve now, so that no verdict produced from here on is missed
+    ready.set()
+    indexes: list[int] = []
+    arrivals: list[float] = []
+    cut = len(prefix)
+    while len(indexes) < expected and time.time() < deadline:
+        batches = consumer.poll(timeout_ms=100)
+        now = time.time()
+        for records in batches.values():
+            for record in records:
+                event_id = orjson.loads(record.value)["event_id"]
+                if event_id.startswith(prefix):
+                    indexes.append(int(event_id[cut:]))
+                    arrivals.append(now)
+    consumer.close()
+    conn.send((np.array(indexes, dtype=np.int64).tobytes(), np.array(arrivals).tobytes()))
+    conn.close()
+
+
+def latency_project(
+    stack: Stack, bootstrap: str, service_url: str, rate: float, seconds: float, progress: Progress
+) -> Latency:
+    settings = fresh_settings(bootstrap, f"lat{int(rate)}")
+    pool = events.event_pool()
+    count = int(rate * seconds)
+    prefix = "lat-"
+    records = events.serialise(pool, prefix, 0, count)
+    warmup = events.serialise(pool, "warm-", 0, 200)
+    events.check_schema(records)
+    producer = events.fast_producer(settings, linger_ms=1)
+    counter = VerdictCounter(settings, settings.predictions_topic)
+    processor = stack.start("processor-latency", processor_argv(), processor_env(settings, service_url))
+    context = multiprocessing.get_context("spawn")
+    ready = context.Event()
+    receiver, sender = context.Pipe(duplex=False)
+    recorder = context.Process(
+        target=_arrival_recorder,
+        args=(
+            settings.model_dump(),
+            settings.predictions_topic,
+            prefix,
+            count,
+            time.time() + seconds + 60,
+            ready,
+            sender,
+        ),
+    )
+    try:
+        # Warm up: the processor has joined its group and scored a first few events before the clock runs.
+        events.paced_send(producer, settings.logs_topic, warmup, rate=200)
+        deadline = time.monotonic() + 60
+        while counter.count() < len(warmup):
+            if time.monotonic() > deadline or not processor.alive():
+                raise StepFailed(f"no verdicts for the warm-up events:\n{processor.log_tail()}")
+            time.sleep(POLL_S)
+        recorder.start()
+        if not ready.wait(60):
+            raise StepFailed("the verdict recorder did not start")
+        progress(f"  offering {rate:,.0f} events/s for {seconds:.0f}s")
+        paced = events.paced_send(producer, settings.logs_topic, records, rate=rate)
+        index_bytes, arrival_bytes = receiver.recv()
+        recorder.join()
+        received = np.frombuffer(index_bytes, dtype=np.int64)
+        arrivals = np.frombuffer(arrival_bytes)
+        return Latency.of(rate, paced, received, arrivals)
+    finally:
+        if recorder.is_alive():
+            recorder.terminate()
+            recorder.join()
+        producer.close()
+        counter.close()
+        stack.stop(processor)
+
+
+def latency_original(
+    stack: Stack, bootstrap: str, service_url: str, rate: float, seconds: float, progress: Progress
+) -> Latency:
+    settings = fresh_settings(bootstrap, f"orig-lat{int(rate)}")
+    pool = events.event_pool()
+    count = int(rate * seconds)
+    records = events.serialise(pool, "lat-", 0, count)
+    warmup = events.serialise(pool, "warm-", 0, 50)
+    producer = events.fast_producer(settings, linger_ms=1)
+    processor, clock = start_original_processor(stack, settings, service_url)
+    try:
+        events.paced_send(producer, settings.logs_topic, warmup, rate=100)
+        deadline = time.monotonic() + 60
+        while clock.count < len(warmup):
+            if time.monotonic() > deadline or not processor.alive():
+                raise StepFailed(f"no lines for the warm-up events:\n{processor.log_tail()}")
+            time.sleep(POLL_S)
+        progress(f"  offering {rate:,.0f} events/s for {seconds:.0f}s to the original design")
+        paced = events.paced_send(producer, settings.logs_topic, records, rate=rate)
+        deadline = time.monotonic() + 60
+        while sum(1 for _, eid in clock.arrivals if eid.startswith("lat-")) < count and time.monotonic() < deadline:
+            time.sleep(0.2)
+        timed = [(t, int(eid[4:])) for t, eid in clock.arrivals if eid.startswith("lat-")]
+        received = np.array([i for _, i in timed], dtype=np.int64)
+        arrivals = np.array([t for t, _ in timed])
+        return Latency.of(rate, paced, received, arrivals)
+    finally:
+        producer.close()
+        stack.stop(processor)
+
+
+@dataclass
+class Memory:
+    events: int
+    samples: list[dict[str, float]]  # seconds, verdicts, processor/service RSS and HWM in MiB
+    processor_rss_at_10pct: float | None
+    processor_rss_at_end: float | None
+    processor_peak: float
+    service_rss_at_10pct: float | None
+    service_rss_at_end: float | None
+    service_peak: float
+    seconds: float
+
+    @property
+    def processor_growth(self) -> float | None:
+        if not self.processor_rss_at_10pct or self.processor_rss_at_end is None:
+            return None
+        return self.processor_rss_at_end / self.processor_rss_at_10pct - 1.0
+
+
+def memory_run(
+    stack: Stack, bootstrap: str, service_url: str, service_pid: int, count: int, progress: Progress
+) -> Memory:
+    settings = fresh_settings(bootstrap, "mem")
+    loaded = events.preload(settings, count)
+    progress(f"preloaded {loaded.events:,} events in {loaded.seconds:.1f}s ({loaded.rate:,.0f}/s)")
+    counter = VerdictCounter(settings, settings.predictions_topic)
+    samples: list[dict[str, float]] = []
+    try:
+        began = time.perf_counter()
+        processor = stack.start("processor-memory", processor_argv(), processor_env(settings, service_url))
+        next_progress = began + 10
+        while True:
+            done = counter.count()
+            p_rss, p_hwm = rss_mib(processor.pid)
+            s_rss, s_hwm = rss_mib(service_pid)
+            now = time.perf_counter() - began
+            samples.append(
+                {
+                    "seconds": now,
+                    "verdicts": done,
+                    "processor_rss": p_rss,
+                    "processor_hwm": p_hwm,
+                    "service_rss": s_rss,
+                    "service_hwm": s_hwm,
+                }
+            )
+            if done >= count:
+                break
+            if not processor.alive():
+                raise StepFailed(f"the processor exited:\n{processor.log_tail()}")
+            if now > 1800:
+                raise StepFailed(f"only {done:,} of {count:,} verdicts after {now:.0f}s")
+            if time.perf_counter() >= next_progress:
+                progress(f"  {done:,} / {count:,} verdicts, processor RSS {p_rss:.0f} MiB, service {s_rss:.0f} MiB")
+                next_progress += 10
+            time.sleep(1.0)
+        stack.stop(processor)
+    finally:
+        counter.close()
+    tenth = next((s for s in samples if s["verdicts"] >= count // 10), None)
+    end = samples[-1]
+    return Memory(
+        events=count,
+        samples=samples,
+        processor_rss_at_10pct=tenth["processor_rss"] if tenth else None,
+        processor_rss_at_end=end["processor_rss"],
+        processor_peak=max(s["processor_hwm"] for s in samples),
+        service_rss_at_10pct=tenth["service_rss"] if tenth else None,
+        service_rss_at_end=end["service_rss"],
+        service_peak=max(s["service_hwm"] for s in samples),
+        seconds=end["seconds"],
+    )

@@ -1,0 +1,91 @@
+"""``--profile``: py-spy samples the processor and the ML service during the end-to-end run.
+
+py-spy (``pip install py-spy``, a dev tool, not a dependency) samples every thread of a running
+process from outside, native frames included, so kafka-python's I/O threads are seen too.
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+RATE_HZ = 200
+
+
+def py_spy() -> str | None:
+    beside = Path(sys.executable).parent / "py-spy"
+    return str(beside) if beside.exists() else shutil.which("py-spy")
+
+
+@dataclass
+class Sampler:
+    """One py-spy attached to ``pid``, stopped with SIGINT (which makes it write its file)."""
+
+    process: subprocess.Popen[bytes]
+    output: Path
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGINT)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+def attach(pid: int, output: Path) -> Sampler:
+    binary = py_spy()
+    if binary is None:
+        raise RuntimeError("--profile needs py-spy: .venv/bin/pip install py-spy")
+    argv = [binary, "record", "--pid", str(pid), "--format", "raw", "--rate", str(RATE_HZ), "--output", str(output)]
+    log = open(output.with_suffix(".log"), "wb")  # noqa: SIM115 - lives as long as the sampler
+    process = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)
+    return Sampler(process, output)
+
+
+def summarise(raw: Path, top: int = 15) -> dict[str, list[tuple[str, float]]]:
+    """Top functions by self time and by inclusive time, as % of the samples, from py-spy's collapsed stacks."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [_short(frame) for frame in stack.split(";")]
+        total += count
+        own[frames[-1]] += count
+        for frame in set(frames):
+            inclusive[frame] += count
+    if total == 0:
+        return {"self": [], "inclusive": []}
+    return {
+        "samples": [("total", float(total))],
+        "self": [(name, 100.0 * n / total) for name, n in own.most_common(top)],
+        "inclusive": [(name, 100.0 * n / total) for name, n in inclusive.most_common(top * 2)],
+    }
+
+
+def _short(frame: str) -> str:
+    """``send (kafka/producer/kafka.py:123)`` -> ``send (kafka/producer/kafka.py)``: one entry per function."""
+    name, _, where = frame.partition(" (")
+    path = where.rstrip(")").rsplit(":", 1)[0]
+    for marker in ("site-packages/", "lib/python3.11/", "benchmarks/", "processor/", "fastapi-ml-service/"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+            break
+    return f"{name} ({path})" if path else name
+
+
+def render(title: str, summary: dict[str, list[tuple[str, float]]]) -> str:
+    lines = [f"{title}: self time (% of samples)"]
+    lines += [f"  {share:5.1f}%  {name}" for name, share in summary.get("self", [])]
+    lines.append(f"{title}: inclusive time")
+    lines += [f"  {share:5.1f}%  {name}" for name, share in summary.get("inclusive", [])]
+    return "\n".join(lines)

@@ -1,0 +1,249 @@
+"""What the benchmark starts and must stop: its own broker, the two ML services, processors; RSS of each."""
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from local_kafka import LocalBroker, LocalBrokerConfig
+
+from eventbus import KafkaSettings, ensure_topics
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ORIGINAL_DIR = REPO_ROOT / "benchmarks" / "original_design"
+SERVICE_MAIN = REPO_ROOT / "fastapi-ml-service" / "main.py"
+SAVE_MODEL = REPO_ROOT / "fastapi-ml-service" / "save_model.py"
+PROCESSOR_MAIN = REPO_ROOT / "processor" / "main.py"
+LOOPBACK = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+class StepFailed(RuntimeError):
+    """A process the benchmark needs did not start or did not finish its work."""
+
+
+@dataclass
+class Managed:
+    """A child process stopped by its pid (SIGTERM, then SIGKILL) when the benchmark is done with it."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, timeout_s: float = 15.0) -> int | None:
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                log.warning("%s (pid %d) ignored SIGTERM for %.0fs: killing it", self.name, self.pid, timeout_s)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signal.SIGKILL)
+                self.process.wait()
+        return self.process.returncode
+
+    def log_tail(self, lines: int = 20) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@dataclass
+class Stack:
+    """Everything started by this run; ``close`` stops it all, in reverse order, by pid."""
+
+    workdir: Path
+    children: list[Managed] = field(default_factory=list)
+    broker: LocalBroker | None = None
+
+    def start(
+        self,
+        name: str,
+        argv: Sequence[str],
+        env: dict[str, str],
+        cwd: Path = REPO_ROOT,
+        stdout: int | IO[bytes] | None = None,
+    ) -> Managed:
+        log_path = self.workdir / f"{name}.log"
+        log_file = open(log_path, "ab")  # noqa: SIM115 - closed with the process's pipes at exit
+        process = subprocess.Popen(
+            list(argv),
+            env=env,
+            cwd=cwd,
+            stdout=log_file if stdout is None else stdout,
+            stderr=log_file,
+            start_new_session=True,  # Ctrl-C reaches the benchmark only; it stops its children itself
+        )
+        managed = Managed(name, process, log_path)
+        self.children.append(managed)
+        return managed
+
+    def stop(self, managed: Managed) -> None:
+        managed.stop()
+        if managed in self.children:
+            self.children.remove(managed)
+
+    def close(self) -> None:
+        for managed in reversed(self.children):
+            managed.stop()
+        self.children.clear()
+        if self.broker is not None:
+            self.broker.stop()
+            self.broker = None
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C, so that every ``finally`` stops what it started."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def start_broker(stack: Stack) -> str:
+    """A fresh local KRaft broker on free ports, its files under the run's temp folder."""
+    config = LocalBrokerConfig(
+        host=LOOPBACK, port=free_port(), controller_port=free_port(), home=stack.workdir / "kafka"
+    )
+    broker = LocalBroker(config)
+    stack.broker = broker
+    broker.start()
+    return config.bootstrap
+
+
+def fresh_settings(bootstrap: str, label: str, partitions: int = 3) -> KafkaSettings:
+    """Unique topics for one measurement, created now."""
+    suffix = f"{label}-{uuid.uuid4().hex[:8]}"
+    settings = KafkaSettings(
+        kafka_bootstrap_servers=bootstrap,
+        logs_topic=f"bench-logs-{suffix}",
+        predictions_topic=f"bench-predictions-{suffix}",
+        dlq_topic=f"bench-dlq-{suffix}",
+        logs_partitions=partitions,
+    )
+    ensure_topics(settings)
+    return settings
+
+
+def kafka_env(settings: KafkaSettings) -> dict[str, str]:
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "LOGS_TOPIC": settings.logs_topic,
+        "PREDICTIONS_TOPIC": settings.predictions_topic,
+        "DLQ_TOPIC": settings.dlq_topic,
+    }
+
+
+def train_models(workdir: Path) -> tuple[Path, Path]:
+    """The project's model (save_model.py) and the original design's (its train.py), in the temp folder."""
+    project_model = workdir / "model.joblib"
+    original_model = workdir / "original.joblib"
+    subprocess.run(
+        [sys.executable, str(SAVE_MODEL), "--output", str(project_model)],
+        cwd=REPO_ROOT,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    subprocess.run([sys.executable, str(ORIGINAL_DIR / "train.py"), str(original_model)], cwd=ORIGINAL_DIR, check=True)
+    return project_model, original_model
+
+
+def start_project_service(stack: Stack, model: Path, workers: int) -> str:
+    port = free_port()
+    env = {
+        **os.environ,
+        "ML_HOST": LOOPBACK,
+        "ML_PORT": str(port),
+        "MODEL_PATH": str(model),
+        "ML_WORKERS": str(workers),
+        "LOG_LEVEL": "WARNING",  # no access log line per request, as for the original below
+    }
+    service = stack.start("ml-service", [sys.executable, str(SERVICE_MAIN)], env)
+    url = f"http://{LOOPBACK}:{port}"
+    wait_http(service, f"{url}/ready", None)
+    return url
+
+
+def start_original_service(stack: Stack, model: Path) -> str:
+    port = free_port()
+    env = {**os.environ, "ORIGINAL_MODEL_PATH": str(model)}
+    argv = [sys.executable, "-m", "uvicorn", "service:app", "--host", LOOPBACK, "--port", str(port)]
+    service = stack.start("original-service", [*argv, "--log-level", "warning"], env, cwd=ORIGINAL_DIR)
+    url = f"http://{LOOPBACK}:{port}"
+    wait_http(service, f"{url}/predict", b'{"latency_ms": 200.0, "error_rate": 0.01}')
+    return url
+
+
+def wait_http(managed: Managed, url: str, body: bytes | None, timeout_s: float = 60.0) -> None:
+    """Until ``url`` answers 200 (GET, or POST of ``body``); fail early if the process died."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not managed.alive():
+            raise StepFailed(f"{managed.name} exited with {managed.process.returncode}:\n{managed.log_tail()}")
+        request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise StepFailed(f"{managed.name} did not answer {url} within {timeout_s:.0f}s:\n{managed.log_tail()}")
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (uvicorn workers are children of the service's process)."""
+    found = [pid]
+    index = 0
+    while index < len(found):
+        current = found[index]
+        index += 1
+        with contextlib.suppress(OSError):
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as children:
+                    found.extend(int(child) for child in children.read().split())
+    return found
+
+
+def rss_mib(pid: int) -> tuple[float, float]:
+    """(VmRSS, VmHWM) in MiB of ``pid`` and its descendants, summed; (0, 0) once gone."""
+    rss = hwm = 0.0
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError), open(f"/proc/{member}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    rss += int(line.split()[1]) / 1024
+                elif line.startswith("VmHWM:"):
+                    hwm += int(line.split()[1]) / 1024
+    return rss, hwm
