@@ -219,9 +219,9 @@ def table(args: argparse.Namespace, details: dict[str, Any]) -> list[Row]:
             )
         )
     latencies = details.get("latency_project", {})
-    original_latency = details.get("latency_original")
+    original_latency: dict[str, Any] = details.get("latency_original") or {}
     for load, result in latencies.items():
-        is_original_load = original_latency is not None and float(load) == original_latency["offered_rate"]
+        is_original_load = bool(original_latency) and float(load) == original_latency["offered_rate"]
         for q in ("p50", "p95", "p99"):
             row = Row(
                 f"latency {q} at {int(float(load)):,}/s",

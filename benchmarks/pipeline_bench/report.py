@@ -125,12 +125,18 @@ def write_json(path: Path, rows: Sequence[Row], details: dict[str, Any]) -> None
     """The table's figures (with ratios) and every step's raw measurements, as JSON."""
     path.parent.mkdir(parents=True, exist_ok=True)
     table = [{**asdict(row), "ratio": row.ratio} for row in rows]
-    path.write_text(json.dumps({"table": table, "details": details}, indent=2, default=_json_default) + "\n")
+    document = _plain({"table": table, "details": details})
+    path.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
 
 
-def _json_default(value: Any) -> Any:
+def _plain(value: Any) -> Any:
+    """JSON-ready: NaN/inf (a figure not measured) become null, numpy values plain numbers and lists."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if hasattr(value, "tolist"):
+        return _plain(value.tolist())
     if isinstance(value, float) and not math.isfinite(value):
         return None
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+    return value

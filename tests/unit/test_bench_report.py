@@ -1,0 +1,149 @@
+"""The benchmark's arithmetic and its HTTP client: percentiles, ratios, rates from progress samples, the table."""
+
+import asyncio
+import json
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+# The benchmark is a tool beside the services, not an installed package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+from pipeline_bench.http_load import HttpLoadError, post_load  # noqa: E402
+from pipeline_bench.profiling import summarise  # noqa: E402
+from pipeline_bench.report import (  # noqa: E402
+    Row,
+    crossing_time,
+    meets,
+    percentile,
+    rate_between,
+    ratio,
+    render_table,
+    write_json,
+)
+
+
+@pytest.mark.parametrize("q", [0, 1, 50, 95, 99, 100])
+def test_percentile_matches_numpy_linear(q: float) -> None:
+    values = list(np.random.default_rng(3).exponential(20.0, 1001))
+    assert percentile(values, q) == pytest.approx(float(np.percentile(values, q)))
+
+
+def test_percentile_of_nothing_is_nan() -> None:
+    assert np.isnan(percentile([], 99))
+
+
+def test_ratio_is_how_many_times_better_in_either_direction() -> None:
+    assert ratio(24_000, 240) == pytest.approx(100)
+    assert ratio(10.0, 500.0, "lower") == pytest.approx(50)  # 10 ms instead of 500 ms
+    assert ratio(100, None) is None
+    assert ratio(100, 0) is None
+
+
+def test_rate_between_interpolates_the_crossings() -> None:
+    # 1,000 verdicts/s after a 2 s start-up, sampled every 0.5 s.
+    samples = [(2.0 + 0.5 * i, 500 * i) for i in range(21)]
+    assert crossing_time(samples, 1_000) == pytest.approx(3.0)
+    assert crossing_time(samples, 1_250) == pytest.approx(3.25)
+    assert rate_between(samples, 1_000, 9_000) == pytest.approx(1_000)
+    assert crossing_time(samples, 20_000) is None
+
+
+def test_meets_bounds_and_unmeasured() -> None:
+    assert meets(20_000, minimum=20_000) is True
+    assert meets(19_999, minimum=20_000) is False
+    assert meets(101, maximum=100) is False
+    assert meets(None, minimum=1) is None
+
+
+def test_table_shows_ratio_target_and_verdict(tmp_path: Path) -> None:
+    rows = [
+        Row("end to end", "events/s", 24_000, 240, target=">= 20,000", met=True),
+        Row("latency p99", "ms", 50.0, 1_000.0, direction="lower", target="<= 100", met=False, note="busy machine"),
+    ]
+    text = render_table(rows)
+    lines = text.splitlines()
+    assert lines[0].split(" | ")[0].strip() == "metric"
+    assert "24,000" in lines[2] and "100.0x" in lines[2] and lines[2].endswith("yes")
+    assert "20.0x" in lines[3] and lines[3].endswith("NO")
+    assert "busy machine" in text
+    write_json(tmp_path / "out" / "bench.json", rows, {"e2e": {"rate": float("nan")}})
+    written = json.loads((tmp_path / "out" / "bench.json").read_text())
+    assert written["table"][0]["ratio"] == pytest.approx(100)
+    assert written["details"]["e2e"]["rate"] is None
+
+
+def test_profile_summary_shares(tmp_path: Path) -> None:
+    raw = tmp_path / "raw.txt"
+    raw.write_text(
+        "main (app.py:10);poll (kafka/consumer.py:5) 30\n"
+        "main (app.py:10);score (scoring.py:7);post (requests/api.py:3) 70\n"
+    )
+    summary = summarise(raw)
+    assert summary["self"][0] == ("post (requests/api.py)", pytest.approx(70.0))
+    assert dict(summary["inclusive"])["main (app.py)"] == pytest.approx(100.0)
+
+
+class _JsonServer:
+    """A keep-alive HTTP server on 127.0.0.1 answering every POST with ``answer`` and ``status``."""
+
+    def __init__(self, answer: bytes, status: int = 200) -> None:
+        self.answer, self.status = answer, status
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.server = self.loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
+        self.port = self.server.sockets[0].getsockname()[1]
+        self.ready.set()
+        self.loop.run_forever()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(
+                    next(x for x in head.split(b"\r\n") if x.lower().startswith(b"content-length")).split(b":")[1]
+                )
+                await reader.readexactly(length)
+                writer.write(
+                    f"HTTP/1.1 {self.status} X\r\nContent-Length: {len(self.answer)}\r\n\r\n".encode() + self.answer
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        self.ready.wait(5)
+        return f"http://127.0.0.1:{self.port}"
+
+    def __exit__(self, *exc: object) -> None:
+        async def shut() -> None:
+            self.server.close()
+            for task in asyncio.all_tasks() - {asyncio.current_task()}:
+                task.cancel()
+            self.loop.stop()
+
+        asyncio.run_coroutine_threadsafe(shut(), self.loop)
+        self.thread.join(5)
+
+
+def test_http_load_counts_requests_and_rows_over_keep_alive() -> None:
+    with _JsonServer(b'[{"anomaly": false}, {"anomaly": true}]') as url:
+        result = post_load(url, "/predict/batch", b"[{}, {}]", rows_per_call=2, seconds=0.3, connections=3)
+    assert result.requests > 0
+    assert result.rows == 2 * result.requests
+    assert result.connections == 3
+
+
+def test_http_load_refuses_errors_and_short_answers() -> None:
+    with _JsonServer(b'{"detail": "no model"}', status=503) as url, pytest.raises(HttpLoadError, match="503"):
+        post_load(url, "/predict", b"{}", rows_per_call=1, seconds=0.2, connections=1)
+    with _JsonServer(b'[{"anomaly": false}]') as url, pytest.raises(HttpLoadError, match="asked 2"):
+        post_load(url, "/predict/batch", b"[{}, {}]", rows_per_call=2, seconds=0.2, connections=1)
