@@ -1,0 +1,276 @@
+"""The pipeline under faults, with real processes and a real broker: nothing produced may go missing.
+
+Each test produces events with unique ids at a steady rate (with a bad message now and then), breaks
+something mid-stream, and checks by id that every event has a verdict in ``predictions`` or a dead
+letter in ``logs.dlq``. Each prints its tally and records it in ``bench-results/faults.json``.
+"""
+
+import re
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import orjson
+import pytest
+from kafka import KafkaConsumer, TopicPartition
+from local_kafka import LocalBroker, LocalBrokerConfig
+
+from eventbus import KafkaSettings, ensure_topics
+from tests.conftest import free_port
+from tests.faults.conftest import Rig
+from tests.faults.harness import (
+    REPO_ROOT,
+    Child,
+    Collector,
+    FaultyProxy,
+    SteadyProducer,
+    kafka_env,
+    make_tally,
+    tally_ids,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
+
+RATE = 300  # events/s: enough for every fault to land mid-stream, light enough for 2 shared cores
+BAD_EVERY = 97  # one message in 97 is bad: dead letters are owed under faults too
+BATCH_MAX = 200
+SERVICES = ("auth", "payment", "orders", "search", "cart", "email", "billing", "gateway", "inventory")
+
+
+def wait_progress(collector: Collector, verdicts: int, timeout_s: float = 60, what: str = "") -> None:
+    """Wait until ``verdicts`` more verdicts have arrived: the pipeline is flowing."""
+    target = collector.total_verdicts() + verdicts
+    collector.wait_until(lambda c: sum(c.verdicts.values()) >= target, timeout_s, what or f"{verdicts} more verdicts")
+
+
+def finish(rig: Rig, producer: SteadyProducer, collector: Collector, timeout_s: float = 120) -> None:
+    """Stop producing, then wait until every acknowledged message has an outcome (or time runs out)."""
+    producer.stop()
+    missing = collector.wait_for(producer.produced, timeout_s)
+    if missing:
+        print(f"still missing after {timeout_s}s: {len(missing)}, e.g. {sorted(missing)[:5]}\n{rig.diagnostics()}")
+
+
+def assert_nothing_lost(tally_lost: int, misrouted: int, producer: SteadyProducer, rig: Rig) -> None:
+    assert not producer.failed, f"Kafka refused {len(producer.failed)} sends: {list(producer.failed.values())[:3]}"
+    assert tally_lost == 0, rig.diagnostics()
+    assert misrouted == 0
+
+
+def test_processor_sigkilled_three_times_mid_stream(rig: Rig) -> None:
+    started = time.monotonic()
+    ml = rig.ml_service()
+    collector = rig.collector()
+    producer = rig.producer(rate=RATE, bad_every=BAD_EVERY, services=SERVICES)
+    processor = rig.processor(ml.url, BATCH_MAX=str(BATCH_MAX))
+    kills = 3
+    for _ in range(kills):
+        wait_progress(collector, 400)
+        processor.kill()
+        processor = rig.processor(ml.url, BATCH_MAX=str(BATCH_MAX))
+    wait_progress(collector, 400)
+    finish(rig, producer, collector)
+    assert processor.terminate() == 0, rig.diagnostics()
+
+    tally = make_tally("processor SIGKILLed x3, restarted", producer, collector, started, kills=kills)
+    assert_nothing_lost(tally.lost, tally.misrouted, producer, rig)
+    # At-least-once: a kill redoes at most the batch in hand, which was produced but not committed.
+    assert tally.duplicates <= kills * BATCH_MAX
+
+
+def test_ml_service_killed_twice_and_restarted(rig: Rig) -> None:
+    started = time.monotonic()
+    ml = rig.ml_service()
+    collector = rig.collector()
+    producer = rig.producer(rate=RATE, bad_every=BAD_EVERY, services=SERVICES)
+    processor = rig.processor(ml.url, BATCH_MAX=str(BATCH_MAX))
+    for _ in range(2):
+        wait_progress(collector, 400)
+        ml.kill()
+        before = collector.total_verdicts()
+        time.sleep(3)  # events keep arriving while nothing can score them
+        assert processor.alive(), rig.diagnostics()
+        stalled = collector.total_verdicts() - before
+        ml.start()
+    wait_progress(collector, 400)
+    finish(rig, producer, collector)
+    assert processor.terminate() == 0, rig.diagnostics()
+
+    tally = make_tally("ML service SIGKILLed x2, restarted", producer, collector, started, kills=2)
+    assert_nothing_lost(tally.lost, tally.misrouted, producer, rig)
+    assert stalled <= BATCH_MAX, "verdicts kept coming with no ML service: from where?"
+    assert tally.duplicates == 0  # a batch that could not be scored was never produced, so never redone
+
+
+def test_ml_service_slow_then_answering_503_and_500(rig: Rig) -> None:
+    started = time.monotonic()
+    ml = rig.ml_service()
+    collector = rig.collector()
+    with FaultyProxy(ml.port) as proxy:
+        producer = rig.producer(rate=RATE, bad_every=BAD_EVERY, services=SERVICES)
+        processor = rig.processor(proxy.url, BATCH_MAX=str(BATCH_MAX), ML_TIMEOUT_S="1")
+        wait_progress(collector, 300)
+        phases: list[tuple[str | int, float, float]] = [
+            ("slow", 0.4, 4),  # slow but inside the processor's 1 s timeout
+            ("slow", 1.5, 4),  # slower than the timeout: requests time out and are retried
+            (503, 0, 4),
+            (500, 0, 3),
+        ]
+        for mode, delay_s, seconds in phases:
+            proxy.mode, proxy.delay_s = mode, delay_s
+            time.sleep(seconds)
+            assert processor.alive(), rig.diagnostics()
+        proxy.mode = "pass"
+        wait_progress(collector, 400)
+        finish(rig, producer, collector)
+        assert processor.terminate() == 0, rig.diagnostics()
+
+    tally = make_tally(
+        "ML service slow (0.4 s, 1.5 s > timeout), then 503, then 500", producer, collector, started, **proxy.counts
+    )
+    assert_nothing_lost(tally.lost, tally.misrouted, producer, rig)
+    assert proxy.counts["delayed"] > 0 and proxy.counts["answered 503"] > 0 and proxy.counts["answered 500"] > 0
+    # A timed-out request may have been scored upstream, but its verdicts are only produced from an answer.
+    assert tally.duplicates == 0
+
+
+def test_broker_stopped_then_killed_while_producer_and_processor_run(model_path: Path, tmp_path: Path) -> None:
+    """The pipeline's own broker (not the session's): stopped cleanly once, SIGKILLed once, restarted each time."""
+    started = time.monotonic()
+    broker = LocalBroker(
+        LocalBrokerConfig(host="127.0.0.1", port=free_port(), controller_port=free_port(), home=tmp_path / "kafka")
+    )
+    broker.start()
+    suffix = uuid.uuid4().hex[:8]
+    settings = KafkaSettings(
+        kafka_bootstrap_servers=broker.config.bootstrap,
+        logs_topic=f"logs-{suffix}",
+        predictions_topic=f"predictions-{suffix}",
+        dlq_topic=f"logs.dlq-{suffix}",
+        logs_partitions=3,
+    )
+    ensure_topics(settings)
+    rig = Rig(settings, model_path, tmp_path)
+    try:
+        ml = rig.ml_service()
+        collector = rig.collector()
+        producer = rig.producer(rate=RATE, bad_every=BAD_EVERY, services=SERVICES)
+        processor = rig.processor(ml.url, BATCH_MAX=str(BATCH_MAX))
+        for bounce in (broker.stop, broker.kill):
+            wait_progress(collector, 400, timeout_s=90)
+            bounce()
+            time.sleep(4)  # the producer buffers, the processor retries
+            assert processor.alive(), rig.diagnostics()
+            broker.start()
+        wait_progress(collector, 400, timeout_s=90)
+        finish(rig, producer, collector, timeout_s=150)
+        assert processor.terminate() == 0, rig.diagnostics()
+        tally = make_tally("broker stopped, then SIGKILLed, restarted each time", producer, collector, started)
+        assert_nothing_lost(tally.lost, tally.misrouted, producer, rig)
+    finally:
+        rig.close()
+        broker.stop()
+
+
+def test_three_processors_one_killed_the_others_take_over(rig: Rig) -> None:
+    started = time.monotonic()
+    ml = rig.ml_service()
+    collector = rig.collector()
+    producer = rig.producer(rate=RATE, bad_every=BAD_EVERY, services=SERVICES)
+    processors = [rig.processor(ml.url, BATCH_MAX=str(BATCH_MAX)) for _ in range(3)]
+    # All three in the group, each with a partition: every service is being scored.
+    collector.wait_until(lambda c: len(c.verdicts_by_service) == len(SERVICES), 60, "verdicts for every service")
+    wait_progress(collector, 600)
+    processors[1].kill()
+    killed_at = time.monotonic()
+    wait_progress(collector, 1500, timeout_s=90)  # beyond the 10 s session timeout: partitions moved
+    finish(rig, producer, collector)
+    for survivor in (processors[0], processors[2]):
+        assert survivor.terminate() == 0, rig.diagnostics()
+
+    with collector._lock:
+        after_kill = [(service, score) for at, _, service, score in collector.verdict_log if at > killed_at + 12]
+    per_service = {s: [score for svc, score in after_kill if svc == s] for s in SERVICES}
+    tally = make_tally(
+        "3 processors in a group, one SIGKILLed",
+        producer,
+        collector,
+        started,
+        verdicts_after_takeover=len(after_kill),
+    )
+    assert_nothing_lost(tally.lost, tally.misrouted, producer, rig)
+    assert tally.duplicates <= BATCH_MAX
+    # Every service, including those of the killed processor's partition, is still scored by the survivors,
+    # and its scores are real ones (per-service state rebuilt after any warm-up), not placeholders.
+    for service, scores in per_service.items():
+        assert len(scores) >= 30, f"{service}: only {len(scores)} verdicts after the takeover"
+        assert sum(score != 0.0 for score in scores[-10:]) == 10, f"{service}: {scores[-10:]}"
+
+
+SIMULATOR_SUMMARY = re.compile(r"Summary: sent (\d+) .*?delivered (\d+), failed (\d+)")
+
+
+def test_sigterm_to_each_service_exits_0_and_loses_nothing(rig: Rig) -> None:
+    """SIGTERM to the processor, the ML service and the log simulator in turn, mid-stream."""
+    started = time.monotonic()
+    ml = rig.ml_service()
+    collector = rig.collector()
+    simulator = Child(
+        "log-simulator",
+        [sys.executable, "log-simulator/main.py", "--rate", str(RATE), "--quiet", "--seed", "5"],
+        env=kafka_env(rig.settings),
+        cwd=REPO_ROOT,
+        log_path=rig.folder / "log-simulator.log",
+    )
+    rig.children.append(simulator)
+    simulator.start()
+    processor = rig.processor(ml.url, BATCH_MAX=str(BATCH_MAX))
+    exits: dict[str, int] = {}
+
+    wait_progress(collector, 400)
+    exits["processor"] = processor.terminate()
+    processor = rig.processor(ml.url, BATCH_MAX=str(BATCH_MAX))
+    wait_progress(collector, 400)
+    exits["ml-service"] = ml.terminate()
+    time.sleep(1)
+    ml.start()
+    wait_progress(collector, 400)
+    exits["log-simulator"] = simulator.terminate()
+    summary = SIMULATOR_SUMMARY.search(simulator.log_text())
+    assert summary, rig.diagnostics()
+    sent, delivered, failed = (int(n) for n in summary.groups())
+
+    logged = read_event_ids(rig.settings)
+    missing = collector.wait_for(set(logged), timeout_s=90)
+    exits["processor (at the end)"] = processor.terminate()
+    exits["ml-service (at the end)"] = ml.terminate()
+    tally = tally_ids(
+        "SIGTERM to processor, ML service, simulator", set(logged), set(), collector, started, exits=exits
+    )
+    assert all(code == 0 for code in exits.values()), f"{exits}\n{rig.diagnostics()}"
+    assert (sent, failed) == (delivered, 0)
+    assert len(logged) == delivered == len(set(logged)), "the simulator's count differs from the logs topic"
+    assert not missing and tally.lost == 0, rig.diagnostics()
+    assert tally.duplicates == 0  # a clean stop commits exactly what it produced: nothing is redone
+
+
+def read_event_ids(settings: KafkaSettings) -> list[str]:
+    """Every event id in the logs topic, read from its start to its end."""
+    consumer = KafkaConsumer(**settings.client_configs(), enable_auto_commit=False)
+    try:
+        partitions = [
+            TopicPartition(settings.logs_topic, p)
+            for p in sorted(consumer.partitions_for_topic(settings.logs_topic) or ())
+        ]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        ends = consumer.end_offsets(partitions)
+        ids: list[str] = []
+        deadline = time.monotonic() + 60
+        while any(consumer.position(tp) < ends[tp] for tp in partitions) and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=200).values():
+                ids.extend(orjson.loads(r.value)["event_id"] for r in records)
+        return ids
+    finally:
+        consumer.close(autocommit=False)
