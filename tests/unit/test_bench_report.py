@@ -84,7 +84,9 @@ def test_profile_summary_shares(tmp_path: Path) -> None:
     )
     summary = summarise(raw)
     assert summary["self"][0] == ("post (requests/api.py)", pytest.approx(70.0))
-    assert dict(summary["inclusive"])["main (app.py)"] == pytest.approx(100.0)
+    inclusive = dict(summary["inclusive"])
+    assert inclusive["score (scoring.py)"] == pytest.approx(70.0)
+    assert "main (app.py)" not in inclusive  # on every stack: says nothing
 
 
 class _JsonServer:
