@@ -94,28 +94,28 @@ class _JsonServer:
 
     def __init__(self, answer: bytes, status: int = 200) -> None:
         self.answer, self.status = answer, status
-        self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread = threading.Thread(target=asyncio.run, args=(self._serve(),), daemon=True)
 
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.server = self.loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
-        self.port = self.server.sockets[0].getsockname()[1]
+    async def _serve(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.stopped = self.loop.create_future()
+        server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = server.sockets[0].getsockname()[1]
         self.ready.set()
-        self.loop.run_forever()
+        async with server:
+            await self.stopped
+        for task in asyncio.all_tasks() - {asyncio.current_task()}:
+            task.cancel()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
-                length = int(
-                    next(x for x in head.split(b"\r\n") if x.lower().startswith(b"content-length")).split(b":")[1]
-                )
-                await reader.readexactly(length)
-                writer.write(
-                    f"HTTP/1.1 {self.status} X\r\nContent-Length: {len(self.answer)}\r\n\r\n".encode() + self.answer
-                )
+                length = next(x for x in head.split(b"\r\n") if x.lower().startswith(b"content-length"))
+                await reader.readexactly(int(length.split(b":")[1]))
+                status_line = f"HTTP/1.1 {self.status} X\r\nContent-Length: {len(self.answer)}\r\n\r\n"
+                writer.write(status_line.encode() + self.answer)
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             writer.close()
@@ -126,13 +126,7 @@ class _JsonServer:
         return f"http://127.0.0.1:{self.port}"
 
     def __exit__(self, *exc: object) -> None:
-        async def shut() -> None:
-            self.server.close()
-            for task in asyncio.all_tasks() - {asyncio.current_task()}:
-                task.cancel()
-            self.loop.stop()
-
-        asyncio.run_coroutine_threadsafe(shut(), self.loop)
+        self.loop.call_soon_threadsafe(self.stopped.set_result, None)
         self.thread.join(5)
 
 
