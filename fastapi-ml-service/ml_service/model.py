@@ -1,9 +1,16 @@
-"""The served model: an IsolationForest on [latency_ms, error_rate], its metadata, and its files.
+"""The served models, their metadata, and their files.
 
-On disk a model is two files (see ``save_bundle``):
+A bundle holds two IsolationForests, trained and saved together:
 
-* ``model.joblib``: the pickled forest together with its metadata;
-* ``model.json``: the same metadata plus the sha256 of ``model.joblib`` and the version derived from it.
+* the point model on raw [latency_ms, error_rate]: the stateless answer for one event with no history;
+* the context model (``ml_service.detector``) on per-service context features the processor computes
+  (``ContextTracker``) and sends in the request's ``context`` field.
+
+On disk a bundle is two files (see ``save_bundle``):
+
+* ``model.joblib``: both pickled forests together with their metadata;
+* ``model.json``: the same metadata plus the sha256 of ``model.joblib`` and the version derived from it,
+  so one version names both models.
 
 joblib is pickle, and unpickling runs code: ``load_bundle`` reads the file once, checks its sha256
 against ``model.json`` BEFORE unpickling those exact bytes, then checks both metadata copies agree.
@@ -28,18 +35,20 @@ from typing import Any, Final
 
 import joblib
 import numpy as np
+import orjson
 import sklearn
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sklearn.ensemble import IsolationForest
 
+from ml_service.detector import ContextModel, GateConfig
 from ml_service.errors import ModelError, ModelIntegrityError, ModelNotFoundError
 from ml_service.scoring import CompiledForest
 
 log = logging.getLogger(__name__)
 
 FEATURES: Final = ("latency_ms", "error_rate")
-FORMAT_VERSION: Final = 1
+FORMAT_VERSION: Final = 2  # 2: point model + context model in one file
 VERSION_PREFIX: Final = "iforest-"
 
 
@@ -82,7 +91,9 @@ class ModelMetadata(BaseModel):
 
 
 class ModelManifest(ModelMetadata):
-    """The ``model.json`` file: the metadata plus the sha256 of the joblib file and the version derived from it."""
+    """The ``model.json`` file: both models' metadata, the sha256 of the joblib file and the version derived from it."""
+
+    context: dict[str, Any] = Field(description="The context model's metadata (``train_context_model``).")
 
     model_file: str = Field(description="Name of the joblib file next to this one.")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
@@ -91,16 +102,38 @@ class ModelManifest(ModelMetadata):
 
 @dataclass(frozen=True)
 class ModelBundle:
-    """A loaded model: the forest, its metadata, and the compiled scorer used on the hot path."""
+    """A loaded bundle: the point forest, its metadata and compiled scorer; the context model and its metadata."""
 
     forest: IsolationForest
     metadata: ModelMetadata
     sha256: str
     scorer: CompiledForest = field(repr=False)
+    context_metadata: dict[str, Any] = field(repr=False)
+    context_model: ContextModel = field(repr=False)
 
     @property
     def version(self) -> str:
         return version_for(self.sha256)
+
+    @property
+    def context_features(self) -> list[str]:
+        """Names of the context feature vector's entries, in order: a ``context`` field has this many floats."""
+        return list(self.context_metadata["features"])
+
+    @property
+    def context_threshold(self) -> float:
+        """A raw context score above this is anomalous (before the processor's cool-down)."""
+        return float(self.context_metadata["threshold"])
+
+    @property
+    def gate_config(self) -> GateConfig:
+        """How the processor turns raw context scores into alerts (threshold and cool-down)."""
+        return GateConfig(self.context_threshold, int(self.context_metadata["training"]["cooldown_events"]))
+
+    def predict_context(self, features: NDArray[np.float64]) -> tuple[NDArray[np.bool_], NDArray[np.float64]]:
+        """``(anomaly, raw score)`` per row of context features (n x k), ``anomaly == score > context threshold``."""
+        scores = self.context_model.score(features)
+        return scores > self.context_threshold, scores
 
     def score(self, latency_ms: NDArray[np.float64], error_rate: NDArray[np.float64]) -> NDArray[np.float64]:
         """Anomaly score per event, higher = more anomalous (``-IsolationForest.score_samples``)."""
@@ -173,15 +206,37 @@ def train_model(
     return forest, metadata
 
 
-def save_bundle(forest: IsolationForest, metadata: ModelMetadata, model_path: Path) -> ModelManifest:
-    """Write ``model.joblib`` and ``model.json`` (each atomically, joblib first); return the manifest."""
+def save_bundle(
+    forest: IsolationForest,
+    metadata: ModelMetadata,
+    context_forest: IsolationForest,
+    context_metadata: dict[str, Any],
+    model_path: Path,
+) -> ModelManifest:
+    """Write both models to ``model.joblib`` and ``model.json`` (each atomically, joblib first); return the manifest.
+
+    ``context_forest`` and ``context_metadata`` are what ``ml_service.detector.train_context_model`` returns.
+    """
     model_path.parent.mkdir(parents=True, exist_ok=True)
+    context_metadata = _json_round_trip(context_metadata)
     buffer = io.BytesIO()
-    joblib.dump({"forest": forest, "metadata": metadata.model_dump(mode="json")}, buffer)
+    joblib.dump(
+        {
+            "forest": forest,
+            "metadata": metadata.model_dump(mode="json"),
+            "context_forest": context_forest,
+            "context_metadata": context_metadata,
+        },
+        buffer,
+    )
     data = buffer.getvalue()
     sha256 = hashlib.sha256(data).hexdigest()
     manifest = ModelManifest(
-        **metadata.model_dump(), model_file=model_path.name, sha256=sha256, version=version_for(sha256)
+        **metadata.model_dump(),
+        context=context_metadata,
+        model_file=model_path.name,
+        sha256=sha256,
+        version=version_for(sha256),
     )
     _write_atomically(model_path, data)
     _write_atomically(metadata_path_for(model_path), manifest.model_dump_json(indent=2).encode() + b"\n")
@@ -198,7 +253,9 @@ def load_bundle(model_path: Path) -> ModelBundle:
     except OSError as exc:
         raise ModelError(f"cannot read {model_path}: {exc.strerror or exc}") from None
     try:
-        manifest = ModelManifest.model_validate_json(metadata_path.read_bytes())
+        raw_manifest = metadata_path.read_bytes()
+        _check_format(raw_manifest, metadata_path)
+        manifest = ModelManifest.model_validate_json(raw_manifest)
     except FileNotFoundError:
         raise ModelIntegrityError(
             f"{metadata_path.name} is missing next to {model_path}: refusing to unpickle an unverified file"
@@ -222,14 +279,18 @@ def load_bundle(model_path: Path) -> ModelBundle:
             f"cannot unpickle {model_path} (trained with scikit-learn {manifest.sklearn_version}, "
             f"running {sklearn.__version__}): {exc!r}; retrain with `python save_model.py`"
         ) from exc
-    if not isinstance(payload, dict) or not isinstance(payload.get("forest"), IsolationForest):
-        raise ModelIntegrityError(f"{model_path} does not hold an IsolationForest bundle")
+    if not isinstance(payload, dict) or not all(
+        isinstance(payload.get(key), IsolationForest) for key in ("forest", "context_forest")
+    ):
+        raise ModelIntegrityError(f"{model_path} does not hold the point and context IsolationForests")
     try:
         metadata = ModelMetadata.model_validate(payload.get("metadata"))
     except ValidationError:
         raise ModelIntegrityError(f"{model_path} holds malformed metadata") from None
     if metadata != ModelMetadata.model_validate(manifest.model_dump(include=set(ModelMetadata.model_fields))):
         raise ModelIntegrityError(f"{metadata_path.name} disagrees with the metadata inside {model_path.name}")
+    if payload.get("context_metadata") != manifest.context:
+        raise ModelIntegrityError(f"{metadata_path.name} disagrees with the context metadata inside {model_path.name}")
     if metadata.features != list(FEATURES):
         raise ModelIntegrityError(f"model features are {metadata.features}, this service computes {list(FEATURES)}")
     if metadata.sklearn_version != sklearn.__version__:
@@ -240,7 +301,41 @@ def load_bundle(model_path: Path) -> ModelBundle:
             sklearn.__version__,
         )
     forest = payload["forest"]
-    return ModelBundle(forest=forest, metadata=metadata, sha256=actual, scorer=CompiledForest(forest))
+    context_forest = payload["context_forest"]
+    try:
+        bundle = ModelBundle(
+            forest=forest,
+            metadata=metadata,
+            sha256=actual,
+            scorer=CompiledForest(forest),
+            context_metadata=manifest.context,
+            context_model=ContextModel.from_metadata(context_forest, manifest.context),
+        )
+        width, _ = len(bundle.context_features), bundle.gate_config
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelIntegrityError(f"{model_path} holds malformed context metadata ({exc!r})") from None
+    if context_forest.n_features_in_ != width:
+        raise ModelIntegrityError(f"the context forest takes {context_forest.n_features_in_} features, not {width}")
+    return bundle
+
+
+def _check_format(manifest_json: bytes, metadata_path: Path) -> None:
+    """Refuse a bundle of another format with what to do, before reading the rest of it."""
+    try:
+        found = orjson.loads(manifest_json).get("format")
+    except (orjson.JSONDecodeError, AttributeError):
+        return  # the schema validation says what is wrong
+    if found != FORMAT_VERSION:
+        raise ModelIntegrityError(
+            f"{metadata_path} describes a format-{found} model, this service needs format {FORMAT_VERSION} "
+            "(point and context models in one file): retrain with `python save_model.py`"
+        )
+
+
+def _json_round_trip(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` as it reads back from JSON (tuples become lists...), so both copies compare equal on load."""
+    result: dict[str, Any] = orjson.loads(orjson.dumps(data))
+    return result
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

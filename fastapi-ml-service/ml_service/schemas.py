@@ -1,7 +1,9 @@
 """The HTTP API's request and response shapes.
 
 A request is a log event as the simulator writes it, of which only ``latency_ms`` and ``error_rate``
-are required; its constraints are taken from ``eventbus.LogEvent`` rather than restated. Validation is
+are required, optionally with ``context``: the event's per-service context features, computed by the
+processor's ``ContextTracker`` (its length is checked against the served model by the route). The
+constraints are taken from ``eventbus.LogEvent`` rather than restated. Validation is
 strict: ``"250"`` or ``true`` is not a number, NaN/Infinity/1e400 are not finite, unknown fields are
 refused. ``PredictRequest`` is a TypedDict, not a model: pydantic validates a 10,000-item batch into
 dicts three times faster than into model instances, with the same rules.
@@ -21,6 +23,18 @@ _EVENT_ID = LogEvent.model_fields["event_id"].metadata
 _TIMESTAMP = LogEvent.model_fields["timestamp"].metadata
 _SERVICE = LogEvent.model_fields["service"].metadata
 _LABEL = LogEvent.model_fields["label"].metadata
+# Bounds the work of validating a context before the route checks its exact length against the model.
+MAX_CONTEXT_FEATURES = 64
+
+ContextFeatures = Annotated[
+    list[Annotated[float, Field(allow_inf_nan=False)]],
+    Field(
+        min_length=1,
+        max_length=MAX_CONTEXT_FEATURES,
+        description="The event's context features, finite, as many as GET /model's context.features: "
+        "scored by the context model instead of the point model.",
+    ),
+]
 
 
 class PredictRequest(TypedDict):
@@ -34,6 +48,7 @@ class PredictRequest(TypedDict):
     timestamp: NotRequired[Annotated[str, *_TIMESTAMP] | None]
     service: NotRequired[Annotated[str, *_SERVICE] | None]
     label: NotRequired[Annotated[str, *_LABEL, Field(description="Ground truth of simulated events; not used.")] | None]
+    context: NotRequired[ContextFeatures]
 
 
 PREDICT_REQUEST_ADAPTER: TypeAdapter[PredictRequest] = TypeAdapter(PredictRequest)
@@ -47,8 +62,11 @@ def batch_adapter(max_items: int) -> TypeAdapter[list[PredictRequest]]:
 class PredictResponse(BaseModel):
     """The verdict for one event."""
 
-    anomaly: bool = Field(description="True when score > the model's threshold.")
-    score: float = Field(description="Anomaly score in (0, 1], higher = more anomalous (-score_samples).")
+    anomaly: bool = Field(description="True when score > the threshold of the model that scored it.")
+    score: float = Field(
+        description="Higher = more anomalous. Without context: the point model's score in (0, 1]; "
+        "with context: the context model's raw score (surprisal in nats plus the forest's share)."
+    )
     model_version: str = Field(description="iforest-<first 12 hex of the model file's sha256>.")
 
 
@@ -83,8 +101,28 @@ class TrainingSummaryOut(BaseModel):
     features: dict[str, FeatureSummaryOut]
 
 
+class GateInfo(BaseModel):
+    """How the processor turns raw context scores into alerts (``ml_service.detector.GateConfig``)."""
+
+    threshold: float
+    cooldown_events: int
+
+
+class ContextModelInfo(BaseModel):
+    """The context model: what the processor needs to build its ``ContextTracker`` and ``AlertGate``."""
+
+    features: list[str] = Field(description="Names of the context vector's entries, in order.")
+    threshold: float = Field(description="A raw context score above this is anomalous.")
+    context: dict[str, Any] = Field(description="ContextConfig of the per-service state (warm-up, windows...).")
+    gate: GateInfo
+    training: dict[str, Any] = Field(description="TrainingConfig the context forest was trained with.")
+    training_rows: int
+    training_flag_rate: float = Field(description="Share of held-out healthy events above the threshold.")
+    trained_at: str
+
+
 class ModelInfo(BaseModel):
-    """The loaded model."""
+    """The loaded bundle: the point model's fields, and ``context`` for the context model."""
 
     version: str
     sha256: str
@@ -96,6 +134,7 @@ class ModelInfo(BaseModel):
     n_estimators: int
     max_samples: int
     sklearn_version: str
+    context: ContextModelInfo
 
 
 class ReloadResponse(BaseModel):

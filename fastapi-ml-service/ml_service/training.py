@@ -1,8 +1,10 @@
 """Where training data comes from, and the ``save_model.py`` command line.
 
-By default the model learns the simulator's healthy profile (``log_simulator.profiles``); with
+By default the point model learns the simulator's healthy profile (``log_simulator.profiles``); with
 ``--from-topic`` it learns the history of the ``logs`` topic instead, keeping only events labelled
-normal (unlabelled events parse as normal) and skipping malformed ones.
+normal (unlabelled events parse as normal) and skipping malformed ones. The context model always learns
+simulated healthy traffic of many services (``ml_service.detector.train_context_model``): its features are
+relative to each service's own history, so it needs no data of the services it will score.
 """
 
 import argparse
@@ -20,6 +22,7 @@ from numpy.typing import NDArray
 
 from eventbus import LABEL_NORMAL, BadEventError, EventBusError, KafkaSettings, make_consumer, parse_event
 from eventbus._clients import wait_for_broker
+from ml_service.detector import TrainingConfig, train_context_model
 from ml_service.errors import TrainingDataError
 from ml_service.model import metadata_path_for, save_bundle, train_model
 from ml_service.settings import MLSettings
@@ -134,13 +137,26 @@ def _parse_args(argv: Sequence[str] | None, default_output: Path) -> argparse.Na
         metavar="TOPIC",
         help="train on the history of this topic instead (no value: LOGS_TOPIC, default 'logs')",
     )
+    defaults = TrainingConfig()
+    parser.add_argument(
+        "--context-services",
+        type=int,
+        default=defaults.services,
+        help="simulated services the context model learns from (default %(default)s)",
+    )
+    parser.add_argument(
+        "--context-events-per-service",
+        type=int,
+        default=defaults.events_per_service,
+        help="healthy events per simulated service for the context model (default %(default)s)",
+    )
     parser.add_argument("--timeout-s", type=float, default=60.0, help="give up reading the topic after this long")
     parser.add_argument(
         "--min-events", type=int, default=DEFAULT_MIN_EVENTS, help="refuse to train on fewer usable events"
     )
     args = parser.parse_args(argv)
-    if args.count < 1 or args.min_events < 1:
-        parser.error("--count and --min-events must be positive")
+    if min(args.count, args.min_events, args.context_services, args.context_events_per_service) < 1:
+        parser.error("--count, --min-events, --context-services and --context-events-per-service must be positive")
     if not 0 < args.contamination < 0.5:
         parser.error("--contamination must be in (0, 0.5)")
     return args
@@ -155,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             services = [s.strip() for s in args.services.split(",") if s.strip()]
             data = simulated_training_data(args.count, seed=args.seed, services=services)
         else:
-            kafka = KafkaSettings()  # type: ignore[call-arg]  # eventbus passes defaults positionally to Field
+            kafka = KafkaSettings()
             topic = args.from_topic or kafka.logs_topic
             data, report = topic_training_data(kafka, topic=topic, max_events=args.count, timeout_s=args.timeout_s)
             print(
@@ -174,13 +190,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             n_estimators=args.n_estimators,
             seed=args.seed,
         )
-        manifest = save_bundle(forest, metadata, args.output)
+        context_training = TrainingConfig(
+            services=args.context_services, events_per_service=args.context_events_per_service, seed=args.seed
+        )
+        context_forest, context_metadata = train_context_model(context_training)
+        manifest = save_bundle(forest, metadata, context_forest, context_metadata, args.output)
     except (TrainingDataError, EventBusError) as exc:
         print(f"save_model: {exc}", file=sys.stderr)
         return 1
     print(
         f"trained {manifest.version} on {metadata.training.rows} events ({data.source}); "
         f"threshold {metadata.threshold:.4f} flags {metadata.contamination:.1%} of them"
+    )
+    print(
+        f"context model on {context_metadata['training_rows']} feature vectors of {args.context_services} simulated "
+        f"services; threshold {context_metadata['threshold']:g} ({len(context_metadata['features'])} features)"
     )
     print(f"wrote {args.output} and {metadata_path_for(args.output)}")
     return 0

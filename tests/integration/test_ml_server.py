@@ -18,6 +18,7 @@ from ml_service.model import load_bundle, save_bundle, train_model
 from ml_service.training import simulated_training_data
 
 from tests.conftest import free_port
+from tests.unit.ml_context import small_context_model
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +44,7 @@ def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data = simulated_training_data(3000, seed=8)
     forest, metadata = train_model(data.latency_ms, data.error_rate, source=data.source, seed=8)
     path = tmp_path_factory.mktemp("served-model") / "model.joblib"
-    save_bundle(forest, metadata, path)
+    save_bundle(forest, metadata, *small_context_model(8), path)
     return path
 
 

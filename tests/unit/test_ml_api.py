@@ -15,6 +15,8 @@ from ml_service.model import load_bundle, metadata_path_for, save_bundle, train_
 from ml_service.settings import MLSettings
 from ml_service.training import simulated_training_data
 
+from tests.unit.ml_context import small_context_model
+
 JSON = {"Content-Type": "application/json"}
 HEALTHY = {"latency_ms": 205.0, "error_rate": 0.004}
 BURST = {"latency_ms": 250, "error_rate": 0.4}  # the original README's example: a 40% error rate
@@ -25,7 +27,7 @@ ClientFactory = Callable[..., AbstractContextManager[TestClient]]
 def _train(path: Path, seed: int) -> None:
     data = simulated_training_data(3000, seed=seed)
     forest, metadata = train_model(data.latency_ms, data.error_rate, source=data.source, seed=seed)
-    save_bundle(forest, metadata, path)
+    save_bundle(forest, metadata, *small_context_model(seed), path)
 
 
 @pytest.fixture(scope="module")

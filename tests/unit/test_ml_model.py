@@ -14,13 +14,15 @@ from ml_service.settings import DEFAULT_MODEL_PATH, MLSettings
 from ml_service.training import simulated_training_data
 from sklearn.ensemble import IsolationForest
 
+from tests.unit.ml_context import small_context_model
+
 
 @pytest.fixture(scope="module")
 def saved_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data = simulated_training_data(4000, seed=3)
     forest, metadata = train_model(data.latency_ms, data.error_rate, source=data.source, seed=3)
     path = tmp_path_factory.mktemp("model") / "model.joblib"
-    save_bundle(forest, metadata, path)
+    save_bundle(forest, metadata, *small_context_model(3), path)
     return path
 
 

@@ -10,6 +10,8 @@ from log_simulator.profiles import generate_normal_events
 from ml_service.model import ModelBundle, load_bundle, save_bundle, train_model
 from ml_service.training import DEFAULT_TRAINING_EVENTS, simulated_training_data
 
+from tests.unit.ml_context import small_context_model
+
 FRESH_SEEDS = (101, 202, 303)
 EVENTS_PER_SEED = 6000
 
@@ -19,7 +21,7 @@ def default_model(tmp_path_factory: pytest.TempPathFactory) -> ModelBundle:
     data = simulated_training_data(DEFAULT_TRAINING_EVENTS, seed=0)
     forest, metadata = train_model(data.latency_ms, data.error_rate, source=data.source)
     path = tmp_path_factory.mktemp("quality") / "model.joblib"
-    save_bundle(forest, metadata, path)
+    save_bundle(forest, metadata, *small_context_model(0), path)
     return load_bundle(path)
 
 

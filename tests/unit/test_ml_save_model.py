@@ -7,10 +7,14 @@ import pytest
 from ml_service.model import load_bundle, metadata_path_for
 from ml_service.training import main
 
+from tests.unit.ml_context import SMALL_CONTEXT_ARGS
+
 
 def test_writes_a_model_the_service_can_load(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     output = tmp_path / "models" / "model.joblib"
-    assert main(["--output", str(output), "--count", "2500", "--seed", "4", "--services", "a,b"]) == 0
+    assert (
+        main(["--output", str(output), "--count", "2500", "--seed", "4", "--services", "a,b", *SMALL_CONTEXT_ARGS]) == 0
+    )
     bundle = load_bundle(output)
     manifest = json.loads(metadata_path_for(output).read_text())
     assert manifest["version"] == bundle.version and manifest["model_file"] == "model.joblib"
@@ -22,7 +26,7 @@ def test_writes_a_model_the_service_can_load(tmp_path: Path, capsys: pytest.Capt
 
 def test_model_path_env_is_the_default_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MODEL_PATH", str(tmp_path / "env-model.joblib"))
-    assert main(["--count", "1500"]) == 0
+    assert main(["--count", "1500", *SMALL_CONTEXT_ARGS]) == 0
     assert load_bundle(tmp_path / "env-model.joblib").metadata.training.rows == 1500
 
 
@@ -33,7 +37,10 @@ def test_too_few_events_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureF
     assert not output.exists()
 
 
-@pytest.mark.parametrize("argv", [["--contamination", "0.7"], ["--count", "0"]])
+@pytest.mark.parametrize(
+    "argv",
+    [["--contamination", "0.7"], ["--count", "0"], ["--context-services", "0"], ["--context-events-per-service", "0"]],
+)
 def test_bad_options_are_refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(argv)

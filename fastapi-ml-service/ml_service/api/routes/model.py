@@ -20,9 +20,15 @@ router = APIRouter(prefix="/model", tags=["model"])
     summary="The loaded model",
 )
 async def model_info(bundle: BundleDep) -> ModelInfo:
-    """Version, training time and data summary, contamination, threshold and sha256 of the served model."""
+    """Version, training time and data summary, contamination, threshold and sha256 of the served bundle,
+    and in ``context`` the context model's features, configuration, gate and threshold."""
+    gate = bundle.gate_config
+    context = {
+        **bundle.context_metadata,
+        "gate": {"threshold": gate.threshold, "cooldown_events": gate.cooldown_events},
+    }
     return ModelInfo.model_validate(
-        {**bundle.metadata.model_dump(), "version": bundle.version, "sha256": bundle.sha256}
+        {**bundle.metadata.model_dump(), "version": bundle.version, "sha256": bundle.sha256, "context": context}
     )
 
 

@@ -1,0 +1,16 @@
+"""A small context model for tests: the real trainer on fewer simulated services, cached per seed."""
+
+from functools import cache
+from typing import Any
+
+from ml_service.detector import TrainingConfig, train_context_model
+from sklearn.ensemble import IsolationForest
+
+# save_model.py options that train the same small context model (a second instead of a minute).
+SMALL_CONTEXT_ARGS = ["--context-services", "6", "--context-events-per-service", "400"]
+
+
+@cache
+def small_context_model(seed: int = 0) -> tuple[IsolationForest, dict[str, Any]]:
+    """``train_context_model`` on 6 simulated services x 400 events; do not mutate the metadata."""
+    return train_context_model(TrainingConfig(services=6, events_per_service=400, seed=seed))
