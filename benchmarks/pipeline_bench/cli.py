@@ -35,7 +35,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--original-events", type=int, default=3_000, help="events for the original's end-to-end run")
     parser.add_argument("--loads", default="1000,5000", help="offered loads (events/s) for the latency runs")
     parser.add_argument("--load-seconds", type=float, default=15.0, help="length of each latency run")
-    parser.add_argument("--original-load", type=float, default=200.0, help="offered load for the original's latency")
+    parser.add_argument(
+        "--original-load",
+        type=float,
+        help="offered load (events/s) for the original's latency; default: half the rate it sustained end to end "
+        "(200 if not measured), which the project is measured at too",
+    )
     parser.add_argument("--http-seconds", type=float, default=5.0, help="length of each HTTP load")
     parser.add_argument("--http-connections", type=int, default=8, help="keep-alive connections of the concurrent load")
     parser.add_argument("--memory-events", type=int, default=1_000_000, help="events of the long run for memory")
@@ -96,32 +101,32 @@ def run(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
     project_model, original_model = train_models(stack.workdir)
     project_url = start_project_service(stack, project_model, args.ml_workers)
     original_url = start_original_service(stack, original_model)
-    service_pid = stack.children[0].pid
+    service_pid, original_pid = stack.children[0].pid, stack.children[1].pid
+    profile_dir = args.output.parent / "profile" if args.profile else None
+    if profile_dir:
+        profile_dir.mkdir(parents=True, exist_ok=True)
     progress(f"services up: project {project_url} (workers={args.ml_workers}), original {original_url}")
 
     if "e2e" not in args.skip:
         progress(f"end to end, project: {args.events:,} events")
-        profile = None
-        if args.profile:
-            folder = args.output.parent / "profile"
-            folder.mkdir(parents=True, exist_ok=True)
-            profile = (folder, service_pid)
+        profile = (profile_dir, service_pid) if profile_dir else None
         e2e = measure.end_to_end_project(stack, bootstrap, project_url, args.events, progress, profile=profile)
         details["e2e_project"] = _without_samples(asdict(e2e)) | {"rate": e2e.rate}
         progress(f"  {e2e.rate:,.0f} events/s end to end, {e2e.steady_rate or 0:,.0f}/s steady")
-        if profile is not None:
-            details["profile"] = {}
-            for name in ("processor", "service"):
-                summary = profiling.summarise(profile[0] / f"{name}.txt")
-                details["profile"][name] = summary
-                print(profiling.render(name, summary))
+        report_profile(details, profile, e2e.profile_seconds)
     if "original" not in args.skip:
         progress(f"end to end, original design: {args.original_events:,} events")
-        orig = measure.end_to_end_original(stack, bootstrap, original_url, args.original_events, progress)
+        original_profile = (profile_dir, original_pid) if profile_dir else None
+        orig = measure.end_to_end_original(
+            stack, bootstrap, original_url, args.original_events, progress, profile=original_profile
+        )
+        report_profile(details, original_profile, orig.profile_seconds)
         details["e2e_original"] = _without_samples(asdict(orig)) | {"rate": orig.rate}
         progress(f"  {orig.rate:,.0f} events/s end to end, {orig.steady_rate or 0:,.0f}/s steady")
     if "latency" not in args.skip:
         details["latency_project"] = {}
+        if args.original_load is None:
+            args.original_load = sustainable_load(details.get("e2e_original"))
         loads = sorted({*args.loads, args.original_load})
         for load in loads:
             progress(f"latency, project, {load:,.0f} events/s")
@@ -152,6 +157,24 @@ def run(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
             f"{memory.processor_rss_at_end or 0:.0f} MiB at the end; peak {memory.processor_peak:.0f} MiB"
         )
     return details
+
+
+def report_profile(details: dict[str, Any], profile: tuple[Path, int] | None, seconds: dict[str, float]) -> None:
+    if profile is None:
+        return
+    for name, sampled_s in seconds.items():
+        summary = profiling.summarise(profile[0] / f"{name}.txt", seconds=sampled_s)
+        details.setdefault("profile", {})[name] = summary
+        print(profiling.render(name, summary))
+
+
+def sustainable_load(original_e2e: dict[str, Any] | None) -> float:
+    """Half the original's end-to-end rate, rounded down to 2 significant digits: a load it keeps up with."""
+    if not original_e2e:
+        return 200.0
+    half = 0.5 * (original_e2e["steady_rate"] or original_e2e["rate"])
+    digits = max(0, len(str(int(half))) - 2)
+    return float(max(5, int(half) // 10**digits * 10**digits))
 
 
 def http_step(args: argparse.Namespace, project_url: str, original_url: str) -> dict[str, Any]:

@@ -73,6 +73,7 @@ class EndToEnd:
     verdicts: int
     dead_letters: int = 0
     samples: list[tuple[float, int]] = field(default_factory=list)
+    profile_seconds: dict[str, float] = field(default_factory=dict)  # how long py-spy sampled each process
 
     @property
     def rate(self) -> float:
@@ -100,18 +101,10 @@ def end_to_end_project(
     try:
         began = time.perf_counter()
         processor = stack.start("processor-e2e", processor_argv(), processor_env(settings, service_url))
-        samplers = []
-        if profile is not None:
-            folder, service_pid = profile
-            samplers = [
-                profiling.attach(processor.pid, folder / "processor.txt"),
-                profiling.attach(service_pid, folder / "service.txt"),
-            ]
-        try:
+        folder, service_pid = profile if profile else (None, 0)
+        targets = {"processor": processor.pid, "service": service_pid}
+        with profiling.sampled(folder, targets) as profile_seconds:
             samples = _count_until(counter, count, began, processor, timeout_s, progress)
-        finally:
-            for sampler in samplers:
-                sampler.stop()
         stack.stop(processor)
         return EndToEnd(
             events=count,
@@ -122,6 +115,7 @@ def end_to_end_project(
             verdicts=counter.count(),
             dead_letters=dlq.count(),
             samples=samples,
+            profile_seconds=profile_seconds,
         )
     finally:
         counter.close()
@@ -184,13 +178,41 @@ def start_original_processor(stack: Stack, settings: KafkaSettings, service_url:
 
 
 def end_to_end_original(
-    stack: Stack, bootstrap: str, service_url: str, count: int, progress: Progress, timeout_s: float = 300.0
+    stack: Stack,
+    bootstrap: str,
+    service_url: str,
+    count: int,
+    progress: Progress,
+    timeout_s: float = 300.0,
+    profile: tuple[Path, int] | None = None,
 ) -> EndToEnd:
+    """``profile``: (folder, the original service's pid) to sample both original processes meanwhile."""
     settings = fresh_settings(bootstrap, "orig-e2e")
     loaded = events.preload(settings, count, processes=1)
     began = time.perf_counter()
     began_wall = time.time()
     processor, clock = start_original_processor(stack, settings, service_url)
+    folder, service_pid = profile if profile else (None, 0)
+    targets = {"original-processor": processor.pid, "original-service": service_pid}
+    with profiling.sampled(folder, targets) as profile_seconds:
+        _wait_for_lines(clock, count, began, processor, timeout_s, progress)
+    stack.stop(processor)
+    # Its verdicts are lines on stdout (it writes nothing to Kafka): count them as they arrived.
+    samples = [(t - began_wall, n + 1) for n, (t, _) in enumerate(clock.arrivals[:count])]
+    return EndToEnd(
+        events=count,
+        preload_rate=loaded.rate,
+        total_s=samples[-1][0],
+        first_verdict_s=samples[0][0],
+        steady_rate=rate_between(samples, count // 10, count * 9 // 10),
+        verdicts=clock.count,
+        profile_seconds=profile_seconds,
+    )
+
+
+def _wait_for_lines(
+    clock: "LineClock", count: int, began: float, processor: Managed, timeout_s: float, progress: Progress
+) -> None:
     next_progress = began + 5
     while clock.count < count:
         now = time.perf_counter()
@@ -202,17 +224,6 @@ def end_to_end_original(
             progress(f"  {clock.count:,} / {count:,} lines after {now - began:.0f}s")
             next_progress += 5
         time.sleep(POLL_S)
-    stack.stop(processor)
-    # Its verdicts are lines on stdout (it writes nothing to Kafka): count them as they arrived.
-    samples = [(t - began_wall, n + 1) for n, (t, _) in enumerate(clock.arrivals[:count])]
-    return EndToEnd(
-        events=count,
-        preload_rate=loaded.rate,
-        total_s=samples[-1][0],
-        first_verdict_s=samples[0][0],
-        steady_rate=rate_between(samples, count // 10, count * 9 // 10),
-        verdicts=clock.count,
-    )
 
 
 @dataclass
@@ -226,10 +237,24 @@ class Latency:
     p99_ms: float
     max_ms: float
 
+    # Event sent -> verdict record created by the processor's producer (its CreateTime, ms resolution):
+    # the processor's share; the rest is the verdict's way back through the broker to a consumer.
+    to_verdict_p50_ms: float | None = None
+    to_verdict_p99_ms: float | None = None
+
     @classmethod
-    def of(cls, offered: float, paced: events.PacedResult, received: np.ndarray, arrivals: np.ndarray) -> "Latency":
+    def of(
+        cls,
+        offered: float,
+        paced: events.PacedResult,
+        received: np.ndarray,
+        arrivals: np.ndarray,
+        verdict_created: np.ndarray | None = None,
+    ) -> "Latency":
         """``received``: event indexes that got a verdict, ``arrivals``: when (wall clock) each one did."""
-        latencies = ((arrivals - paced.send_times[received]) * 1000.0).tolist()
+        sent = paced.send_times[received]
+        latencies = ((arrivals - sent) * 1000.0).tolist()
+        to_verdict = [] if verdict_created is None else ((verdict_created - sent) * 1000.0).tolist()
         return cls(
             offered_rate=offered,
             achieved_rate=paced.achieved_rate,
@@ -239,6 +264,8 @@ class Latency:
             p95_ms=percentile(latencies, 95),
             p99_ms=percentile(latencies, 99),
             max_ms=max(latencies) if latencies else float("nan"),
+            to_verdict_p50_ms=percentile(to_verdict, 50) if to_verdict else None,
+            to_verdict_p99_ms=percentile(to_verdict, 99) if to_verdict else None,
         )
 
 
@@ -256,6 +283,7 @@ def _arrival_recorder(
     ready.set()
     indexes: list[int] = []
     arrivals: list[float] = []
+    created: list[float] = []
     cut = len(prefix)
     while len(indexes) < expected and time.time() < deadline:
         batches = consumer.poll(timeout_ms=100)
@@ -266,8 +294,9 @@ def _arrival_recorder(
                 if event_id.startswith(prefix):
                     indexes.append(int(event_id[cut:]))
                     arrivals.append(now)
+                    created.append(record.timestamp / 1000.0)
     consumer.close()
-    conn.send((np.array(indexes, dtype=np.int64).tobytes(), np.array(arrivals).tobytes()))
+    conn.send((np.array(indexes, dtype=np.int64).tobytes(), np.array(arrivals).tobytes(), np.array(created).tobytes()))
     conn.close()
 
 
@@ -312,11 +341,10 @@ def latency_project(
             raise StepFailed("the verdict recorder did not start")
         progress(f"  offering {rate:,.0f} events/s for {seconds:.0f}s")
         paced = events.paced_send(producer, settings.logs_topic, records, rate=rate)
-        index_bytes, arrival_bytes = receiver.recv()
+        index_bytes, arrival_bytes, created_bytes = receiver.recv()
         recorder.join()
         received = np.frombuffer(index_bytes, dtype=np.int64)
-        arrivals = np.frombuffer(arrival_bytes)
-        return Latency.of(rate, paced, received, arrivals)
+        return Latency.of(rate, paced, received, np.frombuffer(arrival_bytes), np.frombuffer(created_bytes))
     finally:
         if recorder.is_alive():
             recorder.terminate()

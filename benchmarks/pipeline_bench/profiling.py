@@ -1,15 +1,20 @@
 """``--profile``: py-spy samples the processor and the ML service during the end-to-end run.
 
 py-spy (``pip install py-spy``, a dev tool, not a dependency) samples every thread of a running
-process from outside, native frames included, so kafka-python's I/O threads are seen too.
+process from outside, so kafka-python's I/O threads are seen too. Only samples of the thread holding
+the GIL are kept (``--gil``): a Python process runs one such thread at a time, so their share is
+where its CPU goes, and their count against the wall-clock samples is how busy the GIL was.
 """
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,8 +32,11 @@ class Sampler:
 
     process: subprocess.Popen[bytes]
     output: Path
+    started: float
+    seconds: float = 0.0
 
     def stop(self) -> None:
+        self.seconds = time.monotonic() - self.started
         if self.process.poll() is None:
             os.kill(self.process.pid, signal.SIGINT)
         try:
@@ -42,14 +50,31 @@ def attach(pid: int, output: Path) -> Sampler:
     binary = py_spy()
     if binary is None:
         raise RuntimeError("--profile needs py-spy: .venv/bin/pip install py-spy")
-    argv = [binary, "record", "--pid", str(pid), "--format", "raw", "--rate", str(RATE_HZ), "--output", str(output)]
+    argv = [binary, "record", "--pid", str(pid), "--gil", "--format", "raw", "--rate", str(RATE_HZ)]
+    argv += ["--output", str(output)]
     log = open(output.with_suffix(".log"), "wb")  # noqa: SIM115 - lives as long as the sampler
     process = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)
-    return Sampler(process, output)
+    return Sampler(process, output, time.monotonic())
 
 
-def summarise(raw: Path, top: int = 15) -> dict[str, list[tuple[str, float]]]:
-    """Top functions by self time and by inclusive time, as % of the samples, from py-spy's collapsed stacks."""
+@contextlib.contextmanager
+def sampled(folder: Path | None, targets: dict[str, int]) -> Iterator[dict[str, float]]:
+    """Sample each ``name: pid`` into ``folder/name.txt`` meanwhile (nothing if no folder); yields seconds per name."""
+    seconds: dict[str, float] = {}
+    samplers = [attach(pid, folder / f"{name}.txt") for name, pid in targets.items()] if folder else []
+    try:
+        yield seconds
+    finally:
+        for sampler in samplers:
+            sampler.stop()
+            seconds[sampler.output.stem] = sampler.seconds
+
+
+def summarise(raw: Path, top: int = 15, seconds: float = 0.0) -> dict[str, list[tuple[str, float]]]:
+    """Top functions by self and inclusive time, as % of the samples, from py-spy's collapsed stacks.
+
+    ``seconds`` sampled at ``RATE_HZ``: the GIL's busy share is the samples kept over the samples taken.
+    """
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     total = 0
@@ -66,7 +91,8 @@ def summarise(raw: Path, top: int = 15) -> dict[str, list[tuple[str, float]]]:
     if total == 0:
         return {"self": [], "inclusive": []}
     return {
-        "samples": [("total", float(total))],
+        "samples": [("total", float(total))]
+        + ([("gil_busy_percent", 100.0 * total / (seconds * RATE_HZ))] if seconds > 0 else []),
         "self": [(name, 100.0 * n / total) for name, n in own.most_common(top)],
         # Frames on (nearly) every stack are the server's or the program's main loop: they say nothing.
         "inclusive": [(name, 100.0 * n / total) for name, n in inclusive.most_common() if n < 0.9 * total][:top],
@@ -85,7 +111,9 @@ def _short(frame: str) -> str:
 
 
 def render(title: str, summary: dict[str, list[tuple[str, float]]]) -> str:
-    lines = [f"{title}: self time (% of samples)"]
+    busy = dict(summary.get("samples", [])).get("gil_busy_percent")
+    lines = [f"{title}: GIL held {busy:.0f}% of the time" if busy is not None else f"{title}:"]
+    lines.append(f"{title}: self time (% of GIL-holding samples)")
     lines += [f"  {share:5.1f}%  {name}" for name, share in summary.get("self", [])]
     lines.append(f"{title}: inclusive time")
     lines += [f"  {share:5.1f}%  {name}" for name, share in summary.get("inclusive", [])]

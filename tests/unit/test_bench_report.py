@@ -143,3 +143,12 @@ def test_http_load_refuses_errors_and_short_answers() -> None:
         post_load(url, "/predict", b"{}", rows_per_call=1, seconds=0.2, connections=1)
     with _JsonServer(b'[{"anomaly": false}]') as url, pytest.raises(HttpLoadError, match="asked 2"):
         post_load(url, "/predict/batch", b"[{}, {}]", rows_per_call=2, seconds=0.2, connections=1)
+
+
+def test_original_latency_load_is_half_what_it_sustained() -> None:
+    from pipeline_bench.cli import sustainable_load
+
+    assert sustainable_load({"steady_rate": 250.0, "rate": 240.0}) == 120.0
+    assert sustainable_load({"steady_rate": None, "rate": 43.0}) == 21.0
+    assert sustainable_load({"steady_rate": 4.0, "rate": 4.0}) == 5.0  # never below 5 events/s
+    assert sustainable_load(None) == 200.0
