@@ -4,12 +4,15 @@ Public surface::
 
     Pipeline, consumer_overrides, producer_overrides   the loop, and the client options it is tuned for
     Scorer, Score, HttpScorer                          the pluggable scoring transport and its HTTP default
+    ContextualScorer                                   per-service context around HttpScorer (the default)
+    ProcessorMetrics, MetricsServer                    Prometheus metrics and the /metrics + /health server
     ProcessorSettings                                  configuration from the environment
     Printer                                            what is shown on stdout
     DeadLetter                                         the schema of a dead-letter record
     ProcessorError and subclasses                      see ``anomaly_processor.errors``
 """
 
+from anomaly_processor.context import ContextualScorer
 from anomaly_processor.errors import (
     ProcessorError,
     ScoringConfigError,
@@ -17,6 +20,7 @@ from anomaly_processor.errors import (
     ScoringRejectedError,
     ScoringUnavailableError,
 )
+from anomaly_processor.metrics import MetricsServer, ProcessorMetrics
 from anomaly_processor.output import Printer
 from anomaly_processor.pipeline import Pipeline, consumer_overrides, producer_overrides
 from anomaly_processor.records import DeadLetter
@@ -24,6 +28,9 @@ from anomaly_processor.scoring import HttpScorer, Score, Scorer
 from anomaly_processor.settings import ProcessorSettings
 
 __all__ = [
+    "ContextualScorer",
+    "MetricsServer",
+    "ProcessorMetrics",
     "DeadLetter",
     "HttpScorer",
     "Pipeline",

@@ -1,4 +1,7 @@
-"""The processor as a program: settings, Kafka clients, the HTTP scorer and the printer around a ``Pipeline``.
+"""The processor as a program: settings, Kafka clients, the scorer, the printer and metrics around a ``Pipeline``.
+
+The scorer is ``ContextualScorer`` (per-service context, ``CONTEXT=1``, the default) or the plain
+``HttpScorer`` (``CONTEXT=0``); ``/metrics`` and ``/health`` are served on ``PROCESSOR_METRICS_PORT``.
 
 SIGINT or SIGTERM finishes the batch in hand (produce, print, commit), closes the clients and exits 0;
 a second signal stops at once (exit 130), leaving the batch in hand uncommitted for the next run.
@@ -14,7 +17,9 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 from pydantic import ValidationError
 
+from anomaly_processor.context import DEFAULT_CACHE_EVENTS, ContextualScorer
 from anomaly_processor.errors import ScoringConfigError
+from anomaly_processor.metrics import MetricsServer, ProcessorMetrics
 from anomaly_processor.output import Printer
 from anomaly_processor.pipeline import Pipeline, consumer_overrides, producer_overrides
 from anomaly_processor.retry import Backoff
@@ -51,17 +56,38 @@ def main(argv: list[str] | None = None) -> int:
     )
     stop = threading.Event()
     install_signal_handlers(stop)
-    api_key = settings.ml_scoring_api_key.get_secret_value() if settings.ml_scoring_api_key else None
-    scorer = HttpScorer(
-        settings.ml_service_url, api_key=api_key, timeout_s=settings.ml_timeout_s, max_items=settings.ml_batch_cap
-    )
+    metrics = ProcessorMetrics()
+    server: MetricsServer | None = None
+    if settings.processor_metrics_port:
+        where = f"{settings.processor_metrics_host}:{settings.processor_metrics_port}"
+        try:
+            server = MetricsServer(metrics, settings.processor_metrics_host, settings.processor_metrics_port)
+        except OSError as exc:
+            print(f"Cannot serve metrics on {where}: {exc.strerror or exc} (PROCESSOR_METRICS_PORT=0 disables)")
+            return 2
+        printer.notice(f"Metrics on http://{where}/metrics, health on /health")
+    scorer = make_scorer(settings)
     try:
-        return run(settings, kafka, scorer, printer, stop)
+        return run(settings, kafka, scorer, printer, stop, metrics=metrics)
     except KeyboardInterrupt:
         printer.notice("Stopped at once (second signal): the batch in hand was not committed and will be redone.")
         return 130
     finally:
         scorer.close()
+        if server is not None:
+            server.close()
+
+
+def make_scorer(settings: ProcessorSettings) -> HttpScorer | ContextualScorer:
+    """The ML service's HTTP scorer, wrapped in the per-service context unless CONTEXT=0."""
+    api_key = settings.ml_scoring_api_key.get_secret_value() if settings.ml_scoring_api_key else None
+    http = HttpScorer(
+        settings.ml_service_url, api_key=api_key, timeout_s=settings.ml_timeout_s, max_items=settings.ml_batch_cap
+    )
+    if not settings.context:
+        return http
+    # The cache must hold a whole batch, retried or bisected, and a few more redelivered after a failed commit.
+    return ContextualScorer(http, cache_events=max(DEFAULT_CACHE_EVENTS, 4 * settings.batch_max))
 
 
 def usage() -> str:
@@ -90,9 +116,11 @@ def run(
     stop: threading.Event,
     *,
     scorer_name: str | None = None,
+    metrics: ProcessorMetrics | None = None,
 ) -> int:
     """Connect (retrying), process until ``stop`` is set, close; the exit code. Any ``Scorer`` fits here."""
-    name = scorer_name or (scorer.base_url if isinstance(scorer, HttpScorer) else type(scorer).__name__)
+    remote = scorer if isinstance(scorer, HttpScorer | ContextualScorer) else None
+    name = scorer_name or (remote.base_url if remote else type(scorer).__name__)
     clients = connect(settings, kafka, printer, stop)
     if clients is None:
         return 0
@@ -107,12 +135,14 @@ def run(
             printer=printer,
             stop=stop,
             scorer_name=name,
+            metrics=metrics,
         )
         printer.notice(
             f"Processing {kafka.logs_topic} -> {kafka.predictions_topic} (dead letters: {kafka.dlq_topic}) "
             f"as group {settings.processor_group!r}, scoring with {name}"
+            + (" in per-service context" if isinstance(scorer, ContextualScorer) else "")
         )
-        if isinstance(scorer, HttpScorer) and not scorer.ready():
+        if remote is not None and not remote.ready():
             printer.notice(f"ML service at {name} is not ready yet: events will wait for it.")
         pipeline.run()
         printer.notice("Stopping: the batch in hand is done.")

@@ -21,6 +21,7 @@ from kafka.partitioner.default import murmur2
 from kafka.structs import OffsetAndMetadata
 
 from anomaly_processor.errors import ScoringProtocolError, ScoringRejectedError, ScoringUnavailableError
+from anomaly_processor.metrics import ProcessorMetrics
 from anomaly_processor.output import Printer
 from anomaly_processor.records import (
     ConsumedRecord,
@@ -181,6 +182,7 @@ class Pipeline:
         printer: Printer,
         stop: threading.Event | None = None,
         scorer_name: str = "the scorer",
+        metrics: ProcessorMetrics | None = None,
     ) -> None:
         self._consumer = consumer
         self._producer = producer
@@ -190,6 +192,7 @@ class Pipeline:
         self.printer = printer
         self.stop = stop or threading.Event()
         self._scorer_name = scorer_name
+        self.metrics = metrics or ProcessorMetrics()
         self._lock = threading.Lock()
         self._epoch = 0  # counts revocations
         self._revoked_at: dict[TopicPartition, int] = {}  # partition -> epoch of its last revocation
@@ -201,6 +204,13 @@ class Pipeline:
     def run(self) -> None:
         """Handle batches until ``stop`` is set; the batch in hand is finished first when possible."""
         backoff = self._backoff()
+        self.metrics.loop_running(True)
+        try:
+            self._run(backoff)
+        finally:
+            self.metrics.loop_running(False)
+
+    def _run(self, backoff: Backoff) -> None:
         while not self.stop.is_set():
             try:
                 self.run_once()
@@ -218,6 +228,7 @@ class Pipeline:
 
     def run_once(self) -> int:
         """Poll one batch and handle it; return how many records were handled and committed."""
+        self.metrics.beat()
         records, epoch = self._poll_batch()
         if not records:
             self.printer.tick()
@@ -271,9 +282,11 @@ class Pipeline:
     def _handle(self, records: list[ConsumedRecord], epoch: int) -> int | None:
         """Score, produce, print and commit one batch; None when given up (on shutdown) before committing."""
         decoded = decode_batch(records)
+        started = time.perf_counter()
         scored = self._score_with_retry(decoded, epoch)
         if scored is None:
             return None
+        self.metrics.scoring_seconds.observe(time.perf_counter() - started)
         outgoing = [
             Outgoing(self._kafka.predictions_topic, event.key(), verdict_json(event, score))
             for event, score in scored.verdicts
@@ -288,7 +301,29 @@ class Pipeline:
             return None
         handled = [record for record in records if self._owned_since(record, epoch)]
         self.printer.batch(len(handled), scored.verdicts, scored.dead_letters)
-        return len(handled) if self._commit(commit_offsets(handled), epoch) else 0
+        self._count(len(handled), scored)
+        offsets = commit_offsets(handled)
+        if not self._commit(offsets, epoch):
+            return 0
+        self._observe_lag(offsets)
+        return len(handled)
+
+    def _count(self, handled: int, scored: ScoredBatch) -> None:
+        metrics = self.metrics
+        metrics.consumed.inc(handled)
+        metrics.batch_size.observe(handled)
+        metrics.verdicts.inc(len(scored.verdicts))
+        anomalies = sum(1 for _, score in scored.verdicts if score.anomaly)
+        if anomalies:
+            metrics.anomalies.inc(anomalies)
+        metrics.observe_dead_letters(reason for _, reason in scored.dead_letters)
+
+    def _observe_lag(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
+        """Lag of each partition just committed: the highwater the consumer last fetched minus the commit."""
+        for tp, committed in offsets.items():
+            highwater = self._consumer.highwater(tp)
+            if highwater is not None:
+                self.metrics.set_lag(tp.topic, tp.partition, highwater - committed.offset)
 
     # -- scoring -------------------------------------------------------------------------------------------
 
@@ -306,6 +341,7 @@ class Pipeline:
                     )
                     return None
                 delay = backoff.next_delay()
+                self.metrics.scoring_retries.inc()
                 if isinstance(exc, ScoringProtocolError):
                     log.error("%s broke the scoring contract: %s", self._scorer_name, exc.reason)
                 log.warning(
@@ -506,6 +542,7 @@ class Pipeline:
                     # Assigned during the poll and returned before we could pause it: put the records back.
                     self._consumer.seek(tp, records[0].offset)
                 self.printer.tick()
+                self.metrics.beat()
                 if remaining_ms <= HOLD_POLL_MS or self.stop.is_set():
                     return
         finally:
@@ -518,6 +555,7 @@ class Pipeline:
             self._epoch += 1
             for tp in revoked:
                 self._revoked_at[TopicPartition(tp.topic, tp.partition)] = self._epoch
+                self.metrics.forget_partition(tp.topic, tp.partition)
         if revoked:
             log.info("partitions revoked: %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in revoked))
 

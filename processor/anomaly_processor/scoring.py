@@ -1,9 +1,10 @@
 """Scoring transport: the ``Scorer`` protocol the pipeline calls, and ``HttpScorer``, its default over HTTP.
 
 Contract of the ML service: ``POST /predict/batch`` takes a JSON array of events (``latency_ms``,
-``error_rate``, ``event_id``, ``timestamp``, ``service``; never ``label``, the ground truth) and answers
-200 with ``[{"anomaly": bool, "score": float, "model_version": str}, ...]`` in the same order.
-``GET /ready`` answers 200 when it can score.
+``error_rate``, ``event_id``, ``timestamp``, ``service``; never ``label``, the ground truth; optionally
+``context``, the event's per-service context features) and answers 200 with
+``[{"anomaly": bool, "score": float, "model_version": str}, ...]`` in the same order.
+``GET /ready`` answers 200 when it can score; ``GET /model`` describes the served models.
 """
 
 import math
@@ -69,6 +70,7 @@ class HttpScorer:
         self.max_items = max_items
         self._predict_url = f"{self.base_url}/predict/batch"
         self._ready_url = f"{self.base_url}/ready"
+        self._model_url = f"{self.base_url}/model"
         self._session = session or requests.Session()
         # The scorer is an internal service: no proxy or netrc lookups from the environment on every request.
         self._session.trust_env = False
@@ -76,11 +78,35 @@ class HttpScorer:
         if api_key:
             self._session.headers["X-API-Key"] = api_key
 
-    def score(self, events: Sequence[LogEvent]) -> list[Score]:
+    def score(self, events: Sequence[LogEvent], contexts: Sequence[list[float] | None] | None = None) -> list[Score]:
+        """Scores of ``events`` in order; ``contexts[i]``, when given and not None, is sent as event i's ``context``."""
         scores: list[Score] = []
         for start in range(0, len(events), self.max_items):
-            scores.extend(self._score_chunk(events[start : start + self.max_items]))
+            stop = start + self.max_items
+            scores.extend(self._score_chunk(events[start:stop], None if contexts is None else contexts[start:stop]))
         return scores
+
+    def model_info(self) -> dict[str, Any]:
+        """``GET /model``: the served models' description; raises like ``score`` when the service cannot answer."""
+        try:
+            response = self._session.get(self._model_url, timeout=self.timeout_s)
+        except requests.Timeout:
+            raise ScoringUnavailableError(f"no answer from /model within {self.timeout_s:g}s") from None
+        except requests.RequestException as exc:
+            raise ScoringUnavailableError(connection_reason(exc)) from None
+        status = response.status_code
+        if status == 200:
+            try:
+                info: Any = orjson.loads(response.content)
+            except orjson.JSONDecodeError as exc:
+                raise ScoringProtocolError(f"/model answer is not JSON: {exc}") from None
+            if not isinstance(info, dict):
+                raise ScoringProtocolError(f"/model answer is not an object: {type(info).__name__}")
+            return info
+        detail = response_detail(response.content)
+        if status >= 500 or status in RETRY_STATUSES:
+            raise ScoringUnavailableError(f"/model: HTTP {status}: {detail}")
+        raise ScoringConfigError(f"{self._model_url} answered {status} ({detail}); check ML_SERVICE_URL")
 
     def ready(self) -> bool:
         """True when the service answers ``/ready`` with 200."""
@@ -92,21 +118,24 @@ class HttpScorer:
     def close(self) -> None:
         self._session.close()
 
-    def _score_chunk(self, events: Sequence[LogEvent]) -> list[Score]:
+    def _score_chunk(self, events: Sequence[LogEvent], contexts: Sequence[list[float] | None] | None) -> list[Score]:
         if not events:
             return []
-        body = orjson.dumps(
-            [
-                {
-                    "latency_ms": e.latency_ms,
-                    "error_rate": e.error_rate,
-                    "event_id": e.event_id,
-                    "timestamp": e.timestamp,
-                    "service": e.service,
-                }
-                for e in events
-            ]
-        )
+        items = [
+            {
+                "latency_ms": e.latency_ms,
+                "error_rate": e.error_rate,
+                "event_id": e.event_id,
+                "timestamp": e.timestamp,
+                "service": e.service,
+            }
+            for e in events
+        ]
+        if contexts is not None:
+            for item, context in zip(items, contexts, strict=True):
+                if context is not None:
+                    item["context"] = context
+        body = orjson.dumps(items)
         try:
             response = self._session.post(self._predict_url, data=body, timeout=self.timeout_s)
         except requests.Timeout:

@@ -48,6 +48,17 @@ class ProcessorSettings(BaseSettings):
     auto_summary_rate: float = Field(
         default=50.0, gt=0, description="Events per second above which PRINT_MODE=auto prints summaries instead."
     )
+    context: bool = Field(
+        default=True,
+        description="1: score each event in its service's context (per-service state kept here, context model of "
+        "the ML service, point model while a service warms up); 0: plain point scoring of each event alone.",
+    )
+    processor_metrics_host: str = Field(
+        default="127.0.0.1", description="Interface of the Prometheus /metrics and /health endpoint."
+    )
+    processor_metrics_port: int = Field(
+        default=9108, ge=0, le=65535, description="Port of the /metrics and /health endpoint; 0 disables it."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="Level of the diagnostics logged to stderr."
     )

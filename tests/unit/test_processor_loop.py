@@ -45,6 +45,7 @@ class FakeConsumer:
         self._paused: set[TopicPartition] = set()
         self.listener: Any = None
         self.on_poll: Callable[[], None] | None = None
+        self.highwaters: dict[TopicPartition, int] = {}
 
     def subscribe(self, topics: list[str], listener: Any) -> None:
         self.listener = listener
@@ -73,6 +74,9 @@ class FakeConsumer:
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
         self.effects.append(("seek", tp.partition, offset))
+
+    def highwater(self, tp: TopicPartition) -> int | None:
+        return self.highwaters.get(tp)
 
     def commit(self, offsets: dict[TopicPartition, OffsetAndMetadata], timeout_ms: int | None = None) -> None:
         self.effects.append(("commit", {tp.partition: om.offset for tp, om in offsets.items()}))

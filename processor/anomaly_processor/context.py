@@ -1,0 +1,191 @@
+"""Per-service streaming context: ``ContextualScorer`` keeps each service's state and scores events in it.
+
+Where the state lives: in this processor process, in memory, one ``ContextTracker`` (per-service baselines)
+and one ``AlertGate`` (per-service cool-downs) for every service whose partition it consumes (events are
+keyed by service, so a service's events all reach one consumer). Nothing is persisted: after a restart or
+a rebalance the new owner rebuilds a service's state from the stream, and the service is scored by the
+stateless point model until it is warm again (``ContextConfig.warmup_events`` events).
+
+Each event advances the state exactly once, however often the pipeline asks for it: its features and,
+once scored, its final verdict are cached by ``event_id``, so a batch retried while the ML service is down,
+bisected after a 4xx, or redelivered after a failed commit gets the same features and the same verdict.
+"""
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ml_service.detector import AlertGate, ContextConfig, ContextTracker, GateConfig
+
+from anomaly_processor.errors import ScoringConfigError, ScoringRejectedError, ScoringUnavailableError
+from anomaly_processor.scoring import HttpScorer, Score
+from eventbus import LogEvent
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CACHE_EVENTS = 20_000
+
+
+@dataclass
+class _Seen:
+    """What is known of one event: its context features (None while its service warms up), then its verdict."""
+
+    context: list[float] | None
+    verdict: Score | None = None
+
+
+@dataclass(frozen=True)
+class ContextSpec:
+    """The context model as ``GET /model`` describes it: what the tracker and the gate are built from."""
+
+    version: str
+    features: tuple[str, ...]
+    tracker: ContextConfig
+    gate: GateConfig
+
+    @classmethod
+    def from_model_info(cls, info: dict[str, Any], source: str) -> "ContextSpec":
+        context = info.get("context")
+        if not isinstance(context, dict):
+            raise ScoringConfigError(
+                f"{source}/model describes no context model: retrain it with `python save_model.py`, "
+                "or run the processor with CONTEXT=0"
+            )
+        try:
+            return cls(
+                version=str(info["version"]),
+                features=tuple(str(name) for name in context["features"]),
+                tracker=ContextConfig(**context["context"]),
+                gate=GateConfig(float(context["gate"]["threshold"]), int(context["gate"]["cooldown_events"])),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ScoringConfigError(
+                f"{source}/model has a context model this processor cannot read: {exc!r}"
+            ) from None
+
+
+class ContextualScorer:
+    """A ``Scorer``: per-service context features computed here, scored by the ML service, alerts gated here.
+
+    Warm events go to the service with their ``context`` (the context model scores them); events of services
+    still warming up go without (the point model answers). The gate then applies the cool-down to the warm
+    events' raw scores. The model description is fetched from ``GET /model`` on first use and again whenever
+    the service answers with another ``model_version``.
+    """
+
+    def __init__(self, http: HttpScorer, *, cache_events: int = DEFAULT_CACHE_EVENTS) -> None:
+        if cache_events < 1:
+            raise ValueError(f"cache_events must be positive, got {cache_events}")
+        self.http = http
+        self.base_url = http.base_url
+        self.cache_events = cache_events
+        self.spec: ContextSpec | None = None
+        self.tracker: ContextTracker | None = None
+        self.gate: AlertGate | None = None
+        self._seen: dict[str, _Seen] = {}
+
+    def ready(self) -> bool:
+        return self.http.ready()
+
+    def close(self) -> None:
+        self.http.close()
+
+    def score(self, events: Sequence[LogEvent]) -> list[Score]:
+        spec, tracker, gate = self._model()
+        entries = self._learn(events, tracker)
+        todo = [i for i, entry in enumerate(entries) if entry.verdict is None]
+        if todo:
+            pending = [events[i] for i in todo]
+            contexts = [entries[i].context for i in todo]
+            try:
+                scores = self.http.score(pending, contexts)
+            except ScoringRejectedError:
+                if any(context is not None for context in contexts) and self._model_changed():
+                    raise ScoringUnavailableError("the ML service changed its model: scoring again") from None
+                raise
+            warm = [j for j, context in enumerate(contexts) if context is not None]
+            if warm:
+                anomaly, _ = gate.decide([pending[j].service for j in warm], [scores[j].score for j in warm])
+                for j, alert in zip(warm, anomaly.tolist(), strict=True):
+                    scores[j] = scores[j]._replace(anomaly=alert)
+            for i, score in zip(todo, scores, strict=True):
+                entries[i].verdict = score
+            if any(score.model_version != spec.version for score in scores):
+                self._model_changed()
+        return [entry.verdict for entry in entries if entry.verdict is not None]
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-able snapshot of the per-service state (for diagnostics and tests)."""
+        return {
+            "tracker": self.tracker.state_dict() if self.tracker else None,
+            "gate": self.gate.state_dict() if self.gate else None,
+        }
+
+    # -- internals -----------------------------------------------------------------------------------------
+
+    def _model(self) -> tuple[ContextSpec, ContextTracker, AlertGate]:
+        if self.spec is None or self.tracker is None or self.gate is None:
+            self._install(ContextSpec.from_model_info(self.http.model_info(), self.base_url))
+        assert self.spec is not None and self.tracker is not None and self.gate is not None
+        return self.spec, self.tracker, self.gate
+
+    def _install(self, spec: ContextSpec) -> None:
+        """Build (or rebuild) the tracker and gate for ``spec``, keeping whatever state still applies."""
+        previous = self.spec
+        if self.tracker is None or previous is None or previous.tracker != spec.tracker:
+            if self.tracker is not None:
+                log.warning("context configuration changed with model %s: every service warms up again", spec.version)
+            self.tracker = ContextTracker(spec.tracker)
+            self._seen.clear()  # cached features were computed with the old configuration
+        gate = AlertGate(spec.gate)
+        if self.gate is not None:
+            gate.cooldown = dict(self.gate.cooldown)
+        self.gate = gate
+        self.spec = spec
+        log.info(
+            "context model %s: %d features, threshold %g, cool-down %d events, warm-up %d events",
+            spec.version,
+            len(spec.features),
+            spec.gate.threshold,
+            spec.gate.cooldown_events,
+            spec.tracker.warmup_events,
+        )
+
+    def _model_changed(self) -> bool:
+        """Fetch ``GET /model`` again; True (and the tracker and gate rebuilt) when its version changed."""
+        spec = ContextSpec.from_model_info(self.http.model_info(), self.base_url)
+        if self.spec is not None and spec.version == self.spec.version:
+            return False
+        log.info("ML service now serves %s (was %s)", spec.version, self.spec.version if self.spec else None)
+        self._install(spec)
+        return True
+
+    def _learn(self, events: Sequence[LogEvent], tracker: ContextTracker) -> list[_Seen]:
+        """What is known of each event; features of the ones not seen yet are computed in stream order
+        (this advances their services' state), the others come from the cache."""
+        seen = self._seen
+        entries: list[_Seen | None] = [seen.get(event.event_id) for event in events]
+        new = [i for i, entry in enumerate(entries) if entry is None]
+        if new:
+            features, warm = tracker.features(
+                [events[i].service for i in new],
+                [events[i].latency_ms for i in new],
+                [events[i].error_rate for i in new],
+            )
+            for i, row, is_warm in zip(new, features.tolist(), warm.tolist(), strict=True):
+                entries[i] = seen[events[i].event_id] = _Seen(row if is_warm else None)
+            overflow = len(seen) - self.cache_events
+            if overflow > 0:
+                for event_id in _oldest(seen, overflow):
+                    del seen[event_id]
+        return [entry for entry in entries if entry is not None]
+
+
+def _oldest(seen: dict[str, _Seen], count: int) -> list[str]:
+    keys: list[str] = []
+    for event_id in seen:
+        if len(keys) == count:
+            break
+        keys.append(event_id)
+    return keys
