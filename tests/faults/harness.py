@@ -179,6 +179,7 @@ class ProcessorProcess(Child):
             "RETRY_BACKOFF_MAX_S": "1",
             "BATCH_MAX": "200",
             "LOG_LEVEL": "WARNING",
+            "PROCESSOR_METRICS_PORT": "0",  # several processors share this host: no fixed metrics port
             **extra,
         }
         super().__init__(
@@ -239,7 +240,7 @@ class FaultyProxy:
                 body = self.rfile.read(length) if length else b""
                 mode = proxy.mode
                 if isinstance(mode, int):
-                    proxy.counts[f"answered {mode}"] += 1
+                    proxy.counts[f"answered_{mode}"] += 1
                     payload = orjson.dumps({"detail": f"injected {mode}"})
                     self.send_response(mode)
                     self.send_header("Content-Type", "application/json")
@@ -260,7 +261,7 @@ class FaultyProxy:
                     content = answer.read()
                     status, content_type = answer.status, answer.getheader("Content-Type", "application/json")
                 except OSError:
-                    proxy.counts["upstream down"] += 1
+                    proxy.counts["upstream_down"] += 1
                     status, content_type, content = 502, "application/json", b'{"detail":"upstream down"}'
                 finally:
                     upstream.close()
