@@ -62,10 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{settings.processor_metrics_host}:{settings.processor_metrics_port}"
         try:
             server = MetricsServer(metrics, settings.processor_metrics_host, settings.processor_metrics_port)
-        except OSError as exc:
-            print(f"Cannot serve metrics on {where}: {exc.strerror or exc} (PROCESSOR_METRICS_PORT=0 disables)")
-            return 2
-        printer.notice(f"Metrics on http://{where}/metrics, health on /health")
+            printer.notice(f"Metrics on http://{where}/metrics, health on /health")
+        except OSError as exc:  # e.g. a second processor on this host: processing matters more than its metrics
+            log.warning("cannot serve metrics on %s (%s): running without them", where, exc.strerror or exc)
+            printer.notice(f"Metrics NOT served: {where} unavailable; set PROCESSOR_METRICS_PORT (0 disables)")
     scorer = make_scorer(settings)
     try:
         return run(settings, kafka, scorer, printer, stop, metrics=metrics)

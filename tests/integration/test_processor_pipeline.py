@@ -24,6 +24,7 @@ from log_simulator.profiles import generate_normal_events
 
 from eventbus import KafkaSettings, LogEvent, Verdict
 from tests.conftest import free_port
+from tests.unit.ml_context import SMALL_CONTEXT_ARGS
 
 pytestmark = pytest.mark.integration
 
@@ -86,7 +87,12 @@ class MLService:
 def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("processor-model") / "model.joblib"
     subprocess.run(
-        [sys.executable, "save_model.py", "--output", str(path), "--count", "3000", "--n-estimators", "50"],
+        [
+            sys.executable,
+            "save_model.py",
+            *("--output", str(path), "--count", "3000", "--n-estimators", "50"),
+            *SMALL_CONTEXT_ARGS,
+        ],
         cwd=SERVICE_DIR,
         check=True,
         capture_output=True,
@@ -166,6 +172,7 @@ def start_processor(
             "RETRY_BACKOFF_INITIAL_S": "0.2",
             "RETRY_BACKOFF_MAX_S": "1",
             "LOG_LEVEL": "INFO",
+            "PROCESSOR_METRICS_PORT": str(free_port()),
             **extra,
         }
         env.pop("ML_SCORING_API_KEY", None)
