@@ -20,7 +20,9 @@ import orjson
 import pytest
 from anomaly_processor.records import DeadLetter
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from log_simulator.profiles import generate_normal_events
+from log_simulator.generator import ServiceSpec
+from log_simulator.profiles import NormalProfile, generate_normal_events
+from prometheus_client.parser import text_string_to_metric_families
 
 from eventbus import KafkaSettings, LogEvent, Verdict
 from tests.conftest import free_port
@@ -485,3 +487,95 @@ def test_processors_joining_and_leaving_the_group_lose_nothing(
 
     lost, duplicates = tally("a processor joins, then another leaves", len(events), counts, expected)
     assert lost == 0
+
+
+def interleave(*streams: list[LogEvent]) -> list[LogEvent]:
+    return [event for group in zip(*streams, strict=True) for event in group]
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_a_spike_is_judged_in_its_services_context_and_the_metrics_count_it(
+    kafka_settings: KafkaSettings,
+    producer_factory: Callable[..., KafkaProducer],
+    topic_reader: Callable[[str], KafkaConsumer],
+    start_processor: Callable[..., Processor],
+) -> None:
+    """450 ms is a 5x spike for a 90 ms payment service, and an ordinary event for a 450 ms auth service."""
+    payment = ServiceSpec("payment", NormalProfile(latency_median_ms=90.0, latency_sigma=0.2))
+    auth = ServiceSpec("auth", NormalProfile(latency_median_ms=450.0, latency_sigma=0.2))
+    before = interleave(
+        *(
+            generate_normal_events(300, services=[s.name], seed=30 + i, profile=s.profile)
+            for i, s in enumerate((payment, auth))
+        )
+    )
+    spike = before[-2].model_copy(update={"event_id": "payment-spike", "latency_ms": 450.0})
+    same_latency = before[-1].model_copy(update={"event_id": "auth-450", "latency_ms": 450.0})
+    after = interleave(
+        *(
+            generate_normal_events(20, services=[s.name], seed=40 + i, profile=s.profile)
+            for i, s in enumerate((payment, auth))
+        )
+    )
+    events = [*before, spike, same_latency, *after]
+    assert len({e.event_id for e in events}) == len(events)
+    messages = events_as_messages(events[:100]) + [(b"auth", b"not json")] + events_as_messages(events[100:])
+    produce(producer_factory(), kafka_settings.logs_topic, messages)
+    metrics_port = free_port()
+    processor = start_processor(PRINT_MODE="summary", PROCESSOR_METRICS_PORT=str(metrics_port))
+
+    expected = {e.event_id for e in events}
+    verdicts, counts = verdicts_for(topic_reader(kafka_settings.predictions_topic), expected)
+    by_id = {v.event_id: v for v in verdicts}
+    assert by_id["payment-spike"].anomaly, by_id["payment-spike"]
+    assert not by_id["auth-450"].anomaly, by_id["auth-450"]
+    assert by_id["payment-spike"].score > by_id["auth-450"].score
+    lost, duplicates = tally("context", len(events), counts, expected, dead=1)
+    assert (lost, duplicates) == (0, 0)
+
+    deadline = time.monotonic() + 30
+    while (metrics := scrape(metrics_port)).get(("processor_events_consumed_total", ())) != len(messages):
+        assert time.monotonic() < deadline, metrics
+        time.sleep(0.2)
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/health", timeout=5) as response:
+        assert response.status == 200
+    assert processor.stop() == 0, processor.diagnostics()
+    assert metrics[("processor_verdicts_total", ())] == len(events)
+    assert metrics[("processor_anomalies_total", ())] == sum(v.anomaly for v in verdicts)
+    assert metrics[("processor_dead_letters_total", (("reason", "not_json"),))] == 1
+    assert metrics[("processor_batch_size_sum", ())] == len(messages)
+    assert metrics[("processor_scoring_retries_total", ())] == 0
+    lags = [value for (name, _), value in metrics.items() if name == "processor_consumer_lag"]
+    assert lags and all(lag == 0 for lag in lags)
+
+
+def test_context_off_scores_each_event_alone(
+    kafka_settings: KafkaSettings,
+    producer_factory: Callable[..., KafkaProducer],
+    topic_reader: Callable[[str], KafkaConsumer],
+    start_processor: Callable[..., Processor],
+    ml_service: MLService,
+) -> None:
+    events = generate_normal_events(50, seed=50)
+    produce(producer_factory(), kafka_settings.logs_topic, events_as_messages(events))
+    processor = start_processor(CONTEXT="0", PRINT_MODE="summary")
+    verdicts, _ = verdicts_for(topic_reader(kafka_settings.predictions_topic), {e.event_id for e in events})
+    assert processor.stop() == 0, processor.diagnostics()
+    by_id = {v.event_id: v for v in verdicts}
+    for event in events:
+        verdict = by_id[event.event_id]
+        body = orjson.dumps({"latency_ms": event.latency_ms, "error_rate": event.error_rate})
+        request = urllib.request.Request(
+            f"{ml_service.url}/predict", data=body, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert orjson.loads(response.read())["score"] == pytest.approx(verdict.score)
