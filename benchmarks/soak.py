@@ -1,0 +1,142 @@
+"""Soak: the whole pipeline at a steady rate for a set time; events in/out, lost, duplicates, memory.
+
+    python benchmarks/soak.py --duration 600 --rate 500
+
+Starts its own broker (free ports, a temporary folder), the ML service, one processor and a paced producer
+of unique-id events (one in 200 is bad and owed a dead letter), then compares by id what went in with what
+came out. Prints a report, writes ``bench-results/soak.json``, exits 1 if anything was lost.
+Not part of CI (``make soak``).
+"""
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from local_kafka import LocalBroker, LocalBrokerConfig  # noqa: E402
+
+from eventbus import KafkaSettings, ensure_topics  # noqa: E402
+from tests.conftest import free_port  # noqa: E402
+from tests.faults.harness import (  # noqa: E402
+    REPO_ROOT,
+    Collector,
+    MLServiceProcess,
+    ProcessorProcess,
+    SteadyProducer,
+    kafka_env,
+    make_tally,
+    train_model,
+)
+
+SERVICES = ("auth", "payment", "orders", "search", "cart", "email")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=600, help="seconds of steady traffic (default 600)")
+    parser.add_argument("--rate", type=float, default=500, help="events per second (default 500)")
+    parser.add_argument("--drain-timeout", type=float, default=120, help="seconds to wait for the last verdicts")
+    parser.add_argument("--output", type=Path, default=REPO_ROOT / "bench-results" / "soak.json")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)  # the broker's reconnect noise is not the report
+
+    with tempfile.TemporaryDirectory(prefix="soak-") as scratch:
+        folder = Path(scratch)
+        broker = LocalBroker(
+            LocalBrokerConfig(host="127.0.0.1", port=free_port(), controller_port=free_port(), home=folder / "kafka")
+        )
+        print(f"Starting a broker at {broker.config.bootstrap}, training a model ...", flush=True)
+        broker.start()
+        ml: MLServiceProcess | None = None
+        processor: ProcessorProcess | None = None
+        try:
+            suffix = uuid.uuid4().hex[:8]
+            settings = KafkaSettings(
+                kafka_bootstrap_servers=broker.config.bootstrap,
+                logs_topic=f"logs-{suffix}",
+                predictions_topic=f"predictions-{suffix}",
+                dlq_topic=f"logs.dlq-{suffix}",
+                logs_partitions=3,
+            )
+            ensure_topics(settings)
+            ml = MLServiceProcess(train_model(folder), folder)
+            ml.start()
+            processor = ProcessorProcess(
+                kafka_env(settings), folder, group="soak", scorer_url=ml.url, name="processor", BATCH_MAX="2000"
+            )
+            processor.start()
+            collector = Collector(settings)
+            collector.start()
+            producer = SteadyProducer(settings, rate=args.rate, prefix=suffix, services=SERVICES, bad_every=200)
+            started = time.monotonic()
+            producer.start()
+            collector.wait_until(lambda c: sum(c.verdicts.values()) > 0, 60, "the first verdict")
+            rss_start = {"processor": processor.rss_mib(), "ml_service": ml.rss_mib()}
+            print(f"Soaking for {args.duration:.0f}s at {args.rate:.0f} events/s; RSS at start {rss_start}", flush=True)
+            rss_samples = []
+            while (elapsed := time.monotonic() - started) < args.duration:
+                time.sleep(min(30.0, args.duration - elapsed))
+                sample = {"t_s": round(time.monotonic() - started), "processor": processor.rss_mib()}
+                sample["ml_service"] = ml.rss_mib()
+                rss_samples.append(sample)
+                print(
+                    f"  t={sample['t_s']}s in={producer.count_acked()} out={collector.total_verdicts()} "
+                    f"dlq={sum(collector.dead.values())} rss={sample}",
+                    flush=True,
+                )
+                if not (processor.alive() and ml.alive()):
+                    break
+            rss_end = {"processor": processor.rss_mib(), "ml_service": ml.rss_mib()}
+            producer.stop()
+            missing = collector.wait_for(producer.produced, args.drain_timeout)
+            tally = make_tally(
+                f"soak {args.duration:.0f}s at {args.rate:.0f}/s",
+                producer,
+                collector,
+                started,
+                rate=args.rate,
+                missing_after_drain=len(missing),
+            )
+            exit_code = processor.terminate()
+            collector.stop()
+        finally:
+            for child in (processor, ml):
+                if child is not None:
+                    child.cleanup()
+            broker.stop()
+
+    report = {
+        "duration_s": args.duration,
+        "rate": args.rate,
+        "events_in": tally.produced,
+        "verdicts_out": tally.verdicts,
+        "dead_lettered": tally.dead_lettered,
+        "lost": tally.lost,
+        "duplicates": tally.duplicates,
+        "misrouted": tally.misrouted,
+        "achieved_rate": round(tally.produced / args.duration, 1),
+        "rss_mib_start": {k: round(v, 1) for k, v in rss_start.items()},
+        "rss_mib_end": {k: round(v, 1) for k, v in rss_end.items()},
+        "rss_samples": rss_samples,
+        "processor_exit": exit_code,
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    print(
+        f"\nSoak {args.duration:.0f}s at {args.rate:.0f}/s: in={tally.produced} verdicts={tally.verdicts} "
+        f"dead-lettered={tally.dead_lettered} lost={tally.lost} duplicates={tally.duplicates}\n"
+        f"RSS MiB start {report['rss_mib_start']} -> end {report['rss_mib_end']}; "
+        f"processor exit {exit_code}; written to {args.output}"
+    )
+    return 0 if tally.lost == 0 and tally.misrouted == 0 and exit_code == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
