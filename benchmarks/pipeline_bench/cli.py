@@ -23,9 +23,10 @@ from pipeline_bench.stack import (
     start_original_service,
     start_project_service,
     train_models,
+    warm_up_group_coordinator,
 )
 
-STEPS = ("e2e", "original", "latency", "http", "memory")
+STEPS = ("e2e", "original", "floor", "latency", "http", "memory")
 DEFAULT_OUTPUT = REPO_ROOT / "bench-results" / "bench.json"
 
 
@@ -97,6 +98,7 @@ def run(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
     else:
         progress("starting a local Kafka broker")
         bootstrap = start_broker(stack)
+    warm_up_group_coordinator(bootstrap)
     progress("training the project's model and the original's")
     project_model, original_model = train_models(stack.workdir)
     project_url = start_project_service(stack, project_model, args.ml_workers)
@@ -123,6 +125,10 @@ def run(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
         report_profile(details, original_profile, orig.profile_seconds)
         details["e2e_original"] = _without_samples(asdict(orig)) | {"rate": orig.rate}
         progress(f"  {orig.rate:,.0f} events/s end to end, {orig.steady_rate or 0:,.0f}/s steady")
+    if "floor" not in args.skip:
+        progress(f"kafka-python alone in one process: {args.events:,} records")
+        floor = measure.library_floor(bootstrap, args.events, progress)
+        details["library_floor"] = asdict(floor) | {"consume_and_produce_rate": floor.consume_and_produce_rate}
     if "latency" not in args.skip:
         details["latency_project"] = {}
         if args.original_load is None:
@@ -215,14 +221,11 @@ def table(args: argparse.Namespace, details: dict[str, Any]) -> list[Row]:
             "end to end, start to last verdict", "events/s", project_rate, original_rate, target=">= 20,000 and >= 80x"
         )
         row.met = _both(meets(project_rate, 20_000), meets(row.ratio, 80))
-        row.note = (
-            (
-                f"project {e2e['events']:,} events, original {orig['events'] if orig else 0:,} events "
-                f"(its verdicts are stdout lines); same broker"
+        if e2e and orig:
+            row.note = (
+                f"project {e2e['events']:,} events, original {orig['events']:,} events "
+                "(its verdicts are stdout lines); same broker"
             )
-            if e2e
-            else ""
-        )
         rows.append(row)
         steady = Row(
             "end to end, steady 10%-90%",
@@ -241,6 +244,19 @@ def table(args: argparse.Namespace, details: dict[str, Any]) -> list[Row]:
                 orig and orig["preload_rate"],
             )
         )
+    floor = details.get("library_floor")
+    if floor:
+        rows.append(Row("kafka-python alone, 1 process: produce", "records/s", floor["produce_rate"]))
+        rows.append(Row("kafka-python alone, 1 process: consume", "records/s", floor["consume_rate"]))
+        rows.append(
+            Row(
+                "kafka-python alone: consume + produce",
+                "records/s",
+                floor["consume_and_produce_rate"],
+                note="1/(1/consume + 1/produce): the most a one-process kafka-python processor can do "
+                "with no parsing, scoring or serialising",
+            )
+        )
     latencies = details.get("latency_project", {})
     original_latency: dict[str, Any] = details.get("latency_original") or {}
     for load, result in latencies.items():
@@ -256,6 +272,14 @@ def table(args: argparse.Namespace, details: dict[str, Any]) -> list[Row]:
             if q == "p99" and float(load) == 1000:
                 row.target, row.met = "<= 100", meets(row.project, maximum=100)
             rows.append(row)
+        rows.append(
+            Row(
+                f"  p99 event sent -> verdict produced at {int(float(load)):,}/s",
+                "ms",
+                result["to_verdict_p99_ms"],
+                direction="lower",
+            )
+        )
         rows.append(
             Row(
                 f"  achieved rate at {int(float(load)):,}/s",

@@ -25,6 +25,7 @@ from pipeline_bench.stack import (
     Managed,
     Stack,
     StepFailed,
+    free_port,
     fresh_settings,
     kafka_env,
     rss_mib,
@@ -56,6 +57,7 @@ def processor_env(settings: KafkaSettings, service_url: str) -> dict[str, str]:
         "PROCESSOR_GROUP": f"bench-{uuid.uuid4().hex[:8]}",
         "ML_SERVICE_URL": service_url,
         "PRINT_MODE": "summary",
+        "PROCESSOR_METRICS_PORT": str(free_port()),  # the default port may be taken by another processor
     }
 
 
@@ -457,3 +459,47 @@ def memory_run(
         service_peak=max(s["service_hwm"] for s in samples),
         seconds=end["seconds"],
     )
+
+
+@dataclass
+class LibraryFloor:
+    """What kafka-python alone does in one process on this machine: the ceiling of any Python processor."""
+
+    events: int
+    produce_rate: float  # one process sending pre-serialised records (acks=all), nothing else
+    consume_rate: float  # one process polling them with the processor's consumer settings, nothing else
+
+    @property
+    def consume_and_produce_rate(self) -> float:
+        """Both in one process, with no parsing, scoring or serialising: 1 / (1/consume + 1/produce)."""
+        return 1.0 / (1.0 / self.produce_rate + 1.0 / self.consume_rate)
+
+
+def library_floor(bootstrap: str, count: int, progress: Progress) -> LibraryFloor:
+    settings = fresh_settings(bootstrap, "floor")
+    produced = events.preload(settings, count, processes=1)
+    progress(f"  kafka-python, one process: produce {produced.rate:,.0f} records/s")
+    consumer = make_consumer(
+        settings,
+        settings.logs_topic,
+        group_id=f"bench-floor-{uuid.uuid4().hex[:8]}",
+        client_id="bench-floor",
+        max_poll_records=2000,
+        max_partition_fetch_bytes=2 * 1024 * 1024,
+    )
+    try:
+        consumed = 0
+        while not consumer.assignment():
+            consumer.poll(timeout_ms=100, max_records=1)  # joins the group; what it returns is read again below
+        consumer.seek_to_beginning()
+        began = time.perf_counter()
+        deadline = began + 300
+        while consumed < count and time.perf_counter() < deadline:
+            for records in consumer.poll(timeout_ms=200).values():
+                consumed += len(records)
+        seconds = time.perf_counter() - began
+    finally:
+        consumer.close()
+    floor = LibraryFloor(events=count, produce_rate=produced.rate, consume_rate=consumed / seconds)
+    progress(f"  kafka-python, one process: consume {floor.consume_rate:,.0f} records/s")
+    return floor

@@ -17,7 +17,7 @@ from typing import IO
 
 from local_kafka import LocalBroker, LocalBrokerConfig
 
-from eventbus import KafkaSettings, ensure_topics
+from eventbus import KafkaSettings, ensure_topics, make_consumer
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +140,20 @@ def start_broker(stack: Stack) -> str:
     stack.broker = broker
     broker.start()
     return config.bootstrap
+
+
+def warm_up_group_coordinator(bootstrap: str) -> None:
+    """A fresh broker creates ``__consumer_offsets`` when the first group joins (10-20 s here): do it now, untimed."""
+    settings = fresh_settings(bootstrap, "warmup", partitions=1)
+    consumer = make_consumer(settings, settings.logs_topic, group_id=f"bench-warmup-{uuid.uuid4().hex[:8]}")
+    try:
+        deadline = time.monotonic() + 120
+        while not consumer.assignment() and time.monotonic() < deadline:
+            consumer.poll(timeout_ms=200)
+        if not consumer.assignment():
+            raise StepFailed("the broker did not give a consumer group its partitions within 120 s")
+    finally:
+        consumer.close()
 
 
 def fresh_settings(bootstrap: str, label: str, partitions: int = 3) -> KafkaSettings:
