@@ -80,9 +80,13 @@ test: $(STAMP) browser ## Run every test (unit, then integration against a real 
 test-unit: $(STAMP) ## Run the fast unit tests (no broker)
 	@$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-test-integration: $(STAMP) ## Run the integration tests (real broker, real processes)
+test-integration: $(STAMP) browser ## Run the integration tests (real broker, real processes)
 	@$(PY) kafka-docker/main.py fetch-jars
 	@$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+test-faults: $(STAMP) ## Run the fault tests alone (kills, outages, broker bounce), printing their tallies
+	@$(PY) kafka-docker/main.py fetch-jars
+	@$(PY) -m pytest -m faults -s tests/faults $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy on the packages
 	@$(VENV)/bin/ruff check .
@@ -95,6 +99,16 @@ format: $(STAMP) ## Format the code with ruff
 
 eval: $(STAMP) ## Detection quality on labelled scenarios (NAB=path/to/nab adds the NAB score)
 	@$(PY) fastapi-ml-service/evaluate.py $(if $(NAB),--nab $(NAB)) $(ARGS)
+
+bench: $(STAMP) ## Throughput, latency, HTTP rates and memory beside the original design (ARGS="--quick")
+	@$(PY) kafka-docker/main.py fetch-jars
+	@$(PY) benchmarks/run.py $(ARGS)
+
+DURATION ?= 600
+RATE ?= 500
+soak: $(STAMP) ## The whole pipeline at a steady rate (DURATION=600 s, RATE=500/s): in/out, lost, duplicates, memory
+	@$(PY) kafka-docker/main.py fetch-jars
+	@$(PY) benchmarks/soak.py --duration $(DURATION) --rate $(RATE) $(ARGS)
 
 clean: ## Remove the virtualenv, the broker's files and jars, run files and caches
 	@$(PY) kafka-docker/main.py down 2>/dev/null || true
