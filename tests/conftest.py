@@ -1,8 +1,22 @@
-"""Fixtures shared by unit and integration tests."""
+"""Fixtures shared by every test.
 
+Broker fixtures: one real Kafka broker (local KRaft) for the whole session, started only when a test asks
+for it. Each test gets its own topics and consumer group through ``kafka_settings``, so tests never see
+each other's messages. Set ``TEST_KAFKA_BOOTSTRAP`` to use an already running broker instead.
+"""
+
+import os
 import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
+from kafka import KafkaConsumer, KafkaProducer
+from local_kafka import LocalBroker, LocalBrokerConfig
+
+from eventbus import KafkaSettings, ensure_topics, make_consumer, make_producer
 
 
 def free_port() -> int:
@@ -14,3 +28,86 @@ def free_port() -> int:
 @pytest.fixture
 def unused_port() -> int:
     return free_port()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    existing = os.environ.get("TEST_KAFKA_BOOTSTRAP")
+    if existing:
+        yield existing
+        return
+    home: Path = tmp_path_factory.mktemp("kafka")
+    broker = LocalBroker(LocalBrokerConfig(host="127.0.0.1", port=free_port(), controller_port=free_port(), home=home))
+    broker.start()
+    try:
+        yield broker.config.bootstrap
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def kafka_settings(kafka_bootstrap: str) -> KafkaSettings:
+    """Settings naming fresh topics (logs with 3 partitions, predictions, dlq) for this test alone."""
+    suffix = uuid.uuid4().hex[:10]
+    settings = KafkaSettings(
+        kafka_bootstrap_servers=kafka_bootstrap,
+        logs_topic=f"logs-{suffix}",
+        predictions_topic=f"predictions-{suffix}",
+        dlq_topic=f"logs.dlq-{suffix}",
+        logs_partitions=3,
+    )
+    ensure_topics(settings)
+    return settings
+
+
+@pytest.fixture
+def kafka_env(kafka_settings: KafkaSettings) -> dict[str, str]:
+    """Environment variables that point a service's process at this test's broker and topics."""
+    return {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_settings.kafka_bootstrap_servers,
+        "LOGS_TOPIC": kafka_settings.logs_topic,
+        "PREDICTIONS_TOPIC": kafka_settings.predictions_topic,
+        "DLQ_TOPIC": kafka_settings.dlq_topic,
+    }
+
+
+@pytest.fixture
+def producer_factory(kafka_settings: KafkaSettings) -> Iterator[Callable[..., KafkaProducer]]:
+    made: list[KafkaProducer] = []
+
+    def factory(**overrides: object) -> KafkaProducer:
+        producer = make_producer(kafka_settings, **overrides)
+        made.append(producer)
+        return producer
+
+    yield factory
+    for producer in made:
+        producer.close(timeout=5)
+
+
+@pytest.fixture
+def consumer_factory(kafka_settings: KafkaSettings) -> Iterator[Callable[..., KafkaConsumer]]:
+    """Consumers in a random group (unless one is given), reading from the earliest offset."""
+    made: list[KafkaConsumer] = []
+
+    def factory(*topics: str, group_id: str | None = None, **overrides: object) -> KafkaConsumer:
+        consumer = make_consumer(
+            kafka_settings, *topics, group_id=group_id or f"test-{uuid.uuid4().hex[:8]}", **overrides
+        )
+        made.append(consumer)
+        return consumer
+
+    yield factory
+    for consumer in made:
+        consumer.close()
+
+
+def read_all(consumer: KafkaConsumer, expected: int, timeout_s: float = 30.0) -> list:
+    """Poll until ``expected`` records arrived or ``timeout_s`` passed; return what arrived."""
+    records: list = []
+    deadline = time.monotonic() + timeout_s
+    while len(records) < expected and time.monotonic() < deadline:
+        for batch in consumer.poll(timeout_ms=500).values():
+            records.extend(batch)
+    return records

@@ -1,6 +1,6 @@
 """Fixtures of the fault tests: the session's real broker, a trained model, and a ``Rig`` that cleans up.
 
-The broker and per-test topics are the integration suite's own fixtures (imported, not copied).
+The broker and per-test topics are the fixtures of ``tests/conftest.py``, shared with the integration tests.
 """
 
 import uuid
@@ -19,9 +19,6 @@ from tests.faults.harness import (
     kafka_env,
     train_model,
 )
-from tests.integration.conftest import kafka_bootstrap, kafka_settings
-
-__all__ = ["kafka_bootstrap", "kafka_settings"]
 
 
 @pytest.fixture(scope="session")

@@ -25,8 +25,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from playwright.sync_api import Page, sync_playwright
 
 from eventbus import KafkaSettings, LogEvent, Verdict
-from tests.conftest import free_port
-from tests.integration.conftest import read_all
+from tests.conftest import free_port, read_all
 
 pytestmark = pytest.mark.integration
 

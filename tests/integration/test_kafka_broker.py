@@ -6,8 +6,7 @@ import pytest
 from local_kafka import BrokerError, LocalBroker, LocalBrokerConfig
 
 from eventbus import KafkaSettings
-from tests.conftest import free_port
-from tests.integration.conftest import read_all
+from tests.conftest import free_port, read_all
 
 
 def test_round_trip_through_kafka_python(kafka_settings: KafkaSettings, producer_factory, consumer_factory) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from log_simulator.generator import TrafficGenerator
 
 from eventbus import KafkaSettings, parse_event
-from tests.integration.conftest import read_all
+from tests.conftest import read_all
 
 SIMULATOR_DIR = Path(__file__).resolve().parents[2] / "log-simulator"
 
