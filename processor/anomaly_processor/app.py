@@ -7,6 +7,7 @@ SIGINT or SIGTERM finishes the batch in hand (produce, print, commit), closes th
 a second signal stops at once (exit 130), leaving the batch in hand uncommitted for the next run.
 """
 
+import gc
 import logging
 import signal
 import sys
@@ -31,6 +32,10 @@ from eventbus._clients import wait_for_broker
 log = logging.getLogger("anomaly_processor")
 
 BROKER_PROBE_TIMEOUT_S = 5.0
+# Each batch allocates tens of thousands of short-lived containers (records, events, verdicts, features): with
+# CPython's default threshold (700) the collector runs hundreds of times per batch, rescanning what lives on.
+# Measured on the per-service context path: 25-40 ms per 2,000 events with the default, 13-17 ms without collections.
+GC_GEN0_THRESHOLD = 50_000
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     stop = threading.Event()
     install_signal_handlers(stop)
+    tune_garbage_collector()
     metrics = ProcessorMetrics()
     server: MetricsServer | None = None
     if settings.processor_metrics_port:
@@ -86,8 +92,15 @@ def make_scorer(settings: ProcessorSettings) -> HttpScorer | ContextualScorer:
     )
     if not settings.context:
         return http
-    # The cache must hold a whole batch, retried or bisected, and a few more redelivered after a failed commit.
-    return ContextualScorer(http, cache_events=max(DEFAULT_CACHE_EVENTS, 4 * settings.batch_max))
+    # The cache holds the batch in hand (retried, bisected) and the one before (redelivered after a failed commit).
+    return ContextualScorer(http, cache_events=max(DEFAULT_CACHE_EVENTS, 2 * settings.batch_max))
+
+
+def tune_garbage_collector() -> None:
+    """Collect less often, and never rescan what was loaded at startup (modules, schemas, the detector)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_GEN0_THRESHOLD, 20, 20)
 
 
 def usage() -> str:

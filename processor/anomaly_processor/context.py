@@ -11,6 +11,7 @@ once scored, its final verdict are cached by ``event_id``, so a batch retried wh
 bisected after a 4xx, or redelivered after a failed commit gets the same features and the same verdict.
 """
 
+import itertools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,15 +25,14 @@ from eventbus import LogEvent
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CACHE_EVENTS = 20_000
+DEFAULT_CACHE_EVENTS = 10_000
+# Features are sent rounded to this many decimals (surprisals in nats: 1e-6 is far below any threshold's
+# precision); the JSON of a context is then half as long, and as fast to write and to parse.
+CONTEXT_DECIMALS = 6
 
 
-@dataclass
-class _Seen:
-    """What is known of one event: its context features (None while its service warms up), then its verdict."""
-
-    context: list[float] | None
-    verdict: Score | None = None
+Context = tuple[float, ...]
+_UNSEEN: Any = object()
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,8 @@ class ContextualScorer:
         self.spec: ContextSpec | None = None
         self.tracker: ContextTracker | None = None
         self.gate: AlertGate | None = None
-        self._seen: dict[str, _Seen] = {}
+        self._contexts: dict[str, Context | None] = {}  # event id -> features sent (None: warming up)
+        self._verdicts: dict[str, Score] = {}  # event id -> final verdict, once scored
 
     def ready(self) -> bool:
         return self.http.ready()
@@ -93,27 +94,29 @@ class ContextualScorer:
 
     def score(self, events: Sequence[LogEvent]) -> list[Score]:
         spec, tracker, gate = self._model()
-        entries = self._learn(events, tracker)
-        todo = [i for i, entry in enumerate(entries) if entry.verdict is None]
+        contexts = self._learn(events, tracker)
+        verdicts: list[Score | None] = [self._verdicts.get(event.event_id) for event in events]
+        todo = [i for i, verdict in enumerate(verdicts) if verdict is None]
         if todo:
             pending = [events[i] for i in todo]
-            contexts = [entries[i].context for i in todo]
+            pending_contexts = [contexts[i] for i in todo]
             try:
-                scores = self.http.score(pending, contexts)
+                scores = self.http.score(pending, pending_contexts)
             except ScoringRejectedError:
-                if any(context is not None for context in contexts) and self._model_changed():
+                if any(context is not None for context in pending_contexts) and self._model_changed():
                     raise ScoringUnavailableError("the ML service changed its model: scoring again") from None
                 raise
-            warm = [j for j, context in enumerate(contexts) if context is not None]
+            warm = [j for j, context in enumerate(pending_contexts) if context is not None]
             if warm:
                 anomaly, _ = gate.decide([pending[j].service for j in warm], [scores[j].score for j in warm])
                 for j, alert in zip(warm, anomaly.tolist(), strict=True):
-                    scores[j] = scores[j]._replace(anomaly=alert)
-            for i, score in zip(todo, scores, strict=True):
-                entries[i].verdict = score
+                    if alert is not scores[j].anomaly:
+                        scores[j] = Score(alert, scores[j].score, scores[j].model_version)
+            for i, event, score in zip(todo, pending, scores, strict=True):
+                verdicts[i] = self._verdicts[event.event_id] = score
             if any(score.model_version != spec.version for score in scores):
                 self._model_changed()
-        return [entry.verdict for entry in entries if entry.verdict is not None]
+        return [verdict for verdict in verdicts if verdict is not None]
 
     def state_dict(self) -> dict[str, Any]:
         """JSON-able snapshot of the per-service state (for diagnostics and tests)."""
@@ -137,7 +140,8 @@ class ContextualScorer:
             if self.tracker is not None:
                 log.warning("context configuration changed with model %s: every service warms up again", spec.version)
             self.tracker = ContextTracker(spec.tracker)
-            self._seen.clear()  # cached features were computed with the old configuration
+            self._contexts.clear()  # cached features were computed with the old configuration
+            self._verdicts.clear()
         gate = AlertGate(spec.gate)
         if self.gate is not None:
             gate.cooldown = dict(self.gate.cooldown)
@@ -161,31 +165,37 @@ class ContextualScorer:
         self._install(spec)
         return True
 
-    def _learn(self, events: Sequence[LogEvent], tracker: ContextTracker) -> list[_Seen]:
-        """What is known of each event; features of the ones not seen yet are computed in stream order
-        (this advances their services' state), the others come from the cache."""
-        seen = self._seen
-        entries: list[_Seen | None] = [seen.get(event.event_id) for event in events]
-        new = [i for i, entry in enumerate(entries) if entry is None]
+    def _learn(self, events: Sequence[LogEvent], tracker: ContextTracker) -> list[Context | None]:
+        """Each event's context features (None while its service warms up). Those of events not seen yet are
+        computed in stream order, which advances their services' state; the others come from the cache."""
+        cache = self._contexts
+        contexts: list[Context | None] = []
+        new: list[int] = []
+        for i, event in enumerate(events):
+            context = cache.get(event.event_id, _UNSEEN)
+            if context is _UNSEEN:
+                new.append(i)
+                contexts.append(None)
+            else:
+                contexts.append(context)
         if new:
+            fresh = [events[i] for i in new] if len(new) < len(events) else events
             features, warm = tracker.features(
-                [events[i].service for i in new],
-                [events[i].latency_ms for i in new],
-                [events[i].error_rate for i in new],
+                [e.service for e in fresh], [e.latency_ms for e in fresh], [e.error_rate for e in fresh]
             )
-            for i, row, is_warm in zip(new, features.tolist(), warm.tolist(), strict=True):
-                entries[i] = seen[events[i].event_id] = _Seen(row if is_warm else None)
-            overflow = len(seen) - self.cache_events
-            if overflow > 0:
-                for event_id in _oldest(seen, overflow):
-                    del seen[event_id]
-        return [entry for entry in entries if entry is not None]
+            # Tuples of floats: the garbage collector stops tracking them, a cache of lists it would scan.
+            rows = map(tuple, features.round(CONTEXT_DECIMALS).tolist())
+            for i, event, row, is_warm in zip(new, fresh, rows, warm.tolist(), strict=True):
+                contexts[i] = cache[event.event_id] = row if is_warm else None
+            self._evict()
+        return contexts
 
-
-def _oldest(seen: dict[str, _Seen], count: int) -> list[str]:
-    keys: list[str] = []
-    for event_id in seen:
-        if len(keys) == count:
-            break
-        keys.append(event_id)
-    return keys
+    def _evict(self) -> None:
+        """Forget the oldest events beyond ``cache_events`` (dicts keep insertion order)."""
+        overflow = len(self._contexts) - self.cache_events
+        if overflow <= 0:
+            return
+        oldest = list(itertools.islice(self._contexts, overflow))
+        for event_id in oldest:
+            del self._contexts[event_id]
+            self._verdicts.pop(event_id, None)

@@ -30,6 +30,8 @@ REJECTED_STATUSES = frozenset({400, 413, 422})
 # Answers that say "not now": the same batch is retried.
 RETRY_STATUSES = frozenset({408, 425, 429})
 _DETAIL_MAX_CHARS = 300
+# Per event, its context features to send as ``context``, or None to send none.
+Contexts = Sequence[Sequence[float] | None]
 
 
 class Score(NamedTuple):
@@ -78,7 +80,7 @@ class HttpScorer:
         if api_key:
             self._session.headers["X-API-Key"] = api_key
 
-    def score(self, events: Sequence[LogEvent], contexts: Sequence[list[float] | None] | None = None) -> list[Score]:
+    def score(self, events: Sequence[LogEvent], contexts: Contexts | None = None) -> list[Score]:
         """Scores of ``events`` in order; ``contexts[i]``, when given and not None, is sent as event i's ``context``."""
         scores: list[Score] = []
         for start in range(0, len(events), self.max_items):
@@ -118,7 +120,7 @@ class HttpScorer:
     def close(self) -> None:
         self._session.close()
 
-    def _score_chunk(self, events: Sequence[LogEvent], contexts: Sequence[list[float] | None] | None) -> list[Score]:
+    def _score_chunk(self, events: Sequence[LogEvent], contexts: Contexts | None) -> list[Score]:
         if not events:
             return []
         items = [

@@ -6,10 +6,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from anomaly_processor.context import ContextualScorer
+from anomaly_processor.context import CONTEXT_DECIMALS, ContextualScorer
 from anomaly_processor.errors import ScoringConfigError, ScoringRejectedError, ScoringUnavailableError
 from anomaly_processor.pipeline import score_isolating
-from anomaly_processor.scoring import HttpScorer, Score
+from anomaly_processor.scoring import Contexts, HttpScorer, Score
 from ml_service.detector import ContextConfig, ContextTracker
 from pydantic import BaseModel
 
@@ -35,7 +35,7 @@ def model_info(version: str = "iforest-aaa", **context: Any) -> dict[str, Any]:
 
 class Call(BaseModel):
     event_ids: list[str]
-    contexts: list[list[float] | None]
+    contexts: list[tuple[float, ...] | None]
 
 
 class ScriptedService(HttpScorer):
@@ -55,7 +55,7 @@ class ScriptedService(HttpScorer):
         self.info_calls += 1
         return self.info
 
-    def score(self, events: Sequence[LogEvent], contexts: Sequence[list[float] | None] | None = None) -> list[Score]:
+    def score(self, events: Sequence[LogEvent], contexts: Contexts | None = None) -> list[Score]:
         contexts = list(contexts) if contexts is not None else [None] * len(events)
         self.calls.append(Call(event_ids=[e.event_id for e in events], contexts=contexts))
         if self.failures:
@@ -87,15 +87,15 @@ def stream(count: int, service: str = "auth", start: int = 0) -> list[LogEvent]:
 
 
 def reference(events: Sequence[LogEvent]) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Features, warm flags and final state of a fresh tracker fed ``events`` exactly once."""
+    """Features (as sent), warm flags and final state of a fresh tracker fed ``events`` exactly once."""
     tracker = ContextTracker(ContextConfig(**model_info()["context"]["context"]))
     features, warm = tracker.features(
         [e.service for e in events], [e.latency_ms for e in events], [e.error_rate for e in events]
     )
-    return features, warm, tracker.state_dict()
+    return features.round(CONTEXT_DECIMALS), warm, tracker.state_dict()
 
 
-def sent_contexts(service: ScriptedService) -> dict[str, list[float] | None]:
+def sent_contexts(service: ScriptedService) -> dict[str, tuple[float, ...] | None]:
     """The context each event was last sent with."""
     return {i: c for call in service.calls for i, c in zip(call.event_ids, call.contexts, strict=True)}
 
@@ -110,7 +110,7 @@ def test_warming_events_go_without_context_and_warm_ones_with_their_features() -
     assert [c is not None for c in call.contexts] == warm.tolist()
     assert warm.tolist() == [False] * WARMUP + [True] * (12 - WARMUP)
     assert all(c is None or len(c) == features.shape[1] for c in call.contexts)
-    assert [c for c in call.contexts if c is not None] == features[warm].tolist()
+    assert [list(c) for c in call.contexts if c is not None] == features[warm].tolist()
     assert [s.score for s in scores] == [0.5] * WARMUP + [1.0] * (12 - WARMUP)
 
 
@@ -141,7 +141,7 @@ def test_a_bisected_batch_gets_each_events_features_from_the_state_before_it_onc
     for event, row, is_warm in zip(events, features.tolist(), warm.tolist(), strict=True):
         assert (sent[event.event_id] is not None) == is_warm
         if is_warm:
-            assert sent[event.event_id] == row
+            assert list(sent[event.event_id] or ()) == row
     assert scorer.state_dict()["tracker"] == state
 
 
@@ -236,4 +236,4 @@ def test_the_cache_is_bounded() -> None:
     scorer = ContextualScorer(service, cache_events=50)
     for start in range(0, 200, 20):
         scorer.score(stream(20, start=start))
-    assert len(scorer._seen) == 50
+    assert len(scorer._contexts) == len(scorer._verdicts) == 50
