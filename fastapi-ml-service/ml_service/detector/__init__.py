@@ -32,15 +32,32 @@ Three separable pieces (the processor owns the state, the ML service owns the fo
 * Pure code: no Kafka, no HTTP. Not thread-safe: one detector per consumer.
 """
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ml_service.detector.context import FEATURES, ContextConfig, ContextTracker, ServiceContext
-from ml_service.detector.forest import ContextModel, FlatForest
 from ml_service.detector.gate import AlertGate, GateConfig, GateOutput
-from ml_service.detector.model import (
-    ContextDetector,
-    DetectorOutput,
-    TrainingConfig,
-    train_context_model,
-)
+
+if TYPE_CHECKING:
+    from ml_service.detector.forest import ContextModel, FlatForest
+    from ml_service.detector.model import ContextDetector, DetectorOutput, TrainingConfig, train_context_model
+
+# The processor needs only the tracker and the gate (numpy); the forest side imports scikit-learn, which
+# costs seconds of start-up, so it is imported on first use.
+_LAZY = {
+    "ContextModel": "ml_service.detector.forest",
+    "FlatForest": "ml_service.detector.forest",
+    "ContextDetector": "ml_service.detector.model",
+    "DetectorOutput": "ml_service.detector.model",
+    "TrainingConfig": "ml_service.detector.model",
+    "train_context_model": "ml_service.detector.model",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "FEATURES",
