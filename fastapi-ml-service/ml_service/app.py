@@ -25,7 +25,9 @@ log = logging.getLogger(__name__)
 
 MAX_LISTED_ERRORS = 20  # a 10,000-item batch can fail 20,000 ways; the first few say enough
 
-DESCRIPTION = """Scores service log events for anomalies with an IsolationForest on [latency_ms, error_rate].
+DESCRIPTION = """Scores service log events for anomalies with IsolationForests: the point model on
+[latency_ms, error_rate], or, for items carrying `context` (per-service features from the processor, as many
+as GET /model's `context.features`), the context model.
 
 * `POST /predict` scores one event, `POST /predict/batch` a JSON array of up to PREDICT_BATCH_MAX
   (default 10000) events in one vectorised call; bodies above MAX_BODY_BYTES (default 4 MiB) get 413.

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from ml_service.detector import AlertGate, ContextConfig, ContextTracker, GateConfig
 
 from anomaly_processor.errors import ScoringConfigError, ScoringRejectedError, ScoringUnavailableError
@@ -108,7 +109,8 @@ class ContextualScorer:
                 raise
             warm = [j for j, context in enumerate(pending_contexts) if context is not None]
             if warm:
-                anomaly, _ = gate.decide([pending[j].service for j in warm], [scores[j].score for j in warm])
+                raw = np.array([scores[j].score for j in warm])
+                anomaly, _ = gate.decide([pending[j].service for j in warm], raw)
                 for j, alert in zip(warm, anomaly.tolist(), strict=True):
                     if alert is not scores[j].anomaly:
                         scores[j] = Score(alert, scores[j].score, scores[j].model_version)

@@ -10,6 +10,7 @@ from ml_service.model import load_bundle
 from ml_service.training import main
 
 from eventbus import KafkaSettings, LogEvent
+from tests.unit.ml_context import SMALL_CONTEXT_ARGS
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +42,12 @@ def test_trains_on_normal_events_only(
     producer.flush()
 
     output = tmp_path / "model.joblib"
-    assert main(["--from-topic", "--output", str(output), "--min-events", "1000", "--timeout-s", "60"]) == 0
+    assert (
+        main(
+            ["--from-topic", "--output", str(output), "--min-events", "1000", "--timeout-s", "60", *SMALL_CONTEXT_ARGS]
+        )
+        == 0
+    )
 
     printed = capsys.readouterr().out
     assert (
@@ -62,6 +68,7 @@ def test_count_bounds_what_is_read(
     producer.flush()
     output = tmp_path / "model.joblib"
     argv = ["--from-topic", kafka_env_vars.logs_topic, "--output", str(output), "--count", "400", "--min-events", "300"]
+    argv += SMALL_CONTEXT_ARGS
     assert main(argv) == 0
     assert load_bundle(output).metadata.training.rows == 400
 

@@ -57,7 +57,8 @@ class ScriptedService(HttpScorer):
 
     def score(self, events: Sequence[LogEvent], contexts: Contexts | None = None) -> list[Score]:
         contexts = list(contexts) if contexts is not None else [None] * len(events)
-        self.calls.append(Call(event_ids=[e.event_id for e in events], contexts=contexts))
+        sent = [None if c is None else tuple(c) for c in contexts]
+        self.calls.append(Call(event_ids=[e.event_id for e in events], contexts=sent))
         if self.failures:
             raise self.failures.pop(0)
         if any(e.event_id in self.poison for e in events):
