@@ -41,7 +41,20 @@ def train_model(folder: Path) -> Path:
     """A small model (3,000 events, 50 trees) written by the service's own ``save_model.py``."""
     path = folder / "model.joblib"
     subprocess.run(
-        [sys.executable, "save_model.py", "--output", str(path), "--count", "3000", "--n-estimators", "50"],
+        [
+            sys.executable,
+            "save_model.py",
+            "--output",
+            str(path),
+            "--count",
+            "3000",
+            "--n-estimators",
+            "50",
+            "--context-services",
+            "6",
+            "--context-events-per-service",
+            "400",
+        ],
         cwd=SERVICE_DIR,
         check=True,
         capture_output=True,
