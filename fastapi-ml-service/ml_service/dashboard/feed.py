@@ -255,7 +255,7 @@ def get_feed() -> LiveFeed:
     global _feed
     with _feed_lock:
         if _feed is None:
-            _feed = LiveFeed(KafkaSettings(), DashboardSettings())  # eventbus's defaults are positional
+            _feed = LiveFeed(KafkaSettings(), DashboardSettings())
         return _feed
 
 
