@@ -31,7 +31,7 @@ class ProcessorSettings(BaseSettings):
     )
     batch_max: int = Field(default=2000, ge=1, description="Most events consumed, scored and committed as one batch.")
     batch_wait_ms: int = Field(
-        default=50, ge=0, description="After the first event arrives, how long to wait for more to fill the batch."
+        default=5, ge=0, description="After the first event arrives, how long to wait for more to fill the batch."
     )
     retry_backoff_initial_s: float = Field(
         default=0.5, gt=0, description="First wait before retrying the ML service or Kafka, in seconds."
