@@ -46,6 +46,12 @@ def ml_service_url() -> str:
     return os.environ.get("ML_SERVICE_URL", f"http://127.0.0.1:{os.environ.get('ML_PORT', '8000')}").rstrip("/")
 
 
+def processor_metrics_url() -> str | None:
+    port = os.environ.get("PROCESSOR_METRICS_PORT", "9108")
+    host = os.environ.get("PROCESSOR_METRICS_HOST", "127.0.0.1")
+    return None if port == "0" else f"http://{host}:{port}"
+
+
 def running_pid(service: Service) -> int | None:
     """The service's pid if that process is alive and still runs our ``main.py`` (pids get reused)."""
     try:
@@ -179,6 +185,10 @@ def status() -> int:
             ready = http_ok(f"{ml_service_url()}/ready")
             detail = f", {ml_service_url()} {'ready' if ready else 'NOT READY'}"
             healthy &= ready
+        elif service is PROCESSOR and processor_metrics_url():
+            alive = http_ok(f"{processor_metrics_url()}/health")
+            detail = f", {processor_metrics_url()}/metrics {'healthy' if alive else 'NOT HEALTHY'}"
+            healthy &= alive
         print(f"{service.name}: running (pid {pid}{detail}, log {service.log_file.relative_to(ROOT)})")
     return 0 if healthy else 1
 
