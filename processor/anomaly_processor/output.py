@@ -5,6 +5,7 @@ This is deliberate user-facing output (diagnostics go to ``logging`` on stderr).
 so a crafted event cannot drive the terminal.
 """
 
+import os
 import sys
 import time
 from collections import deque
@@ -181,6 +182,12 @@ class Printer:
 
 
 def _isatty(stream: TextIO) -> bool:
+    """Colour on a terminal; ``FORCE_COLOR`` (set by ``make up`` when it follows the log on one) and
+    ``NO_COLOR`` (https://no-color.org) override the guess."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    if os.environ.get("FORCE_COLOR"):
+        return True
     try:
         return stream.isatty()
     except (AttributeError, ValueError):

@@ -9,10 +9,12 @@ import os
 import shutil
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page
+from prometheus_client.parser import text_string_to_metric_families
 
 from eventbus import KafkaSettings
 from tests.faults.harness import MLServiceProcess, ProcessorProcess, kafka_env, train_model
@@ -84,6 +86,12 @@ def test_dashboard_shows_what_the_running_pipeline_flags(
             """() => /^[0-9,]+$/.test(document.querySelector('[data-testid="counter-consumer-lag"]').textContent)""",
             timeout=15_000,
         )
+
+        # The service's /metrics is Prometheus text, and counts the rows the processor sent it.
+        with urllib.request.urlopen(f"{ml.url}/metrics", timeout=10) as answer:
+            families = {f.name: f for f in text_string_to_metric_families(answer.read().decode())}
+        rows = sum(sample.value for sample in families["ml_rows_scored"].samples if sample.name.endswith("_total"))
+        assert rows > 0
 
         shot = tmp_path / "dashboard-pipeline.png"
         page.screenshot(path=str(shot))

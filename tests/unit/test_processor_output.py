@@ -3,6 +3,7 @@
 import io
 from typing import NamedTuple
 
+import pytest
 from anomaly_processor.output import ANOMALY_MARK, DEAD_LETTER_MARK, Printer, event_line
 from anomaly_processor.scoring import Score
 from log_simulator.profiles import generate_normal_events
@@ -136,3 +137,18 @@ def test_quiet_prints_nothing_but_still_counts() -> None:
     p.close()
     assert out.getvalue() == ""
     assert (p.consumed, p.verdicts, p.anomalies, p.dead_lettered, p.retries) == (4, 3, 1, 1, 1)
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [({}, False), ({"FORCE_COLOR": "1"}, True), ({"FORCE_COLOR": "1", "NO_COLOR": "1"}, False)],
+)
+def test_colour_follows_the_terminal_unless_forced_or_refused(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], expected: bool
+) -> None:
+    for name in ("FORCE_COLOR", "NO_COLOR"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    out = io.StringIO()  # not a terminal
+    assert Printer("events", summary_interval_s=5.0, auto_rate=50.0, stream=out).color is expected
