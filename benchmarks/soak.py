@@ -14,15 +14,13 @@ import logging
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from local_kafka import LocalBroker, LocalBrokerConfig  # noqa: E402
 
-from eventbus import KafkaSettings, ensure_topics  # noqa: E402
-from tests.conftest import free_port  # noqa: E402
+from tests.conftest import free_port, fresh_topics  # noqa: E402
 from tests.faults.harness import (  # noqa: E402
     REPO_ROOT,
     Collector,
@@ -57,15 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         ml: MLServiceProcess | None = None
         processor: ProcessorProcess | None = None
         try:
-            suffix = uuid.uuid4().hex[:8]
-            settings = KafkaSettings(
-                kafka_bootstrap_servers=broker.config.bootstrap,
-                logs_topic=f"logs-{suffix}",
-                predictions_topic=f"predictions-{suffix}",
-                dlq_topic=f"logs.dlq-{suffix}",
-                logs_partitions=3,
-            )
-            ensure_topics(settings)
+            settings = fresh_topics(broker.config.bootstrap)
             ml = MLServiceProcess(train_model(folder), folder)
             ml.start()
             processor = ProcessorProcess(
@@ -74,7 +64,13 @@ def main(argv: list[str] | None = None) -> int:
             processor.start()
             collector = Collector(settings)
             collector.start()
-            producer = SteadyProducer(settings, rate=args.rate, prefix=suffix, services=SERVICES, bad_every=200)
+            producer = SteadyProducer(
+                settings,
+                rate=args.rate,
+                prefix=settings.logs_topic.removeprefix("logs-"),
+                services=SERVICES,
+                bad_every=200,
+            )
             started = time.monotonic()
             producer.start()
             collector.wait_until(lambda c: sum(c.verdicts.values()) > 0, 60, "the first verdict")

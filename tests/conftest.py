@@ -45,12 +45,11 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         broker.stop()
 
 
-@pytest.fixture
-def kafka_settings(kafka_bootstrap: str) -> KafkaSettings:
-    """Settings naming fresh topics (logs with 3 partitions, predictions, dlq) for this test alone."""
+def fresh_topics(bootstrap: str) -> KafkaSettings:
+    """Settings naming new topics (logs with 3 partitions, predictions, dlq) on ``bootstrap``, created."""
     suffix = uuid.uuid4().hex[:10]
     settings = KafkaSettings(
-        kafka_bootstrap_servers=kafka_bootstrap,
+        kafka_bootstrap_servers=bootstrap,
         logs_topic=f"logs-{suffix}",
         predictions_topic=f"predictions-{suffix}",
         dlq_topic=f"logs.dlq-{suffix}",
@@ -58,6 +57,12 @@ def kafka_settings(kafka_bootstrap: str) -> KafkaSettings:
     )
     ensure_topics(settings)
     return settings
+
+
+@pytest.fixture
+def kafka_settings(kafka_bootstrap: str) -> KafkaSettings:
+    """Fresh topics for this test alone."""
+    return fresh_topics(kafka_bootstrap)
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ letter in ``logs.dlq``. Each prints its tally and records it in ``bench-results/
 import re
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import orjson
@@ -17,8 +16,8 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.partitioner.default import murmur2
 from local_kafka import LocalBroker, LocalBrokerConfig
 
-from eventbus import KafkaSettings, ensure_topics
-from tests.conftest import free_port
+from eventbus import KafkaSettings
+from tests.conftest import free_port, fresh_topics
 from tests.faults.conftest import Rig
 from tests.faults.harness import (
     REPO_ROOT,
@@ -143,15 +142,7 @@ def test_broker_stopped_then_killed_while_producer_and_processor_run(model_path:
         LocalBrokerConfig(host="127.0.0.1", port=free_port(), controller_port=free_port(), home=tmp_path / "kafka")
     )
     broker.start()
-    suffix = uuid.uuid4().hex[:8]
-    settings = KafkaSettings(
-        kafka_bootstrap_servers=broker.config.bootstrap,
-        logs_topic=f"logs-{suffix}",
-        predictions_topic=f"predictions-{suffix}",
-        dlq_topic=f"logs.dlq-{suffix}",
-        logs_partitions=3,
-    )
-    ensure_topics(settings)
+    settings = fresh_topics(broker.config.bootstrap)
     rig = Rig(settings, model_path, tmp_path)
     try:
         ml = rig.ml_service()
