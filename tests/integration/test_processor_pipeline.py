@@ -26,6 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from eventbus import KafkaSettings, LogEvent, Verdict
 from tests.conftest import free_port
+from tests.integration.test_ml_server import wait_until_ready
 from tests.unit.ml_context import SMALL_CONTEXT_ARGS
 
 pytestmark = pytest.mark.integration
@@ -61,18 +62,7 @@ class MLService:
             self.process = subprocess.Popen(
                 [sys.executable, "main.py"], cwd=SERVICE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT
             )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"ML service exited with {self.process.returncode}:\n{self.log_path.read_text()}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/ready", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError):
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"ML service not ready after {timeout_s}s:\n{self.log_path.read_text()}")
+        wait_until_ready(self.url, self.process, self.log_path, timeout_s)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
