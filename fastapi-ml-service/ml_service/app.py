@@ -1,4 +1,4 @@
-"""Builds the FastAPI application (``create_app``) and runs it under uvicorn (``run``)."""
+"""Builds the application (``create_app``) and runs it under uvicorn (``run``)."""
 
 import logging
 import signal
@@ -11,19 +11,18 @@ import uvicorn
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.types import Receive, Scope, Send
 
 from ml_service.api.main import api_router
 from ml_service.api.routes.predict import batch_request_body
+from ml_service.api.scoring_lane import ScoringLane, validation_error_content
 from ml_service.dashboard import shutdown_dashboard
 from ml_service.errors import ModelError
 from ml_service.metrics import MetricsMiddleware, ServiceMetrics
-from ml_service.schemas import batch_adapter
 from ml_service.settings import SERVICE_DIR, MLSettings
 from ml_service.store import ModelStore
 
 log = logging.getLogger(__name__)
-
-MAX_LISTED_ERRORS = 20  # a 10,000-item batch can fail 20,000 ways; the first few say enough
 
 DESCRIPTION = """Scores service log events for anomalies with IsolationForests: the point model on
 [latency_ms, error_rate], or, for items carrying `context` (per-service features from the processor, as many
@@ -35,7 +34,20 @@ as GET /model's `context.features`), the context model.
 """
 
 
-def create_app(settings: MLSettings | None = None) -> FastAPI:
+class MLServiceApp(FastAPI):
+    """The FastAPI app, with the scoring routes answered by ``ScoringLane`` before FastAPI's middleware and router."""
+
+    scoring_lane: ScoringLane
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = ScoringLane.route_of(scope)
+        if route is None:
+            await super().__call__(scope, receive, send)
+        else:
+            await self.scoring_lane(scope, receive, send, route)
+
+
+def create_app(settings: MLSettings | None = None) -> MLServiceApp:
     """The ASGI app; it loads the model at startup, and starts (not ready) if the model is refused."""
     settings = settings or MLSettings()
     metrics = ServiceMetrics()
@@ -51,11 +63,11 @@ def create_app(settings: MLSettings | None = None) -> FastAPI:
         yield
         shutdown_dashboard()
 
-    app = FastAPI(title="Log anomaly ML service", version="1.0.0", description=DESCRIPTION, lifespan=lifespan)
+    app = MLServiceApp(title="Log anomaly ML service", version="1.0.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
     app.state.store = ModelStore(settings.model_path)
     app.state.metrics = metrics
-    app.state.batch_adapter = batch_adapter(settings.predict_batch_max)
+    app.scoring_lane = app.state.scoring_lane = ScoringLane(settings, app.state.store, metrics)
 
     app.include_router(api_router)
     _document_batch_cap(app, settings.predict_batch_max)
@@ -81,19 +93,7 @@ def _document_batch_cap(app: FastAPI, max_items: int) -> None:
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors: Sequence[Any] = exc.errors()
-    listed = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors[:MAX_LISTED_ERRORS]]
-    detail = "; ".join(f"{_location(e['loc'])}: {e['msg']}" for e in listed)
-    if len(errors) > MAX_LISTED_ERRORS:
-        detail += f"; and {len(errors) - MAX_LISTED_ERRORS} more errors"
-    return JSONResponse({"detail": detail, "errors": listed}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
-
-
-def _location(loc: Sequence[Any]) -> str:
-    """``("body", 3, "latency_ms")`` -> ``body[3].latency_ms``."""
-    text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "body"
+    return JSONResponse(validation_error_content(errors), status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
@@ -124,5 +124,6 @@ def run(settings: MLSettings | None = None) -> None:
         port=settings.ml_port,
         workers=settings.ml_workers,
         log_level=settings.log_level.lower(),
+        access_log=settings.ml_access_log,
         timeout_graceful_shutdown=3,  # an open dashboard stream must not hold up a stop
     )

@@ -37,6 +37,19 @@ class ServiceMetrics:
             "ml_model_info", "1 for the model version being served.", ["version"], registry=self.registry
         )
         self.model_loaded = Gauge("ml_model_loaded", "1 when a model is loaded, else 0.", registry=self.registry)
+        # labels() validates and locks on every call: keep each label set's children once found.
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def record_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count one answered request under its route template and time it."""
+        key = (route, method, status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = (self.requests.labels(route, method, str(status)), self.latency.labels(route))
+            self._request_children[key] = children
+        counter, histogram = children
+        counter.inc()
+        histogram.observe(seconds)
 
     def set_model(self, version: str | None) -> None:
         self.model_info.clear()
@@ -75,5 +88,4 @@ class MetricsMiddleware:
         finally:
             route: Any = scope.get("route")
             template = getattr(route, "path", None) or UNMATCHED_ROUTE
-            self.metrics.requests.labels(template, scope["method"], str(status)).inc()
-            self.metrics.latency.labels(template).observe(time.perf_counter() - start)
+            self.metrics.record_request(template, scope["method"], status, time.perf_counter() - start)

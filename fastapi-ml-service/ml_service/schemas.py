@@ -16,13 +16,14 @@ from typing_extensions import TypedDict  # pydantic needs this one on Python < 3
 
 from eventbus import LogEvent
 
-# Constraints of LogEvent's fields (bounds, lengths, finiteness), without their defaults.
-_LATENCY = LogEvent.model_fields["latency_ms"].metadata
-_ERROR_RATE = LogEvent.model_fields["error_rate"].metadata
-_EVENT_ID = LogEvent.model_fields["event_id"].metadata
-_TIMESTAMP = LogEvent.model_fields["timestamp"].metadata
-_SERVICE = LogEvent.model_fields["service"].metadata
-_LABEL = LogEvent.model_fields["label"].metadata
+# Constraints of LogEvent's fields (bounds, lengths, finiteness), without their defaults; the batch's bulk
+# reader (ml_service.api.columns) checks the same ones.
+LATENCY_RULES = LogEvent.model_fields["latency_ms"].metadata
+ERROR_RATE_RULES = LogEvent.model_fields["error_rate"].metadata
+EVENT_ID_RULES = LogEvent.model_fields["event_id"].metadata
+TIMESTAMP_RULES = LogEvent.model_fields["timestamp"].metadata
+SERVICE_RULES = LogEvent.model_fields["service"].metadata
+LABEL_RULES = LogEvent.model_fields["label"].metadata
 # Bounds the work of validating a context before the route checks its exact length against the model.
 MAX_CONTEXT_FEATURES = 64
 
@@ -42,12 +43,14 @@ class PredictRequest(TypedDict):
 
     __pydantic_config__ = ConfigDict(extra="forbid", strict=True)  # type: ignore[misc]
 
-    latency_ms: Annotated[float, *_LATENCY, Field(description="Latency in ms, finite, >= 0.")]
-    error_rate: Annotated[float, *_ERROR_RATE, Field(description="Share of failed requests, finite, in [0, 1].")]
-    event_id: NotRequired[Annotated[str, *_EVENT_ID] | None]
-    timestamp: NotRequired[Annotated[str, *_TIMESTAMP] | None]
-    service: NotRequired[Annotated[str, *_SERVICE] | None]
-    label: NotRequired[Annotated[str, *_LABEL, Field(description="Ground truth of simulated events; not used.")] | None]
+    latency_ms: Annotated[float, *LATENCY_RULES, Field(description="Latency in ms, finite, >= 0.")]
+    error_rate: Annotated[float, *ERROR_RATE_RULES, Field(description="Share of failed requests, finite, in [0, 1].")]
+    event_id: NotRequired[Annotated[str, *EVENT_ID_RULES] | None]
+    timestamp: NotRequired[Annotated[str, *TIMESTAMP_RULES] | None]
+    service: NotRequired[Annotated[str, *SERVICE_RULES] | None]
+    label: NotRequired[
+        Annotated[str, *LABEL_RULES, Field(description="Ground truth of simulated events; not used.")] | None
+    ]
     context: NotRequired[ContextFeatures]
 
 

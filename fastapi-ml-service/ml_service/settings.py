@@ -41,6 +41,11 @@ class MLSettings(BaseSettings):
     max_body_bytes: int = Field(
         default=4 * 1024 * 1024, ge=1024, description="Largest request body accepted, in bytes; larger ones get 413."
     )
+    ml_access_log: bool = Field(
+        default=False,
+        description="Log a line per request (uvicorn's access log, at INFO) when started with python main.py; "
+        "off by default: at thousands of requests per second it is mostly noise, and costs CPU.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
         default="INFO", description="Level of the service's logs."
     )
