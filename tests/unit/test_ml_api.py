@@ -475,9 +475,12 @@ def test_a_bug_is_a_logged_500_without_details(
             raise RuntimeError("deliberate bug for the test")
 
         monkeypatch.setattr(type(bundle), "predict", broken)
+        monkeypatch.setattr(type(bundle), "predict_one", broken)
         response = post_json(client, "/predict", HEALTHY)
+        batch = post_json(client, "/predict/batch", [HEALTHY])
         metrics = client.get("/metrics").text
-    assert response.status_code == 500
-    assert response.json() == {"detail": "internal server error"}
+    assert response.status_code == batch.status_code == 500
+    assert response.json() == batch.json() == {"detail": "internal server error"}
     assert "deliberate bug for the test" in caplog.text
     assert _sample(metrics, 'ml_http_requests_total{method="POST",route="/predict",status="500"}') == 1
+    assert _sample(metrics, 'ml_http_requests_total{method="POST",route="/predict/batch",status="500"}') == 1

@@ -115,7 +115,7 @@ def columns_from_json(body: bytes, max_items: int) -> ScoringColumns | None:
             return None
         keys_seen += present
     contexts = list(map(dict.get, items, repeat(_CONTEXT_FIELD)))
-    rows = [i for i, context in enumerate(contexts) if context is not None]
+    rows = [] if contexts.count(None) == count else [i for i, context in enumerate(contexts) if context is not None]
     keys_seen += len(rows)
     # An explicit null is counted as absent above, so it fails this check too: pydantic decides.
     if sum(map(len, items)) != keys_seen:
@@ -158,11 +158,14 @@ def _text_present(values: list[Any], rules: _Rules) -> int | None:
     types = set(map(type, values))
     if not types <= _TEXT_TYPES:
         return None
-    texts = values if str in types and type(None) not in types else [v for v in values if v is not None]
-    if texts:
-        lengths = list(map(len, texts))
-        if min(lengths) < rules.min_length or (rules.max_length is not None and max(lengths) > rules.max_length):
-            return None
+    if str not in types:
+        return 0  # absent (or null) everywhere
+    texts = values if type(None) not in types else [v for v in values if v is not None]
+    lengths = np.fromiter(map(len, texts), dtype=np.intp, count=len(texts))
+    if int(lengths.min()) < rules.min_length or (
+        rules.max_length is not None and int(lengths.max()) > rules.max_length
+    ):
+        return None
     return len(texts)
 
 

@@ -167,22 +167,32 @@ class ScoringLane:
         try:
             body = await self._read_body(scope, receive)
             if route == PREDICT_ROUTE:
-                columns = columns_from_requests([validate_body(PREDICT_REQUEST_ADAPTER, body)])
-            else:
-                bulk = columns_from_json(body, self._settings.predict_batch_max)
-                columns = bulk if bulk is not None else columns_from_requests(validate_body(self._batch_adapter, body))
-            bundle = self._store.bundle  # once: a reload meanwhile never mixes two models in one answer
-            if bundle is None:
-                raise Refusal(503, {"detail": f"model not loaded: {self._store.error}"})
-            anomaly, score = score_columns(columns, bundle, at=None if route == PREDICT_ROUTE else 0)
+                return 200, self._score_one(validate_body(PREDICT_REQUEST_ADAPTER, body))
+            bulk = columns_from_json(body, self._settings.predict_batch_max)
+            columns = bulk if bulk is not None else columns_from_requests(validate_body(self._batch_adapter, body))
+            bundle = self._bundle()
+            anomaly, score = score_columns(columns, bundle, at=0)
         except Refusal as refusal:
             return refusal.status, refusal.body
-        flagged = int(np.count_nonzero(anomaly))
-        self._metrics.count_scored(len(columns), flagged)
-        if route == PREDICT_ROUTE:
-            verdict = {"anomaly": bool(flagged), "score": float(score[0]), "model_version": bundle.version}
-            return 200, orjson.dumps(verdict)
+        self._metrics.count_scored(len(columns), int(np.count_nonzero(anomaly)))
         return 200, verdicts_json(anomaly, score, bundle.version)
+
+    def _score_one(self, event: PredictRequest) -> bytes:
+        bundle = self._bundle()
+        if "context" in event:
+            anomalies, scores = score_columns(columns_from_requests([event]), bundle, at=None)
+            anomaly, score = bool(anomalies[0]), float(scores[0])
+        else:
+            anomaly, score = bundle.predict_one(event["latency_ms"], event["error_rate"])
+        self._metrics.count_scored(1, int(anomaly))
+        return orjson.dumps({"anomaly": anomaly, "score": score, "model_version": bundle.version})
+
+    def _bundle(self) -> ModelBundle:
+        """The model to answer with (taken once per request: a reload never mixes two models), or 503."""
+        bundle = self._store.bundle
+        if bundle is None:
+            raise Refusal(503, {"detail": f"model not loaded: {self._store.error}"})
+        return bundle
 
     def _too_large(self) -> Refusal:
         return Refusal(413, {"detail": f"request body exceeds MAX_BODY_BYTES={self._settings.max_body_bytes} bytes"})
