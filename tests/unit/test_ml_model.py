@@ -115,6 +115,21 @@ def test_compiled_scores_equal_scikit_learn(saved_model: Path) -> None:
     np.testing.assert_allclose(bundle.score(latency, error), -bundle.forest.score_samples(x), rtol=1e-12, atol=0)
 
 
+def test_one_row_scores_equal_the_batch_scores_to_the_bit(saved_model: Path) -> None:
+    bundle = load_bundle(saved_model)
+    rng = np.random.default_rng(11)
+    trees = [e.tree_ for e in bundle.forest.estimators_[:5]]
+    latency_cuts = np.concatenate([t.threshold[t.feature == 0] for t in trees])
+    error_cuts = np.concatenate([t.threshold[t.feature == 1] for t in trees])
+    huge = [0.0, 1e30, 3.4028234663852886e38, 3.5e38, 1e300]  # at and beyond float32's range
+    latency = np.concatenate([rng.lognormal(5.3, 1.0, 2000), latency_cuts, huge, np.full(len(error_cuts), 210.0)])
+    error = np.concatenate([rng.uniform(0, 1, 2000), np.full(len(latency_cuts), 0.01), [0.5] * len(huge), error_cuts])
+    anomaly, score = bundle.predict(latency, error)
+    one_by_one = [bundle.predict_one(lat, err) for lat, err in zip(latency.tolist(), error.tolist(), strict=True)]
+    assert [s for _, s in one_by_one] == score.tolist()
+    assert [a for a, _ in one_by_one] == anomaly.tolist()
+
+
 def test_compiled_scores_equal_scikit_learn_with_a_constant_feature() -> None:
     rng = np.random.default_rng(1)
     x = np.column_stack([rng.normal(200, 30, 500), np.zeros(500)])  # no split can use feature 1
