@@ -316,7 +316,10 @@ def load_bundle(model_path: Path) -> ModelBundle:
             context_metadata=manifest.context,
             context_model=ContextModel.from_metadata(context_forest, manifest.context),
         )
-        width, _ = len(bundle.context_features), bundle.gate_config
+        # The context vector is the forest's features, then the service's history (surprise, its weight).
+        width, _ = len(manifest.context["forest_features"]), bundle.gate_config
+        if len(bundle.context_features) != width + 2:
+            raise ValueError(f"{len(bundle.context_features)} context features for a forest of {width}")
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelIntegrityError(f"{model_path} holds malformed context metadata ({exc!r})") from None
     if context_forest.n_features_in_ != width:

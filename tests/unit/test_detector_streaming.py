@@ -102,3 +102,32 @@ def test_score_batch_answers_each_event_in_order(model) -> None:
     flagged = [e.label for e, (a, _) in zip(events, verdicts, strict=True) if a]
     assert flagged.count("error_burst") >= 2
     assert len(flagged) - flagged.count("error_burst") <= 1  # at most one false alarm
+
+
+def _bimodal_latency(seed: int, count: int) -> np.ndarray:
+    """A cache in front of a database: 80% hits around 5 ms, 20% misses around 200 ms (not log-normal)."""
+    rng = np.random.default_rng(seed)
+    hit = rng.random(count) < 0.8
+    return np.where(hit, rng.lognormal(np.log(5.0), 0.2, count), rng.lognormal(np.log(200.0), 0.2, count))
+
+
+def test_service_with_its_own_shape_of_normal_is_learned_from_its_history(model) -> None:
+    """The forest alone reads every cache miss as a spike; the service's own history says misses are normal."""
+    forest, metadata = model
+    latency = _bimodal_latency(3, 6000)
+    forest_only = json.loads(json.dumps(metadata))
+    forest_only["context"]["history_weight_max"] = 0.0
+
+    def alerts(meta, values):
+        output = ContextDetector.from_metadata(forest, meta).score_arrays(
+            ["cache"] * len(values), values, np.full(len(values), 0.001)
+        )
+        return np.flatnonzero(output.anomaly)
+
+    assert len(alerts(forest_only, latency)) >= 3  # what the history is needed against
+    assert len(alerts(metadata, latency)) <= 1
+    # ...and an outage (every call x8 for 100 events) on that service is still caught, within 5 events.
+    outage = latency.copy()
+    outage[5000:5100] *= 8.0
+    caught = alerts(metadata, outage)
+    assert any(5000 <= i < 5005 for i in caught)

@@ -1,6 +1,23 @@
-"""Per-service streaming state and the scale-free context features computed from it."""
+"""Per-service streaming state and the context vector computed from it.
 
+The vector has two parts:
+
+* ``FEATURES``: scale-free deviations in the service's own spread (log-latency baselines with capped
+  learning, so an incident does not become the normal). The IsolationForest scores these. They assume the
+  shape of normal latency (log-normal noise around a level), which is right for a young service.
+* ``surprise`` and ``history_weight``: the service's OWN history speaking. A few raw signals (distance from
+  the long-term level, step size, shift of the recent mean, error excess) are each ranked against that
+  signal's last ``history`` values: the tail surprisal ``-log P(signal >= s)`` in nats, exact in the bulk and
+  an exponential tail (fitted to the top 10%) beyond it; ``surprise`` is the largest. This is what makes
+  one threshold fit a CPU percentage, a tweet count and a 20 ms service. ``history_weight`` says how much
+  that history is trusted: 0 for a new service, rising to ``history_weight_max`` as events accumulate.
+
+The service side (``ContextModel``) blends the forest's verdict with ``surprise`` by ``history_weight``.
+"""
+
+import bisect
 import math
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -15,6 +32,12 @@ FEATURES = (
     "volatility_log_ratio",  # recent spread against the baseline spread (noise bursts, flatlines)
     "error_excess",  # error rate above the service's own usual error rate
 )
+CONTEXT_FEATURES = (  # the context vector the processor sends: the forest's features, then the history's
+    *FEATURES,
+    "surprise",  # largest tail surprisal (nats) of the calibrated signals against the service's own history
+    "history_weight",  # how far the blend trusts ``surprise`` over the forest: 0 (new service) .. max
+)
+N_SIGNALS = 4  # calibrated signals: level distance, step size, recent-mean shift, error excess
 
 
 @dataclass(frozen=True)
@@ -31,6 +54,122 @@ class ContextConfig:
     clip_sigmas: float = 4.0  # an outlier moves the baseline as if it were this many spreads away
     error_floor: float = 0.01  # smallest error-rate spread: below 1 point, error changes are noise
     log_values: bool = True  # learn on sign(x)·log1p(|x|): multiplicative changes weigh the same at 20 ms and 2 s
+    # The calibrated signals (raw values; the calibration takes care of scale and shape).
+    surprise_alpha: float = 0.001  # EWMA weight of their long-term level and spreads (exact mean while fewer)
+    surprise_window: int = 10  # recent events behind the recent-mean shift
+    history: int = 1000  # past values of each signal its calibration ranks against
+    min_history: int = 20  # calibration needs this many past values (else surprisal 0)
+    tail_quantile: float = 0.9  # beyond this quantile of the history, an exponential tail is extrapolated
+    max_tail: float = 20.0  # tail term when the history's top is flat (any excess is unprecedented)
+    # history_weight = max * n / (n + events): a young service is judged by the forest; a mature one half
+    # by the forest, half by its own history (measured: more than half lets repeated incidents in a long
+    # history hide the next one; less loses the real-data benefit).
+    history_weight_max: float = 0.5
+    history_weight_events: float = 300.0
+
+
+class SignalCalibration:
+    """One signal's last ``history`` values, kept sorted: the tail surprisal of a new value against them."""
+
+    __slots__ = ("recent", "ordered")
+
+    def __init__(self, values: Iterable[float] = ()) -> None:
+        self.recent: deque[float] = deque(values)
+        self.ordered: list[float] = sorted(self.recent)
+
+    def surprisal(self, value: float, config: ContextConfig) -> float:
+        ordered = self.ordered
+        size = len(ordered)
+        if size < config.min_history:
+            return 0.0
+        k = int(config.tail_quantile * size)
+        start = ordered[k]
+        if value > start:
+            tail = size - k
+            excess = sum(ordered[k:]) / tail - start  # scale of the exponential tail: the mean excess
+            return math.log(size / tail) + ((value - start) / excess if excess > 0.0 else config.max_tail)
+        at_least = size - bisect.bisect_left(ordered, value)
+        return -math.log((at_least + 1) / (size + 1))
+
+    def learn(self, value: float, history: int) -> None:
+        self.recent.append(value)
+        bisect.insort(self.ordered, value)
+        if len(self.recent) > history:
+            del self.ordered[bisect.bisect_left(self.ordered, self.recent.popleft())]
+
+
+class ServiceHistory:
+    """The calibrated-signal state of one service: raw long-term moments, recent values, calibrations."""
+
+    __slots__ = ("count", "mean", "var", "step_var", "error_mean", "error_var", "recent", "calibrations")
+
+    def __init__(self, window: int) -> None:
+        self.count = 0
+        self.mean = self.var = self.step_var = self.error_mean = self.error_var = 0.0
+        self.recent: deque[float] = deque(maxlen=window)
+        self.calibrations = [SignalCalibration() for _ in range(N_SIGNALS)]
+
+    def surprise(self, y: float, e: float, cfg: ContextConfig) -> float:
+        """The largest calibrated surprisal of this event (0.0 while too young), then learn it."""
+        count = self.count
+        best = 0.0
+        if count >= 2:
+            mean = self.mean
+            tiny = 1e-9 * (abs(mean) + 1.0)
+            spread = math.sqrt(self.var) + tiny
+            recent = self.recent
+            step = y - recent[-1]
+            kept = min(len(recent), cfg.surprise_window - 1)
+            shifted = (sum(recent) - sum(recent[j] for j in range(len(recent) - kept)) + y) / (kept + 1)
+            signals = (
+                abs(y - mean) / spread,
+                abs(step) / (math.sqrt(self.step_var) + tiny),
+                abs(shifted - mean) / spread,
+                max(e - self.error_mean, 0.0) / math.sqrt(self.error_var + cfg.error_floor**2),
+            )
+            history = cfg.history
+            for calibration, signal in zip(self.calibrations, signals, strict=True):
+                value = calibration.surprisal(signal, cfg)
+                if value > best:
+                    best = value
+                calibration.learn(signal, history)
+        self._learn(y, e, cfg.surprise_alpha)
+        return best
+
+    def _learn(self, y: float, e: float, long_alpha: float) -> None:
+        """Exact running moments while young, exponentially weighted (time constant 1/long_alpha) after."""
+        count = self.count = self.count + 1
+        if count == 1:
+            self.mean, self.error_mean = y, e
+            self.recent.append(y)
+            return
+        alpha = max(1.0 / count, long_alpha)
+        delta = y - self.mean
+        self.mean += alpha * delta
+        self.var = (1.0 - alpha) * (self.var + alpha * delta * delta)
+        step = y - self.recent[-1]
+        self.step_var = step * step if count == 2 else (1.0 - alpha) * self.step_var + alpha * step * step
+        e_delta = e - self.error_mean
+        self.error_mean += alpha * e_delta
+        self.error_var = (1.0 - alpha) * (self.error_var + alpha * e_delta * e_delta)
+        self.recent.append(y)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            **{name: getattr(self, name) for name in ("count", "mean", "var", "step_var", "error_mean", "error_var")},
+            "recent": list(self.recent),
+            "history": [list(c.recent) for c in self.calibrations],
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any], window: int) -> "ServiceHistory":
+        history = cls(window)
+        history.count = int(state["count"])
+        for name in ("mean", "var", "step_var", "error_mean", "error_var"):
+            setattr(history, name, float(state[name]))
+        history.recent.extend(float(v) for v in state["recent"])
+        history.calibrations = [SignalCalibration(float(v) for v in values) for values in state["history"]]
+        return history
 
 
 class ServiceContext:
@@ -48,22 +187,26 @@ class ServiceContext:
         "step_var",
         "error_mean",
         "error_var",
+        "history",
     )
+    _NUMBERS = __slots__[:-1]
 
-    def __init__(self) -> None:
+    def __init__(self, window: int = 10) -> None:
         self.count = 0
         self.slow_mean = self.slow_var = self.fast_mean = self.fast_var = 0.0
         self.medium_mean = self.long_mean = self.last = self.step_var = 0.0
         self.error_mean = self.error_var = 0.0
+        self.history = ServiceHistory(window)
 
-    def state(self) -> dict[str, float]:
-        return {name: getattr(self, name) for name in self.__slots__}
+    def state(self) -> dict[str, Any]:
+        return {**{name: getattr(self, name) for name in self._NUMBERS}, "history": self.history.state()}
 
     @classmethod
-    def from_state(cls, state: Mapping[str, float]) -> "ServiceContext":
-        context = cls()
-        for name in cls.__slots__:
+    def from_state(cls, state: Mapping[str, Any], window: int = 10) -> "ServiceContext":
+        context = cls(window)
+        for name in cls._NUMBERS:
             setattr(context, name, type(getattr(context, name))(state[name]))
+        context.history = ServiceHistory.from_state(state["history"], window)
         return context
 
 
@@ -86,13 +229,16 @@ class ContextTracker:
     def features(
         self, services: Sequence[str], latency_ms: Iterable[float], error_rate: Iterable[float]
     ) -> tuple[np.ndarray, np.ndarray]:
-        """``(features (n, len(FEATURES)), warm (n,) bool)`` for events given column-wise, in stream order."""
+        """``(context (n, len(CONTEXT_FEATURES)), warm (n,) bool)`` for events given column-wise, in stream order."""
         cfg = self.config
-        values = transform(np.fromiter(latency_ms, dtype=np.float64), cfg).tolist()
+        raw = np.fromiter(latency_ms, dtype=np.float64)
+        values = transform(raw, cfg).tolist()
+        raw_values = raw.tolist()
         errors = np.fromiter(error_rate, dtype=np.float64).tolist()
         n = len(values)
-        out = np.zeros((n, len(FEATURES)), dtype=np.float64)
-        rows = out.tolist()
+        width = len(CONTEXT_FEATURES)
+        rows = np.zeros((n, width), dtype=np.float64).tolist()
+        weight_max, weight_events = cfg.history_weight_max, cfg.history_weight_events
         warm = [False] * n
         a_f, a_s, a_m, a_l = cfg.fast_alpha, cfg.slow_alpha, cfg.medium_alpha, cfg.long_alpha
         clip, warmup, err_floor_sq = cfg.clip_sigmas, cfg.warmup_events, cfg.error_floor**2
@@ -102,10 +248,11 @@ class ContextTracker:
             name = services[i]
             ctx = contexts.get(name)
             if ctx is None:
-                ctx = contexts[name] = ServiceContext()
+                ctx = contexts[name] = ServiceContext(cfg.surprise_window)
             y = values[i]
             e = errors[i]
             count = ctx.count
+            surprise = ctx.history.surprise(raw_values[i], e, cfg)
             if count < warmup:
                 _learn_warmup(ctx, y, e)
                 continue
@@ -127,6 +274,8 @@ class ContextTracker:
             row[3] = step / step_sd
             row[4] = log((fast_var + 1e-12 * sd) / (slow_var + 1e-12 * sd) + 1e-12)
             row[5] = e_dev / sqrt(ctx.error_var + err_floor_sq)
+            row[6] = surprise
+            row[7] = weight_max * count / (count + weight_events)
             warm[i] = True
             # Learn: an outlier pulls the baselines no further than ``clip`` spreads, so an incident
             # does not become the new normal at once, yet a lasting shift is absorbed in time.
@@ -145,7 +294,7 @@ class ContextTracker:
             ctx.error_mean += a_s * e_dev
             ctx.error_var = (1.0 - a_s) * (ctx.error_var + a_s * e_dev * e_dev)
             ctx.count = count + 1
-        return np.array(rows, dtype=np.float64).reshape(n, len(FEATURES)), np.array(warm, dtype=bool)
+        return np.array(rows, dtype=np.float64).reshape(n, width), np.array(warm, dtype=bool)
 
     def state_dict(self) -> dict[str, Any]:
         """A JSON-able snapshot of every service's state and the configuration."""
@@ -153,7 +302,8 @@ class ContextTracker:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.config = ContextConfig(**state["config"])
-        self.services = {name: ServiceContext.from_state(s) for name, s in state["services"].items()}
+        window = self.config.surprise_window
+        self.services = {name: ServiceContext.from_state(s, window) for name, s in state["services"].items()}
 
 
 def _learn_warmup(ctx: ServiceContext, y: float, e: float) -> None:

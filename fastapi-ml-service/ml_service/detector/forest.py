@@ -6,6 +6,7 @@ numpy step, so a batch costs ``max_depth`` vectorised gathers. The result equals
 to floating-point summation order (checked in ``tests/unit/test_detector_forest.py``).
 """
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -66,30 +67,43 @@ class FlatForest:
 
 
 class ContextModel:
-    """Stateless scorer of context features: the forest plus the excess beyond the healthy feature range.
+    """Stateless scorer of context vectors (``context.CONTEXT_FEATURES``), in nats: the forest's verdict blended
+    with the service's own history.
 
-    ``score(features)`` is all the ML service needs (features come from the processor's ``ContextTracker``).
+    * The forest scores ``FEATURES`` (plus the excess beyond the healthy feature range), and that score is put
+      in nats by its tail on held-out healthy traffic: ``log(10) + (score - q90) / mean excess over q90``.
+    * The result is ``(1 - w) * forest_nats + w * surprise``, ``w = history_weight`` (0 for a young service).
+
+    ``score(vectors)`` is all the ML service needs (vectors come from the processor's ``ContextTracker``).
     """
 
     def __init__(
-        self, forest: IsolationForest, feature_range: tuple[np.ndarray, np.ndarray] | None, excess_weight: float
+        self,
+        forest: IsolationForest,
+        feature_range: tuple[np.ndarray, np.ndarray] | None,
+        excess_weight: float,
+        calibration: tuple[float, float] | None = None,
     ) -> None:
         self.forest = forest
         self.flat = FlatForest(forest)
         self.feature_range = feature_range
         self.excess_weight = excess_weight
+        self.calibration = calibration  # (q90, mean excess) of the forest score on healthy traffic
 
     @classmethod
     def from_metadata(cls, forest: IsolationForest, metadata: Mapping[str, Any]) -> "ContextModel":
-        """The model as ``train_context_model`` described it (``feature_low``/``feature_high``, ``excess_weight``)."""
+        """The model as ``train_context_model`` described it."""
+        calibration = metadata["forest_calibration"]
         return cls(
             forest,
             (np.asarray(metadata["feature_low"], dtype=np.float64), np.asarray(metadata["feature_high"], np.float64)),
             float(metadata["training"]["excess_weight"]),
+            (float(calibration["q90"]), float(calibration["excess"])),
         )
 
-    def score(self, features: np.ndarray) -> np.ndarray:
-        """Raw score per row (higher = more anomalous): the forest's, plus the log-excess beyond the healthy range.
+    def forest_score(self, features: np.ndarray) -> np.ndarray:
+        """The forest's score per row of ``FEATURES`` (higher = more anomalous), plus the log-excess beyond the
+        healthy range.
 
         An IsolationForest cannot rank points outside its training range: a 5x and a 50x spike land in the
         same leaf. The excess (in units of the healthy range, log-compressed) breaks that tie; inside the
@@ -103,3 +117,18 @@ class ContextModel:
         span = high - low
         excess = np.maximum((features - high) / span, (low - features) / span).max(axis=1)
         return forest_score + self.excess_weight * np.log1p(np.clip(excess, 0.0, 1e9))
+
+    def forest_nats(self, forest_score: np.ndarray) -> np.ndarray:
+        """The forest's score as a tail surprisal on healthy traffic (nats, at least 0)."""
+        if self.calibration is None:
+            raise ValueError("this context model has no forest calibration")
+        q90, excess = self.calibration
+        return np.maximum(0.0, math.log(10.0) + (forest_score - q90) / excess)
+
+    def score(self, vectors: np.ndarray) -> np.ndarray:
+        """Score per context vector, in nats (higher = more anomalous)."""
+        vectors = np.asarray(vectors, dtype=np.float64)
+        width = self.flat.n_features
+        forest_nats = self.forest_nats(self.forest_score(vectors[:, :width]))
+        weight = vectors[:, width + 1]
+        return (1.0 - weight) * forest_nats + weight * vectors[:, width]

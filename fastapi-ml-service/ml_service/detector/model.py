@@ -11,7 +11,7 @@ from log_simulator.profiles import NormalProfile
 from sklearn.ensemble import IsolationForest
 
 from eventbus import LogEvent
-from ml_service.detector.context import FEATURES, ContextConfig, ContextTracker
+from ml_service.detector.context import CONTEXT_FEATURES, FEATURES, ContextConfig, ContextTracker
 from ml_service.detector.forest import ContextModel
 from ml_service.detector.gate import AlertGate, GateConfig
 
@@ -24,8 +24,9 @@ class TrainingConfig:
     events_per_service: int = 2500
     n_estimators: int = 50  # as good as 100 on the scenarios and NAB, half the scoring cost
     max_samples: int = 512
-    threshold_quantile: float = 0.9999  # of the forest's score on the training traffic
-    threshold_margin: float = 0.0  # added to that quantile: flag only clearly unusual context
+    # Scores are surprisals in nats, so the threshold is one: a forest score this far into the healthy tail,
+    # or a signal this rare in the service's own history (~1 in 8,000), or a blend of both.
+    threshold: float = 9.0
     range_quantile: float = 0.001  # the healthy range of each feature: its 0.1% .. 99.9% quantiles
     excess_weight: float = 0.5  # weight of the log-excess beyond the healthy range, added to the forest score
     cooldown_events: int = 120  # after an alert, this many events of the same service raise no new alert
@@ -87,35 +88,39 @@ def train_context_model(
     """
     training = training or TrainingConfig()
     context = context or ContextConfig()
+    width = len(FEATURES)
     services, latency, error = normal_training_stream(training)
-    features, warm = ContextTracker(context).features(services, latency, error)
-    matrix = features[warm]
+    vectors, warm = ContextTracker(context).features(services, latency, error)
+    matrix = vectors[warm][:, :width]
     forest = IsolationForest(
         n_estimators=training.n_estimators,
         max_samples=min(training.max_samples, len(matrix)),
         random_state=training.seed,
         n_jobs=1,
     ).fit(matrix)
-    # The threshold comes from the whole detector replayed on healthy traffic it has not seen (another
-    # seed): the highest scores normal traffic reaches, plus a margin.
     low = np.quantile(matrix, training.range_quantile, axis=0)
     high = np.quantile(matrix, 1.0 - training.range_quantile, axis=0)
-    detector = ContextDetector(
-        ContextModel(forest, (low, high), training.excess_weight), GateConfig(math.inf, 0), context
-    )
+    # The forest's score is put in nats by its tail on healthy traffic it has not seen (another seed).
     held_out = normal_training_stream(replace(training, seed=training.seed + 1))
-    output = detector.score_arrays(*held_out)
-    final = output.score[output.warm]
-    threshold = float(np.quantile(final, training.threshold_quantile)) + training.threshold_margin
+    held_vectors, held_warm = ContextTracker(context).features(*held_out)
+    model = ContextModel(forest, (low, high), training.excess_weight)
+    healthy = model.forest_score(held_vectors[held_warm][:, :width])
+    q90 = float(np.quantile(healthy, 0.9))
+    calibration = {"q90": q90, "excess": float(healthy[healthy > q90].mean() - q90)}
+    model.calibration = (calibration["q90"], calibration["excess"])
+    final = model.score(held_vectors[held_warm])
+    threshold = training.threshold
     metadata = {
         "kind": "context-iforest",
         "trained_at": datetime.now(UTC).isoformat(),
-        "features": list(FEATURES),
+        "features": list(CONTEXT_FEATURES),
+        "forest_features": list(FEATURES),
         "threshold": threshold,
         "context": asdict(context),
         "training": asdict(training),
         "feature_low": low.tolist(),
         "feature_high": high.tolist(),
+        "forest_calibration": calibration,
         "training_rows": int(len(matrix)),
         "training_flag_rate": float(np.mean(final > threshold)),
         "feature_summary": {
