@@ -4,6 +4,11 @@ Delivery is at-least-once: the offsets of a batch are committed only after every
 that batch was acknowledged by Kafka and printed. Whatever stops the loop before that (a crash, SIGKILL, a lost
 partition) leaves the offsets uncommitted, and the batch is handled again by whoever owns the partitions next.
 
+The commit itself is asynchronous: it is sent once the batch is acknowledged and completes while the next batch
+is polled and scored (a commit costs a broker round trip of ~10 ms, a third of a small batch's cycle). At most
+one commit is in flight; offsets not yet confirmed are sent again with the next one, and on stop the remainder
+is committed synchronously.
+
 While the ML service or Kafka is unavailable the same batch is retried with capped exponential backoff; the
 assigned partitions stay paused and the consumer keeps polling, so it stays in its group without consuming more.
 """
@@ -16,7 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError
+from kafka.errors import CommitFailedError, IllegalStateError, KafkaError, KafkaTimeoutError
+from kafka.future import Future
 from kafka.partitioner.default import murmur2
 from kafka.structs import OffsetAndMetadata
 
@@ -197,6 +203,9 @@ class Pipeline:
         self._epoch = 0  # counts revocations
         self._revoked_at: dict[TopicPartition, int] = {}  # partition -> epoch of its last revocation
         self._holding = False
+        # Offsets of records handled (acknowledged, printed) and not yet confirmed committed, per partition.
+        self._uncommitted: dict[TopicPartition, OffsetAndMetadata] = {}
+        self._commit_in_flight: tuple[Future, dict[TopicPartition, OffsetAndMetadata]] | None = None
         consumer.subscribe([kafka.logs_topic], listener=_Listener(self))
 
     # -- the loop ------------------------------------------------------------------------------------------
@@ -207,6 +216,11 @@ class Pipeline:
         self.metrics.loop_running(True)
         try:
             self._run(backoff)
+        except Exception:
+            self._commit_handled_once()  # what was acknowledged need not be redone after a fix and restart
+            raise
+        else:
+            self.commit_handled()
         finally:
             self.metrics.loop_running(False)
 
@@ -227,8 +241,9 @@ class Pipeline:
                 self.stop.wait(delay)
 
     def run_once(self) -> int:
-        """Poll one batch and handle it; return how many records were handled and committed."""
+        """Poll one batch and handle it; return how many records were handled (their commit is on its way)."""
         self.metrics.beat()
+        self._send_commit()
         records, epoch = self._poll_batch()
         if not records:
             self.printer.tick()
@@ -302,10 +317,7 @@ class Pipeline:
         handled = [record for record in records if self._owned_since(record, epoch)]
         self.printer.batch(len(handled), scored.verdicts, scored.dead_letters)
         self._count(len(handled), scored)
-        offsets = commit_offsets(handled)
-        if not self._commit(offsets, epoch):
-            return 0
-        self._observe_lag(offsets)
+        self._commit_later(handled, epoch)
         return len(handled)
 
     def _count(self, handled: int, scored: ScoredBatch) -> None:
@@ -320,8 +332,14 @@ class Pipeline:
 
     def _observe_lag(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
         """Lag of each partition just committed: the highwater the consumer last fetched minus the commit."""
+        assigned = self._consumer.assignment()
         for tp, committed in offsets.items():
-            highwater = self._consumer.highwater(tp)
+            if tp not in assigned:
+                continue  # revoked since: its new owner reports it
+            try:
+                highwater = self._consumer.highwater(tp)
+            except IllegalStateError:  # revoked this very moment
+                continue
             if highwater is not None:
                 self.metrics.set_lag(tp.topic, tp.partition, highwater - committed.offset)
 
@@ -497,13 +515,75 @@ class Pipeline:
 
     # -- committing ----------------------------------------------------------------------------------------
 
+    def _commit_later(self, handled: Sequence[ConsumedRecord], epoch: int) -> None:
+        """Queue the offsets of ``handled`` (acknowledged and printed) for commit, and send a commit if none is out."""
+        offsets = commit_offsets(handled)
+        with self._lock:  # atomic with a revocation, which drops the revoked partitions' offsets
+            for tp, om in offsets.items():
+                if self._revoked_at.get(tp, -1) > epoch:
+                    continue
+                held = self._uncommitted.get(tp)
+                if held is None or om.offset > held.offset:
+                    self._uncommitted[tp] = om
+        self._send_commit()
+
+    def _send_commit(self) -> None:
+        """Settle the commit in flight if it is done, then send every offset not yet confirmed (one at a time,
+        so a later commit can never be overtaken by an earlier one)."""
+        if self._commit_in_flight is not None:
+            future, sent = self._commit_in_flight
+            if not future.is_done:
+                return
+            self._commit_in_flight = None
+            self._settle(future, sent)
+        with self._lock:
+            offsets = dict(self._uncommitted)
+        if offsets:
+            self._commit_in_flight = (self._consumer.commit_async(offsets), offsets)
+
+    def _settle(self, future: Future, sent: dict[TopicPartition, OffsetAndMetadata]) -> None:
+        if future.failed():
+            # Kept in _uncommitted: the next commit carries them (a revoked partition's were dropped).
+            log.warning("commit of %s failed (%s): sent again with the next one", _offsets_text(sent), future.exception)
+            return
+        self._confirm(sent)
+
+    def _confirm(self, committed: dict[TopicPartition, OffsetAndMetadata]) -> None:
+        with self._lock:
+            for tp, om in committed.items():
+                held = self._uncommitted.get(tp)
+                if held is not None and held.offset <= om.offset:
+                    del self._uncommitted[tp]
+        log.debug("committed %s", _offsets_text(committed))
+        self._observe_lag(committed)
+
+    def _commit_handled_once(self) -> None:
+        with self._lock:
+            offsets = dict(self._uncommitted)
+        if offsets:
+            try:
+                self._consumer.commit(offsets, timeout_ms=COMMIT_TIMEOUT_MS)
+            except KafkaError as exc:
+                log.warning("commit of %s failed (%s): these records may be handled again", _offsets_text(offsets), exc)
+
+    def commit_handled(self) -> bool:
+        """Commit synchronously every offset handled and not yet confirmed (on stop); False if some were not."""
+        with self._lock:
+            offsets = dict(self._uncommitted)
+        if not offsets:
+            return True
+        committed = self._commit(offsets, self._current_epoch())
+        if committed:
+            self._commit_in_flight = None  # the synchronous commit went out after it and covers it
+            self._confirm(offsets)
+        return committed
+
     def _commit(self, offsets: dict[TopicPartition, OffsetAndMetadata], epoch: int) -> bool:
         """Commit ``offsets``, retrying while Kafka is unavailable; False if they were not committed."""
         backoff = self._backoff()
         while offsets:
             try:
                 self._consumer.commit(offsets, timeout_ms=COMMIT_TIMEOUT_MS)
-                log.debug("committed %s", {f"{tp.topic}[{tp.partition}]": om.offset for tp, om in offsets.items()})
                 if backoff.attempts:
                     self.printer.notice(f"Kafka at {self._kafka.kafka_bootstrap_servers} is back: offsets committed.")
                 return True
@@ -555,6 +635,8 @@ class Pipeline:
             self._epoch += 1
             for tp in revoked:
                 self._revoked_at[TopicPartition(tp.topic, tp.partition)] = self._epoch
+                # Its next owner starts from the last confirmed commit; a late commit of ours could move it back.
+                self._uncommitted.pop(TopicPartition(tp.topic, tp.partition), None)
                 self.metrics.forget_partition(tp.topic, tp.partition)
         if revoked:
             log.info("partitions revoked: %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in revoked))
@@ -589,6 +671,10 @@ def _ranges(records: Sequence[ConsumedRecord]) -> dict[str, tuple[int, int]]:
         first, last = ranges.get(name, (r.offset, r.offset))
         ranges[name] = (min(first, r.offset), max(last, r.offset))
     return ranges
+
+
+def _offsets_text(offsets: dict[TopicPartition, OffsetAndMetadata]) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]={om.offset}" for tp, om in sorted(offsets.items()))
 
 
 def _describe(error: BaseException) -> str:

@@ -46,6 +46,8 @@ class FakeConsumer:
         self.listener: Any = None
         self.on_poll: Callable[[], None] | None = None
         self.highwaters: dict[TopicPartition, int] = {}
+        self.hold_commits = False
+        self.commits_out: list[Future] = []
 
     def subscribe(self, topics: list[str], listener: Any) -> None:
         self.listener = listener
@@ -80,6 +82,20 @@ class FakeConsumer:
 
     def commit(self, offsets: dict[TopicPartition, OffsetAndMetadata], timeout_ms: int | None = None) -> None:
         self.effects.append(("commit", {tp.partition: om.offset for tp, om in offsets.items()}))
+
+    def commit_async(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> Future:
+        """Answered at once, unless ``hold_commits``: then by ``answer_commits``."""
+        self.commit(offsets)
+        future = Future()
+        self.commits_out.append(future)
+        if not self.hold_commits:
+            self.answer_commits()
+        return future
+
+    def answer_commits(self, error: Exception | None = None) -> None:
+        for future in self.commits_out:
+            future.failure(error) if error else future.success(None)
+        self.commits_out = []
 
 
 class FakeProducer:
@@ -298,3 +314,61 @@ def test_a_rebalance_while_filling_a_batch_hands_back_the_partitions_records() -
 
     assert "send" not in h.kinds() and h.commits() == []
     assert [e for e in h.effects if e[0] == "seek"] == [("seek", 0, 0)]  # from the first record held, not 2
+
+
+def test_a_batch_handled_while_a_commit_is_out_is_committed_with_the_next_one() -> None:
+    h = Harness(ScriptedScorer())
+    h.consumer.hold_commits = True
+    h.queue(P0, [e.to_json() for e in h.events[:2]])
+    assert h.pipeline.run_once() == 2
+    h.queue(P0, [h.events[2].to_json()], first_offset=2)
+    h.queue(P1, [h.events[3].to_json()], first_offset=7)
+
+    assert h.pipeline.run_once() == 2
+    assert h.commits() == [{0: 2}]  # one commit at a time: a later one can never be overtaken by an earlier one
+
+    h.consumer.answer_commits()
+    h.pipeline.run_once()  # nothing more to poll: sends what was waiting
+    assert h.commits() == [{0: 2}, {0: 3, 1: 8}]
+
+
+def test_offsets_of_a_failed_commit_go_out_again_with_the_next_one() -> None:
+    h = Harness(ScriptedScorer())
+    h.consumer.hold_commits = True
+    h.queue(P1, [h.events[0].to_json()], first_offset=4)
+    h.pipeline.run_once()
+    h.consumer.answer_commits(KafkaConnectionError("broker gone"))
+    h.queue(P0, [h.events[1].to_json()])
+
+    h.pipeline.run_once()  # resends P1's offset at once, then handles P0's record while it is out
+    h.consumer.answer_commits(KafkaConnectionError("broker gone"))
+    h.pipeline.run_once()
+
+    assert h.commits() == [{1: 5}, {1: 5}, {0: 1, 1: 5}]
+
+
+def test_a_partition_revoked_before_its_commit_is_confirmed_is_left_to_its_next_owner() -> None:
+    h = Harness(ScriptedScorer())
+    h.consumer.hold_commits = True
+    h.queue(P0, [h.events[0].to_json()])
+    h.queue(P1, [h.events[1].to_json()], first_offset=9)
+    h.pipeline.run_once()
+    h.consumer.answer_commits(KafkaConnectionError("broker gone"))
+    h.consumer.listener.on_partitions_revoked([P1])
+    h.consumer.assigned = {P0}
+
+    assert h.pipeline.run_once() == 0
+
+    assert h.commits() == [{0: 1, 1: 10}, {0: 1}]
+
+
+def test_on_stop_what_was_handled_is_committed_before_run_returns() -> None:
+    h = Harness(ScriptedScorer())
+    h.consumer.hold_commits = True  # never answered: the broker is slow
+    h.queue(P0, [e.to_json() for e in h.events[:3]])
+    h.consumer.on_poll = lambda: h.stop.set() if h.commits() else None
+
+    h.pipeline.run()
+
+    assert h.commits() == [{0: 3}, {0: 3}]  # the asynchronous one, then the synchronous one on the way out
+    assert h.kinds()[-1] == "commit"
