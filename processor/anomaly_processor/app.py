@@ -26,6 +26,7 @@ from anomaly_processor.pipeline import Pipeline, consumer_overrides, producer_ov
 from anomaly_processor.retry import Backoff
 from anomaly_processor.scoring import HttpScorer, Scorer
 from anomaly_processor.settings import ProcessorSettings
+from anomaly_processor.workers import WORKER_FLAG, Supervisor, watch_parent
 from eventbus import BrokerUnavailableError, KafkaSettings, ensure_topics, make_consumer, make_producer
 from eventbus._clients import wait_for_broker
 
@@ -40,6 +41,9 @@ GC_GEN0_THRESHOLD = 50_000
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    worker: int | None = None
+    if len(args) == 2 and args[0] == WORKER_FLAG and args[1].isdigit():
+        worker, args = int(args[1]), []
     if args:
         print(usage())
         return 0 if args[0] in ("-h", "--help") else 2
@@ -56,11 +60,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     # kafka-python narrates every connection at INFO; its warnings are what matters unless debugging.
     logging.getLogger("kafka").setLevel(logging.DEBUG if settings.log_level == "DEBUG" else logging.WARNING)
+    workers = settings.worker_count(kafka.logs_partitions)
+    if worker is None and workers > 1:
+        return Supervisor(settings, workers).run()
     printer = Printer(
-        settings.print_mode, summary_interval_s=settings.summary_interval_s, auto_rate=settings.auto_summary_rate
+        settings.print_mode,
+        summary_interval_s=settings.summary_interval_s,
+        auto_rate=settings.auto_summary_rate,
+        label=f"worker {worker}" if worker is not None else "",
     )
     stop = threading.Event()
     install_signal_handlers(stop)
+    if worker is not None:
+        watch_parent(stop)
     tune_garbage_collector()
     metrics = ProcessorMetrics()
     server: MetricsServer | None = None
@@ -111,6 +123,8 @@ def usage() -> str:
         "Consumes LOGS_TOPIC, scores each event with the ML service, produces verdicts to PREDICTIONS_TOPIC",
         "and bad messages to DLQ_TOPIC, committing offsets only once their records are acknowledged.",
         "SIGINT/SIGTERM finish the batch in hand and exit 0; a second signal exits at once.",
+        "PROCESSOR_WORKERS=N runs N such processes in the group, started and supervised by this one",
+        f"(each is 'main.py {WORKER_FLAG} K'; one that fails stops them all).",
         "",
         "Environment:",
     ]

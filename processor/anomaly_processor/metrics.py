@@ -12,8 +12,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.utils import floatToGoString
 
 # The loop turns at least every poll (0.5 s) or retry wait (<= RETRY_BACKOFF_MAX_S); a scoring call or a
 # bisection of a rejected batch may hold it longer, but not this long unless it is stuck.
@@ -95,25 +97,75 @@ class ProcessorMetrics:
         return self._running and time.monotonic() - self._heartbeat < HEALTH_STALE_S
 
 
+def merge_metrics(texts: Iterable[str]) -> str:
+    """Prometheus texts of the workers as one: samples with the same name and labels summed.
+
+    Right for every metric here: counters and histograms add up, and a partition's lag gauge is reported by
+    the one worker that owns the partition (the others forgot it when it was revoked). The ``_created``
+    timestamps cannot be added up: they are left out.
+    """
+    families: dict[str, tuple[str, str]] = {}  # name -> (type, help), in first-seen order
+    samples: dict[tuple[str, str, tuple[tuple[str, str], ...]], float] = {}  # (family, sample, labels) -> sum
+    for text in texts:
+        for family in text_string_to_metric_families(text):
+            if family.name.endswith("_created"):
+                continue  # creation times of counters cannot be added up
+            families.setdefault(family.name, (family.type, family.documentation))
+            for sample in family.samples:
+                key = (family.name, sample.name, tuple(sorted(sample.labels.items())))
+                samples[key] = samples.get(key, 0.0) + sample.value
+    lines: list[str] = []
+    for name, (kind, documentation) in families.items():
+        lines.append(f"# HELP {name} {_escape(documentation, help_text=True)}")
+        lines.append(f"# TYPE {name} {kind}")
+        for (owner, sample_name, labels), value in samples.items():
+            if owner == name:
+                rendered = ",".join(f'{label}="{_escape(text)}"' for label, text in labels)
+                where = f"{{{rendered}}}" if labels else ""
+                lines.append(f"{sample_name}{where} {floatToGoString(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _escape(text: str, help_text: bool = False) -> str:
+    text = text.replace("\\", "\\\\").replace("\n", "\\n")
+    return text if help_text else text.replace('"', '\\"')
+
+
 class _QuietHandler(WSGIRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
         """No access log on stderr for every scrape."""
 
 
 class MetricsServer:
-    """``/metrics`` and ``/health`` on ``host:port`` in a daemon thread; ``close`` stops it."""
+    """``/metrics`` and ``/health`` on ``host:port`` in a daemon thread; ``close`` stops it.
 
-    def __init__(self, metrics: ProcessorMetrics, host: str, port: int) -> None:
-        scrape = make_wsgi_app(metrics.registry)
-        health: Callable[[], bool] = metrics.healthy
+    ``metrics`` is this process's; a supervisor of workers passes ``scrape`` (the Prometheus text) and
+    ``health`` instead.
+    """
+
+    def __init__(
+        self,
+        metrics: ProcessorMetrics | None,
+        host: str,
+        port: int,
+        *,
+        scrape: Callable[[], str] | None = None,
+        health: Callable[[], bool] | None = None,
+    ) -> None:
+        own = make_wsgi_app(metrics.registry) if metrics is not None else None
+        healthy: Callable[[], bool] = health or (metrics.healthy if metrics is not None else (lambda: False))
 
         def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
             if environ.get("PATH_INFO") == "/health":
-                ok = health()
+                ok = healthy()
                 start_response("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "application/json")])
                 return [b'{"status":"ok"}' if ok else b'{"status":"not processing"}']
-            result: Iterable[bytes] = scrape(environ, start_response)
-            return result
+            if own is not None:
+                result: Iterable[bytes] = own(environ, start_response)
+                return result
+            body = (scrape() if scrape is not None else "").encode()
+            start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST)])
+            return [body]
 
         self._server = make_server(host, port, app, ThreadingWSGIServer, handler_class=_QuietHandler)
         self.port = int(self._server.server_port)

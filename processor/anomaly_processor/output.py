@@ -26,6 +26,7 @@ _YELLOW = "\x1b[33m"
 _RESET = "\x1b[0m"
 _RATE_WINDOW_S = 1.0
 _PREVIEW_BYTES = 100
+_ATOMIC_WRITE_BYTES = 4096  # PIPE_BUF on Linux
 # C0 controls, DEL and C1 controls (which include the 8-bit CSI) become U+FFFD.
 _CONTROL_CHARS = dict.fromkeys([*range(0x00, 0x20), *range(0x7F, 0xA0)], "\ufffd")
 
@@ -77,8 +78,10 @@ class Printer:
         stream: TextIO | None = None,
         color: bool | None = None,
         clock: Callable[[], float] = time.monotonic,
+        label: str = "",
     ) -> None:
         self.mode = mode
+        self.label = f"[{label}] " if label else ""  # on notices and summaries, e.g. "[worker 1] "
         self.summary_interval_s = summary_interval_s
         self.auto_rate = auto_rate
         self.stream = stream if stream is not None else sys.stdout
@@ -121,7 +124,7 @@ class Printer:
 
     def notice(self, message: str) -> None:
         if self.mode != "quiet":
-            self._write(printable(message))
+            self._write(self.label + printable(message))
 
     def tick(self, now: float | None = None) -> None:
         """Print the summary if one is due; call it regularly, even when idle."""
@@ -130,7 +133,7 @@ class Printer:
             return
         due = self.mode == "summary" and self.consumed > self._consumed_at_last_summary
         if due or (self.mode == "auto" and self._suppressed):
-            self._write(self.summary_line(now))
+            self._write(self.label + self.summary_line(now))
         self._last_summary_at = now
         self._consumed_at_last_summary = self.consumed
         self._suppressed = False
@@ -149,7 +152,7 @@ class Printer:
         """A last line with the totals (not in quiet mode)."""
         if self.mode != "quiet":
             self._write(
-                f"[stopped] consumed={self.consumed} verdicts={self.verdicts} anomalies={self.anomalies} "
+                f"{self.label}[stopped] consumed={self.consumed} verdicts={self.verdicts} anomalies={self.anomalies} "
                 f"dead_lettered={self.dead_lettered} retries={self.retries}"
             )
 
@@ -168,7 +171,7 @@ class Printer:
         if not self._told_about_summary:
             self._told_about_summary = True
             self._write(
-                f"High rate (~{rate:.0f} events/s): printing a summary every {self.summary_interval_s:g}s "
+                f"{self.label}High rate (~{rate:.0f} events/s): printing a summary every {self.summary_interval_s:g}s "
                 "instead of a line per event (PRINT_MODE=events prints every event)."
             )
         return False
@@ -177,7 +180,22 @@ class Printer:
         return f"{colour}{line}{_RESET}" if self.color else line
 
     def _write(self, text: str) -> None:
-        self.stream.write(text + "\n")
+        # Several workers may share this stdout: whole lines in writes of at most PIPE_BUF bytes stay unmixed.
+        if len(text) < _ATOMIC_WRITE_BYTES // 4:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+            return
+        chunk: list[str] = []
+        size = 0
+        for line in text.split("\n"):
+            length = len(line.encode()) + 1
+            if chunk and size + length > _ATOMIC_WRITE_BYTES:
+                self.stream.write("\n".join(chunk) + "\n")
+                self.stream.flush()
+                chunk, size = [], 0
+            chunk.append(line)
+            size += length
+        self.stream.write("\n".join(chunk) + "\n")
         self.stream.flush()
 
 

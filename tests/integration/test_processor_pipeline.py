@@ -3,6 +3,7 @@
 Each test prints a tally: produced / verdicts / dead-lettered / lost / duplicates.
 """
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -20,11 +21,12 @@ import orjson
 import pytest
 from anomaly_processor.records import DeadLetter
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
 from log_simulator.generator import ServiceSpec
 from log_simulator.profiles import NormalProfile, generate_normal_events
 from prometheus_client.parser import text_string_to_metric_families
 
-from eventbus import KafkaSettings, LogEvent, Verdict
+from eventbus import KafkaSettings, LogEvent, Verdict, make_admin
 from tests.conftest import free_port
 from tests.integration.test_ml_server import wait_until_ready
 from tests.unit.ml_context import SMALL_CONTEXT_ARGS
@@ -107,6 +109,7 @@ class Processor:
     """``python processor/main.py`` with the test's topics; stdout and stderr go to files."""
 
     def __init__(self, env: dict[str, str], folder: Path, name: str) -> None:
+        self.env = env
         self.stdout_path = folder / f"{name}.out"
         self.stderr_path = folder / f"{name}.err"
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
@@ -569,3 +572,79 @@ def test_context_off_scores_each_event_alone(
         )
         with urllib.request.urlopen(request, timeout=5) as response:
             assert orjson.loads(response.read())["score"] == pytest.approx(verdict.score)
+
+
+# -- PROCESSOR_WORKERS -----------------------------------------------------------------------------------------
+
+
+def wait_for_members(kafka_settings: KafkaSettings, group: str, members: int, timeout_s: float = 60) -> None:
+    """Until the group is stable with ``members`` members sharing every partition of the logs topic."""
+    admin = make_admin(kafka_settings)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with contextlib.suppress(KafkaError):
+                info = admin.describe_groups([group])[group]
+                assigned = [
+                    p
+                    for member in info["members"]
+                    for topic in (member["member_assignment"] or {}).get("assigned_partitions", [])
+                    for p in topic["partitions"]
+                ]
+                stable = info["group_state"] == "Stable" and len(info["members"]) == members
+                if stable and sorted(assigned) == list(range(kafka_settings.logs_partitions)):
+                    return
+            time.sleep(0.2)
+        raise AssertionError(f"group {group} never had {members} members sharing the partitions")
+    finally:
+        admin.close()
+
+
+def worker_pids(processor: Processor) -> list[int]:
+    processor.wait_for_output(lambda out: "processor workers (pids " in out)
+    line = next(line for line in processor.stdout().splitlines() if "processor workers (pids " in line)
+    return [int(pid) for pid in line.split("(pids ", 1)[1].rstrip(")").split(", ")]
+
+
+def test_two_workers_give_every_event_one_verdict_and_commit_what_they_printed(
+    kafka_settings: KafkaSettings,
+    producer_factory: Callable[..., KafkaProducer],
+    topic_reader: Callable[[str], KafkaConsumer],
+    start_processor: Callable[..., Processor],
+) -> None:
+    processor = start_processor(PROCESSOR_WORKERS="2", BATCH_MAX="100")
+    assert len(worker_pids(processor)) == 2
+    wait_for_members(kafka_settings, start_processor.group, 2)  # type: ignore[attr-defined]
+    events = generate_normal_events(3000, seed=27)
+    produce(producer_factory(), kafka_settings.logs_topic, events_as_messages(events))
+
+    expected = {e.event_id for e in events}
+    _, counts = verdicts_for(topic_reader(kafka_settings.predictions_topic), expected)
+    metrics = scrape(int(processor.env["PROCESSOR_METRICS_PORT"]))
+    with urllib.request.urlopen(f"http://127.0.0.1:{processor.env['PROCESSOR_METRICS_PORT']}/health") as health:
+        assert health.status == 200
+    assert processor.stop(signal.SIGTERM) == 0, processor.diagnostics()
+
+    lost, duplicates = tally("PROCESSOR_WORKERS=2", len(events), counts, expected)
+    assert (lost, duplicates) == (0, 0)
+    # Both workers' counters, summed by the supervisor.
+    assert metrics[("processor_verdicts_total", ())] == len(events)
+    printed = processor.printed_event_ids()
+    assert sorted(printed) == sorted(expected)  # every line whole, though two processes share the stdout
+    offsets = committed_offsets(kafka_settings, start_processor.group, kafka_settings.logs_partitions)  # type: ignore[attr-defined]
+    assert event_ids_below(kafka_settings, offsets) == expected
+    assert processor.stdout().count("[stopped] consumed=") == 2
+
+
+def test_a_worker_that_dies_stops_the_others_and_the_supervisor_fails(
+    kafka_settings: KafkaSettings, start_processor: Callable[..., Processor]
+) -> None:
+    processor = start_processor(PROCESSOR_WORKERS="2")
+    first, second = worker_pids(processor)
+    wait_for_members(kafka_settings, start_processor.group, 2)  # type: ignore[attr-defined]
+
+    os.kill(first, signal.SIGKILL)
+
+    assert processor.process.wait(60) != 0, processor.diagnostics()
+    assert not Path(f"/proc/{second}").exists(), "the other worker was left running"
+    assert "Worker 0 exited with -9: stopping the others" in processor.stdout()
