@@ -126,6 +126,35 @@ def test_the_bulk_reader_reads_what_pydantic_reads(width: int) -> None:
         assert np.array_equal(getattr(bulk, name), getattr(expected, name)), name
 
 
+NUMBER_TEXTS = [
+    "0.1000000000000000055511151231257827",  # more digits than a double holds: rounds to 0.1
+    "2.2250738585072011e-308",  # near the smallest normal double
+    "4.9e-324",  # the smallest subnormal
+    "1e-400",  # underflows to 0
+    "123456789012345678901234567890",  # an integer beyond 64 bits
+    "9007199254740993",  # 2**53 + 1: rounds to even
+    "1.7976931348623157e308",  # the largest double
+    "1.7976931348623159e308",  # just beyond it: refused by both
+    "-0.0",
+    "1E5",
+    "0.5e-0",
+]
+
+
+@pytest.mark.parametrize("text", NUMBER_TEXTS)
+def test_the_bulk_reader_rounds_number_texts_as_pydantic_does(text: str) -> None:
+    body = f'[{{"latency_ms": {text}, "error_rate": 0.5, "context": [{text}, 1]}}]'.encode()
+    bulk = columns_from_json(body, 10)
+    try:
+        expected = columns_from_requests(batch_adapter(10).validate_json(body))
+    except ValueError:  # pydantic refuses it: the bulk reader must not accept it
+        assert bulk is None
+        return
+    assert bulk is not None
+    for name in ("latency_ms", "context_values"):
+        assert getattr(bulk, name).tobytes() == getattr(expected, name).tobytes(), name  # -0.0 is not 0.0
+
+
 BAD = [
     pytest.param(b"{}", id="object"),
     pytest.param(b"[5]", id="number-item"),

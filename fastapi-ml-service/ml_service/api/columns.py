@@ -1,21 +1,23 @@
 """Validated scoring input as numpy columns, read from a JSON batch in bulk or from pydantic-validated items.
 
 Validating a 10,000-item batch with pydantic costs more than parsing and scoring it together. The
-batch's bulk reader (``columns_from_json``) parses it with orjson and checks each field as a whole
-column, in C loops (``map``, ``set``, numpy): exact types (a bool or a string is not a number),
-finiteness, bounds and string lengths from ``schemas``, no unknown field. It only ever accepts: a body
-it cannot vouch for (a failed check, a rare shape such as an explicit ``null``, JSON orjson refuses)
-returns None, and the caller validates it with pydantic, which accepts it or names every bad field.
-So the rules and the 422 messages stay pydantic's; the bulk reader only makes valid bodies cheap.
+batch's bulk reader (``columns_from_json``) decodes it with msgspec straight into typed items that carry
+the schema's rules, in one C pass: exact types (a bool or a string is not a number), bounds and string
+lengths from ``schemas``, no unknown field, no explicit null where pydantic refuses one; JSON has no NaN
+or Infinity, and a number beyond float's range is refused, so every number is finite. It only ever
+accepts: a body it cannot vouch for returns None, and the caller validates it with pydantic, which
+accepts it or names every bad field. So the rules and the 422 messages stay pydantic's; the bulk reader
+only makes valid bodies cheap.
 """
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import chain, repeat
-from typing import Any, Final
+from itertools import chain
+from operator import attrgetter
+from typing import Annotated, Any, Final
 
+import msgspec
 import numpy as np
-import orjson
 from annotated_types import Ge, Le, MaxLen, MinLen
 from numpy.typing import NDArray
 from pydantic.types import AllowInfNan
@@ -30,9 +32,6 @@ from ml_service.schemas import (
     TIMESTAMP_RULES,
     PredictRequest,
 )
-
-_NUMBER_TYPES: Final = frozenset({float, int})  # strict: bool is not int here
-_TEXT_TYPES: Final = frozenset({str, type(None)})
 
 
 @dataclass(frozen=True)
@@ -49,19 +48,10 @@ class ScoringColumns:
         return len(self.latency_ms)
 
 
-@dataclass(frozen=True)
-class _Rules:
-    """Bounds of one field, read from its pydantic constraints."""
-
-    ge: float | None = None
-    le: float | None = None
-    min_length: int = 0
-    max_length: int | None = None
-
-
-def _rules(metadata: Sequence[Any]) -> _Rules:
+def _meta(rules: Sequence[Any]) -> msgspec.Meta:
+    """The same bounds as msgspec constraints."""
     found: dict[str, Any] = {}
-    for constraint in metadata:
+    for constraint in rules:
         if isinstance(constraint, Ge):
             found["ge"] = constraint.ge
         elif isinstance(constraint, Le):
@@ -73,58 +63,57 @@ def _rules(metadata: Sequence[Any]) -> _Rules:
         elif not (isinstance(constraint, AllowInfNan) and not constraint.allow_inf_nan):
             # A new kind of rule in the schema must be taught here, or the bulk reader would let it pass.
             raise TypeError(f"the bulk reader does not know the constraint {constraint!r}")
-    return _Rules(**found)
+    return msgspec.Meta(**found)
 
 
-_NUMBER_FIELDS: Final = {"latency_ms": _rules(LATENCY_RULES), "error_rate": _rules(ERROR_RATE_RULES)}
-_TEXT_FIELDS: Final = {
-    "event_id": _rules(EVENT_ID_RULES),
-    "timestamp": _rules(TIMESTAMP_RULES),
-    "service": _rules(SERVICE_RULES),
-    "label": _rules(LABEL_RULES),
-}
-_CONTEXT_FIELD: Final = "context"
-if set(PredictRequest.__annotations__) != {*_NUMBER_FIELDS, *_TEXT_FIELDS, _CONTEXT_FIELD}:
+class _Item(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """``PredictRequest`` for msgspec: same fields, rules and strictness (gc=False: no cycles, 10k fewer GC objects)."""
+
+    latency_ms: Annotated[float, _meta(LATENCY_RULES)]
+    error_rate: Annotated[float, _meta(ERROR_RATE_RULES)]
+    event_id: Annotated[str, _meta(EVENT_ID_RULES)] | None = None
+    timestamp: Annotated[str, _meta(TIMESTAMP_RULES)] | None = None
+    service: Annotated[str, _meta(SERVICE_RULES)] | None = None
+    label: Annotated[str, _meta(LABEL_RULES)] | None = None
+    # UNSET, not None: an explicit ``"context": null`` is refused, as pydantic does.
+    context: msgspec.UnsetType | Annotated[list[float], msgspec.Meta(min_length=1, max_length=MAX_CONTEXT_FEATURES)] = (
+        msgspec.UNSET
+    )
+
+
+if set(PredictRequest.__annotations__) != set(_Item.__struct_fields__):
     raise TypeError("PredictRequest's fields changed: teach the bulk reader in ml_service.api.columns")
+
+_DECODER: Final = msgspec.json.Decoder(list[_Item])
+_latency_of: Final = attrgetter("latency_ms")
+_error_rate_of: Final = attrgetter("error_rate")
+_context_of: Final = attrgetter("context")
 
 
 def columns_from_json(body: bytes, max_items: int) -> ScoringColumns | None:
     """The columns of a JSON array of at most ``max_items`` valid requests, or None if not certainly valid."""
     try:
-        items = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    if type(items) is not list or len(items) > max_items:
-        return None
-    if not items:
-        return _empty_columns()
-    if set(map(type, items)) != {dict}:
+        items = _DECODER.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError):
         return None
     count = len(items)
-    keys_seen = 0  # every key of every item must be one of the known fields: counted, not looked up
-    numbers: dict[str, NDArray[np.float64]] = {}
-    for name, rules in _NUMBER_FIELDS.items():
-        column = _number_column(list(map(dict.get, items, repeat(name))), rules)
-        if column is None:
-            return None
-        numbers[name] = column
-        keys_seen += count
-    for name, rules in _TEXT_FIELDS.items():
-        present = _text_present(list(map(dict.get, items, repeat(name))), rules)
-        if present is None:
-            return None
-        keys_seen += present
-    contexts = list(map(dict.get, items, repeat(_CONTEXT_FIELD)))
-    rows = [] if contexts.count(None) == count else [i for i, context in enumerate(contexts) if context is not None]
-    keys_seen += len(rows)
-    # An explicit null is counted as absent above, so it fails this check too: pydantic decides.
-    if sum(map(len, items)) != keys_seen:
+    if count > max_items:
         return None
-    context = _context_columns([contexts[i] for i in rows]) if rows else _empty_context()
-    if context is None:
+    latency_ms = np.fromiter(map(_latency_of, items), dtype=np.float64, count=count)
+    error_rate = np.fromiter(map(_error_rate_of, items), dtype=np.float64, count=count)
+    contexts = list(map(_context_of, items))
+    if contexts.count(msgspec.UNSET) == count:
+        rows: list[int] = []
+        given: list[list[float]] = []
+    else:
+        rows = [i for i, context in enumerate(contexts) if context is not msgspec.UNSET]
+        given = [contexts[i] for i in rows]
+    lengths = np.fromiter(map(len, given), dtype=np.intp, count=len(given))
+    values = np.fromiter(chain.from_iterable(given), dtype=np.float64, count=int(lengths.sum()))
+    # Already certain (JSON cannot spell a non-finite number, msgspec refuses one out of range); cheap to recheck.
+    if not (np.isfinite(latency_ms).all() and np.isfinite(error_rate).all() and np.isfinite(values).all()):
         return None
-    lengths, values = context
-    return ScoringColumns(numbers["latency_ms"], numbers["error_rate"], np.array(rows, dtype=np.intp), lengths, values)
+    return ScoringColumns(latency_ms, error_rate, np.array(rows, dtype=np.intp), lengths, values)
 
 
 def columns_from_requests(requests: Sequence[PredictRequest]) -> ScoringColumns:
@@ -139,54 +128,3 @@ def columns_from_requests(requests: Sequence[PredictRequest]) -> ScoringColumns:
         context_lengths=np.fromiter(map(len, contexts), dtype=np.intp, count=len(contexts)),
         context_values=np.fromiter(chain.from_iterable(contexts), dtype=np.float64),
     )
-
-
-def _number_column(values: list[Any], rules: _Rules) -> NDArray[np.float64] | None:
-    if not set(map(type, values)) <= _NUMBER_TYPES:
-        return None  # a missing field (None), a bool, a string...
-    column = np.array(values, dtype=np.float64)
-    valid = np.isfinite(column)
-    if rules.ge is not None:
-        valid &= column >= rules.ge
-    if rules.le is not None:
-        valid &= column <= rules.le
-    return column if bool(valid.all()) else None
-
-
-def _text_present(values: list[Any], rules: _Rules) -> int | None:
-    """How many items carry this optional text field, or None if one is not a string of an allowed length."""
-    types = set(map(type, values))
-    if not types <= _TEXT_TYPES:
-        return None
-    if str not in types:
-        return 0  # absent (or null) everywhere
-    texts = values if type(None) not in types else [v for v in values if v is not None]
-    lengths = np.fromiter(map(len, texts), dtype=np.intp, count=len(texts))
-    if int(lengths.min()) < rules.min_length or (
-        rules.max_length is not None and int(lengths.max()) > rules.max_length
-    ):
-        return None
-    return len(texts)
-
-
-def _context_columns(contexts: list[Any]) -> tuple[NDArray[np.intp], NDArray[np.float64]] | None:
-    if set(map(type, contexts)) != {list}:
-        return None
-    lengths = np.fromiter(map(len, contexts), dtype=np.intp, count=len(contexts))
-    if int(lengths.min()) < 1 or int(lengths.max()) > MAX_CONTEXT_FEATURES:
-        return None
-    flat = list(chain.from_iterable(contexts))
-    if not set(map(type, flat)) <= _NUMBER_TYPES:
-        return None
-    values = np.array(flat, dtype=np.float64)
-    return (lengths, values) if bool(np.isfinite(values).all()) else None
-
-
-def _empty_context() -> tuple[NDArray[np.intp], NDArray[np.float64]]:
-    return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.float64)
-
-
-def _empty_columns() -> ScoringColumns:
-    no_rows = np.zeros(0, dtype=np.float64)
-    lengths, values = _empty_context()
-    return ScoringColumns(no_rows, no_rows, np.zeros(0, dtype=np.intp), lengths, values)
