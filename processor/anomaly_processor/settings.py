@@ -63,7 +63,8 @@ class ProcessorSettings(BaseSettings):
     processor_workers: int | Literal["auto"] = Field(
         default=1,
         description="Processes consuming in the group, started and supervised by this one: one process tops out "
-        "near 20,000 events/s (kafka-python); auto: one per CPU, at most one per partition of LOGS_TOPIC.",
+        "near 20,000 events/s (kafka-python); auto: one per partition of LOGS_TOPIC (each partition is read by one "
+        "process, and an even split keeps them equally busy), at most two per CPU.",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="Level of the diagnostics logged to stderr."
@@ -77,9 +78,9 @@ class ProcessorSettings(BaseSettings):
         return value
 
     def worker_count(self, partitions: int) -> int:
-        """PROCESSOR_WORKERS resolved: ``auto`` is one per CPU, no more than the topic's ``partitions``."""
+        """PROCESSOR_WORKERS resolved: ``auto`` is one per partition, at most two per CPU (they also wait on I/O)."""
         if self.processor_workers == "auto":
-            return max(1, min(os.cpu_count() or 1, partitions))
+            return max(1, min(2 * (os.cpu_count() or 1), partitions))
         return self.processor_workers
 
     @field_validator("log_level", mode="before")

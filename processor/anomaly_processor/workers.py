@@ -2,7 +2,8 @@
 
 One kafka-python process tops out near 20,000 records/s consumed and produced with no work at all, so more
 throughput needs more members of the group: Kafka splits the partitions of ``LOGS_TOPIC`` between them,
-exactly as between processors started by hand (more workers than partitions leaves some idle, as standbys).
+exactly as between processors started by hand (more workers than partitions leaves some idle, as standbys;
+a split that is not even, 2 workers for 3 partitions, leaves one worker with twice the work of the other).
 Each worker is ``python main.py --worker K``: the same program, its own Kafka clients, scorer and per-service
 context (a service's events are keyed to one partition, so to one worker).
 
