@@ -25,6 +25,7 @@ from pipeline_bench.stack import (
     Managed,
     Stack,
     StepFailed,
+    cpu_seconds,
     free_port,
     fresh_settings,
     kafka_env,
@@ -50,8 +51,9 @@ class VerdictCounter:
         self._consumer.close()
 
 
-def processor_env(settings: KafkaSettings, service_url: str) -> dict[str, str]:
-    return {
+def processor_env(settings: KafkaSettings, service_url: str, workers: str | None = None) -> dict[str, str]:
+    """``workers``: PROCESSOR_WORKERS (a number or auto); None leaves the processor's default."""
+    env = {
         **os.environ,
         **kafka_env(settings),
         "PROCESSOR_GROUP": f"bench-{uuid.uuid4().hex[:8]}",
@@ -59,6 +61,9 @@ def processor_env(settings: KafkaSettings, service_url: str) -> dict[str, str]:
         "PRINT_MODE": "summary",
         "PROCESSOR_METRICS_PORT": str(free_port()),  # the default port may be taken by another processor
     }
+    if workers is not None:
+        env["PROCESSOR_WORKERS"] = workers
+    return env
 
 
 def processor_argv() -> list[str]:
@@ -76,6 +81,9 @@ class EndToEnd:
     dead_letters: int = 0
     samples: list[tuple[float, int]] = field(default_factory=list)
     profile_seconds: dict[str, float] = field(default_factory=dict)  # how long py-spy sampled each process
+    workers: str | None = None  # PROCESSOR_WORKERS, None: the processor's default
+    # CPU seconds used during the run by the processor (with its workers), the ML service and the broker.
+    cpu: dict[str, float] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
@@ -90,8 +98,11 @@ def end_to_end_project(
     progress: Progress,
     timeout_s: float = 600.0,
     profile: tuple[Path, int] | None = None,
+    workers: str | None = None,
+    service_pid: int = 0,
 ) -> EndToEnd:
-    """``profile``: (folder, service pid) to sample the processor and the service with py-spy meanwhile."""
+    """``profile``: (folder, service pid) to sample the processor and the service with py-spy meanwhile;
+    ``workers``: PROCESSOR_WORKERS; ``service_pid``: to count the service's CPU time too."""
     settings = fresh_settings(bootstrap, "e2e")
     loaded = events.preload(settings, count)
     progress(
@@ -101,12 +112,17 @@ def end_to_end_project(
     counter = VerdictCounter(settings, settings.predictions_topic)
     dlq = VerdictCounter(settings, settings.dlq_topic)
     try:
+        broker_pid = stack.broker.pid() if stack.broker is not None else None
+        others = {"service": service_pid, "broker": broker_pid or 0}
+        cpu_before = {name: cpu_seconds(pid) for name, pid in others.items() if pid}
         began = time.perf_counter()
-        processor = stack.start("processor-e2e", processor_argv(), processor_env(settings, service_url))
-        folder, service_pid = profile if profile else (None, 0)
-        targets = {"processor": processor.pid, "service": service_pid}
+        processor = stack.start("processor-e2e", processor_argv(), processor_env(settings, service_url, workers))
+        folder, profiled_service = profile if profile else (None, 0)
+        targets = {"processor": processor.pid, "service": profiled_service}
         with profiling.sampled(folder, targets) as profile_seconds:
             samples = _count_until(counter, count, began, processor, timeout_s, progress)
+        cpu = {"processor": cpu_seconds(processor.pid)}  # its workers are its children: counted before they stop
+        cpu |= {name: cpu_seconds(pid) - cpu_before[name] for name, pid in others.items() if pid}
         stack.stop(processor)
         return EndToEnd(
             events=count,
@@ -118,6 +134,8 @@ def end_to_end_project(
             dead_letters=dlq.count(),
             samples=samples,
             profile_seconds=profile_seconds,
+            workers=workers,
+            cpu=cpu,
         )
     finally:
         counter.close()
@@ -303,7 +321,13 @@ def _arrival_recorder(
 
 
 def latency_project(
-    stack: Stack, bootstrap: str, service_url: str, rate: float, seconds: float, progress: Progress
+    stack: Stack,
+    bootstrap: str,
+    service_url: str,
+    rate: float,
+    seconds: float,
+    progress: Progress,
+    workers: str | None = None,
 ) -> Latency:
     settings = fresh_settings(bootstrap, f"lat{int(rate)}")
     pool = events.event_pool()
@@ -314,7 +338,7 @@ def latency_project(
     events.check_schema(records)
     producer = events.fast_producer(settings, linger_ms=1)
     counter = VerdictCounter(settings, settings.predictions_topic)
-    processor = stack.start("processor-latency", processor_argv(), processor_env(settings, service_url))
+    processor = stack.start("processor-latency", processor_argv(), processor_env(settings, service_url, workers))
     context = multiprocessing.get_context("spawn")
     ready = context.Event()
     receiver, sender = context.Pipe(duplex=False)
@@ -407,7 +431,13 @@ class Memory:
 
 
 def memory_run(
-    stack: Stack, bootstrap: str, service_url: str, service_pid: int, count: int, progress: Progress
+    stack: Stack,
+    bootstrap: str,
+    service_url: str,
+    service_pid: int,
+    count: int,
+    progress: Progress,
+    workers: str | None = None,
 ) -> Memory:
     settings = fresh_settings(bootstrap, "mem")
     loaded = events.preload(settings, count)
@@ -416,7 +446,7 @@ def memory_run(
     samples: list[dict[str, float]] = []
     try:
         began = time.perf_counter()
-        processor = stack.start("processor-memory", processor_argv(), processor_env(settings, service_url))
+        processor = stack.start("processor-memory", processor_argv(), processor_env(settings, service_url, workers))
         next_progress = began + 10
         while True:
             done = counter.count()

@@ -261,3 +261,13 @@ def rss_mib(pid: int) -> tuple[float, float]:
                 elif line.startswith("VmHWM:"):
                     hwm += int(line.split()[1]) / 1024
     return rss, hwm
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) used so far by ``pid`` and its live descendants; 0 once gone."""
+    total = 0
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError, IndexError, ValueError), open(f"/proc/{member}/stat") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / os.sysconf("SC_CLK_TCK")
