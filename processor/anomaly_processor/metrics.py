@@ -43,7 +43,11 @@ class ProcessorMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.consumed = Counter("processor_events_consumed", "Kafka records handled and committed.", registry=r)
+        self.consumed = Counter(
+            "processor_events_consumed",
+            "Kafka records handled: their verdicts and dead letters acknowledged, their commit sent.",
+            registry=r,
+        )
         self.verdicts = Counter("processor_verdicts", "Verdicts produced to PREDICTIONS_TOPIC.", registry=r)
         self.anomalies = Counter("processor_anomalies", "Verdicts with anomaly=true.", registry=r)
         self.dead_letters = Counter(
