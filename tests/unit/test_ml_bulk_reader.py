@@ -216,3 +216,27 @@ def test_a_context_of_the_wrong_length_gets_the_same_422(
     served, reference = both_answers(client, body, monkeypatch)
     assert served == reference
     assert served[0] == 422 and served[1]["detail"].startswith(f"body[2].context: should have {width} features")
+
+
+@pytest.mark.parametrize("pattern", ["none", "rare", "half", "all", "alternating", "one-row"])
+def test_the_batch_answer_is_the_json_of_the_verdicts(pattern: str) -> None:
+    rng = np.random.default_rng(7)
+    count = 1 if pattern == "one-row" else 1000
+    score = rng.uniform(0.2, 1.0, count)
+    score[::9] = 1.0  # integral floats keep their ".0"
+    anomaly = {
+        "none": np.zeros(count, dtype=bool),
+        "rare": rng.uniform(size=count) < 0.01,
+        "half": rng.uniform(size=count) < 0.5,
+        "all": np.ones(count, dtype=bool),
+        "alternating": np.arange(count) % 2 == 0,
+        "one-row": np.ones(count, dtype=bool),
+    }[pattern]
+    version = 'iforest-"quoted"'
+    expected = [
+        {"anomaly": a, "score": s, "model_version": version}
+        for a, s in zip(anomaly.tolist(), score.tolist(), strict=True)
+    ]
+    answer = scoring_lane.verdicts_json(anomaly, score, version)
+    assert json.loads(answer) == expected
+    assert answer == json.dumps(expected, separators=(",", ":")).encode()

@@ -39,6 +39,7 @@ MAX_LISTED_ERRORS: Final = 20  # a 10,000-item batch can fail 20,000 ways; the f
 
 _JSON_HEADERS: Final = [(b"content-type", JSON_MEDIA_TYPE.encode())]
 _INTERNAL_ERROR: Final = orjson.dumps({"detail": "internal server error"})
+_MAX_RUNS_SHARE: Final = 16  # beyond one run per 16 rows, build the answer row by row
 _ANOMALY_OPENING: Final = {True: b'{"anomaly":true,"score":', False: b'{"anomaly":false,"score":'}
 
 
@@ -117,12 +118,31 @@ def score_columns(
 
 def verdicts_json(anomaly: NDArray[np.bool_], score: NDArray[np.float64], version: str) -> bytes:
     """``[{"anomaly": ..., "score": ..., "model_version": ...}, ...]`` as JSON, built from orjson's number texts."""
-    if not len(score):
+    count = len(score)
+    if not count:
         return b"[]"
-    # Splicing orjson's own float texts into fixed templates: 2-3x faster than dumping a list of dicts.
+    closing = b',"model_version":' + orjson.dumps(version) + b"}"
+    # Rows come in runs of equal verdicts (anomalies are rare): each run is one orjson list whose commas become
+    # "closing,opening" (a number's text has no comma), ~2x cheaper than splicing row by row.
+    starts = np.flatnonzero(anomaly[1:] != anomaly[:-1]) + 1
+    if len(starts) > count // _MAX_RUNS_SHARE:  # verdicts alternating at every turn: per row is cheaper
+        return _verdicts_by_row(anomaly, score, closing)
+    values = score.tolist()
+    flags = anomaly.tolist()
+    bounds = [0, *starts.tolist(), count]
+    runs = []
+    for start, stop in zip(bounds, bounds[1:], strict=False):
+        opening = _ANOMALY_OPENING[flags[start]]
+        texts = orjson.dumps(values[start:stop])[1:-1].replace(b",", closing + b"," + opening)
+        runs.append(opening + texts + closing)
+    return b"[" + b",".join(runs) + b"]"
+
+
+def _verdicts_by_row(anomaly: NDArray[np.bool_], score: NDArray[np.float64], closing: bytes) -> bytes:
     scores = orjson.dumps(score.tolist())[1:-1].split(b",")
-    closing = b',"model_version":' + orjson.dumps(version) + b"},"
-    parts = chain.from_iterable(zip(map(_ANOMALY_OPENING.__getitem__, anomaly.tolist()), scores, repeat(closing)))
+    parts = chain.from_iterable(
+        zip(map(_ANOMALY_OPENING.__getitem__, anomaly.tolist()), scores, repeat(closing + b","))
+    )
     return b"[" + b"".join(parts)[:-1] + b"]"
 
 
