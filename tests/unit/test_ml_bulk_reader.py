@@ -196,6 +196,8 @@ BAD = [
     pytest.param(batch(raw_item("service", '"\\ud800"')), id="lone-surrogate"),
     pytest.param(b'[{"latency_ms": 1, "error_rate": 0.1}', id="truncated"),
     pytest.param(b"\xef\xbb\xbf[]", id="byte-order-mark"),
+    pytest.param(b"\xff[]", id="invalid-utf8"),
+    pytest.param(b'[{"latency_ms": 1, "error_rate": 0.1, "service": "\xff\xfe"}]', id="invalid-utf8-in-a-string"),
     pytest.param(b"[" * 5000 + b"]" * 5000, id="deep"),
 ]
 

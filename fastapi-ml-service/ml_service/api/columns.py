@@ -94,7 +94,7 @@ def columns_from_json(body: bytes, max_items: int) -> ScoringColumns | None:
     """The columns of a JSON array of at most ``max_items`` valid requests, or None if not certainly valid."""
     try:
         items = _DECODER.decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):  # invalid UTF-8 in a string
         return None
     count = len(items)
     if count > max_items:
