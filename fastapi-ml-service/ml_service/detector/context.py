@@ -78,6 +78,7 @@ class SignalCalibration:
         self.ordered: list[float] = sorted(self.recent)
 
     def surprisal(self, value: float, config: ContextConfig) -> float:
+        """``-log P(signal >= value)`` in nats: empirical in the bulk, an exponential tail beyond its top 10%."""
         ordered = self.ordered
         size = len(ordered)
         if size < config.min_history:
@@ -88,8 +89,7 @@ class SignalCalibration:
             tail = size - k
             excess = sum(ordered[k:]) / tail - start  # scale of the exponential tail: the mean excess
             return math.log(size / tail) + ((value - start) / excess if excess > 0.0 else config.max_tail)
-        at_least = size - bisect.bisect_left(ordered, value)
-        return -math.log((at_least + 1) / (size + 1))
+        return math.log((size + 1) / (size - bisect.bisect_left(ordered, value) + 1))
 
     def learn(self, value: float, history: int) -> None:
         self.recent.append(value)
@@ -106,33 +106,48 @@ class ServiceHistory:
     def __init__(self, window: int) -> None:
         self.count = 0
         self.mean = self.var = self.step_var = self.error_mean = self.error_var = 0.0
-        self.recent: deque[float] = deque(maxlen=window)
+        self.recent: deque[float] = deque(maxlen=max(1, window - 1))  # the recent mean adds the event itself
         self.calibrations = [SignalCalibration() for _ in range(N_SIGNALS)]
 
     def surprise(self, y: float, e: float, cfg: ContextConfig) -> float:
         """The largest calibrated surprisal of this event (0.0 while too young), then learn it."""
         count = self.count
         best = 0.0
+        recent = self.recent
         if count >= 2:
             mean = self.mean
             tiny = 1e-9 * (abs(mean) + 1.0)
             spread = math.sqrt(self.var) + tiny
-            recent = self.recent
             step = y - recent[-1]
-            kept = min(len(recent), cfg.surprise_window - 1)
-            shifted = (sum(recent) - sum(recent[j] for j in range(len(recent) - kept)) + y) / (kept + 1)
+            shifted = (sum(recent) + y) / (len(recent) + 1)
             signals = (
                 abs(y - mean) / spread,
                 abs(step) / (math.sqrt(self.step_var) + tiny),
                 abs(shifted - mean) / spread,
                 max(e - self.error_mean, 0.0) / math.sqrt(self.error_var + cfg.error_floor**2),
             )
-            history = cfg.history
+            # SignalCalibration.surprisal and .learn, inlined: this runs for every event in the processor.
+            history, min_history, quantile, max_tail = cfg.history, cfg.min_history, cfg.tail_quantile, cfg.max_tail
+            log, bisect_left, insort = math.log, bisect.bisect_left, bisect.insort
             for calibration, signal in zip(self.calibrations, signals, strict=True):
-                value = calibration.surprisal(signal, cfg)
-                if value > best:
-                    best = value
-                calibration.learn(signal, history)
+                ordered = calibration.ordered
+                size = len(ordered)
+                if size >= min_history:
+                    k = int(quantile * size)
+                    start = ordered[k]
+                    if signal > start:
+                        tail = size - k
+                        excess = sum(ordered[k:]) / tail - start
+                        value = log(size / tail) + ((signal - start) / excess if excess > 0.0 else max_tail)
+                    else:
+                        value = log((size + 1) / (size - bisect_left(ordered, signal) + 1))
+                    if value > best:
+                        best = value
+                insort(ordered, signal)
+                past = calibration.recent
+                past.append(signal)
+                if size >= history:
+                    del ordered[bisect_left(ordered, past.popleft())]
         self._learn(y, e, cfg.surprise_alpha)
         return best
 

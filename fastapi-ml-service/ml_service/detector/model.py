@@ -27,6 +27,7 @@ class TrainingConfig:
     # Scores are surprisals in nats, so the threshold is one: a forest score this far into the healthy tail,
     # or a signal this rare in the service's own history (~1 in 8,000), or a blend of both.
     threshold: float = 9.0
+    forest_cap: float = 12.0  # most nats the forest alone contributes (see ``ContextModel``)
     range_quantile: float = 0.001  # the healthy range of each feature: its 0.1% .. 99.9% quantiles
     excess_weight: float = 0.5  # weight of the log-excess beyond the healthy range, added to the forest score
     cooldown_events: int = 120  # after an alert, this many events of the same service raise no new alert
@@ -103,7 +104,7 @@ def train_context_model(
     # The forest's score is put in nats by its tail on healthy traffic it has not seen (another seed).
     held_out = normal_training_stream(replace(training, seed=training.seed + 1))
     held_vectors, held_warm = ContextTracker(context).features(*held_out)
-    model = ContextModel(forest, (low, high), training.excess_weight)
+    model = ContextModel(forest, (low, high), training.excess_weight, forest_cap=training.forest_cap)
     healthy = model.forest_score(held_vectors[held_warm][:, :width])
     q90 = float(np.quantile(healthy, 0.9))
     calibration = {"q90": q90, "excess": float(healthy[healthy > q90].mean() - q90)}
