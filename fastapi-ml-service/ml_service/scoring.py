@@ -14,7 +14,7 @@ same numbers as scikit-learn, to the last bit or two (the sum over trees runs in
 """
 
 from bisect import bisect_left
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 from numpy.typing import NDArray
@@ -55,8 +55,10 @@ class CompiledForest:
             for f in range(N_FEATURES)
         ]
         index_type = np.int32 if self._path_lengths.size < 2**31 else np.int64
-        self._row_index0 = np.ascontiguousarray((cells[0] * widths[:, None] + offsets[:, None]).T.astype(index_type))
-        self._row_index1 = np.ascontiguousarray(cells[1].T.astype(index_type))
+        self._row_index0: NDArray[np.signedinteger[Any]] = np.ascontiguousarray(
+            (cells[0] * widths[:, None] + offsets[:, None]).T.astype(index_type)
+        )
+        self._row_index1: NDArray[np.signedinteger[Any]] = np.ascontiguousarray(cells[1].T.astype(index_type))
         self._trees = len(trees)
         self._denominator = float(len(trees) * _average_path_length([forest._max_samples])[0])
 
@@ -73,7 +75,7 @@ class CompiledForest:
         # ``take`` into reused blocks, not fancy indexing: no temporaries, and mode="wrap" skips the bounds
         # checks (every index is in range by construction). Same per-row sums, so the same bits.
         rows = min(count, _CHUNK_ROWS)
-        index = np.empty((rows, self._trees), dtype=self._row_index0.dtype)
+        index: NDArray[np.signedinteger[Any]] = np.empty((rows, self._trees), dtype=self._row_index0.dtype)
         index1 = np.empty_like(index)
         lengths = np.empty((rows, self._trees), dtype=np.float64)
         for start in range(0, count, _CHUNK_ROWS):
