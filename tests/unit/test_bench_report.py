@@ -152,3 +152,42 @@ def test_original_latency_load_is_half_what_it_sustained() -> None:
     assert sustainable_load({"steady_rate": None, "rate": 43.0}) == 21.0
     assert sustainable_load({"steady_rate": 4.0, "rate": 4.0}) == 5.0  # never below 5 events/s
     assert sustainable_load(None) == 200.0
+
+
+def test_each_worker_count_of_scale_gets_its_own_row_with_the_cpu_split() -> None:
+    from pipeline_bench.cli import parse_args, table
+
+    args = parse_args(["--scale", "1, 3"])
+    assert (args.workers, args.latency_workers, args.scale) == ("auto", "1", ["1", "3"])
+    details = {
+        "scale": {
+            "1": {"rate": 9_800.0, "steady_rate": 10_500.0, "cpu": {"processor": 16.0, "service": 1.8}},
+            "3": {"rate": 21_000.0, "steady_rate": 24_000.0, "cpu": {"processor": 19.0, "service": 2.0}},
+        }
+    }
+    rows = {row.metric: row for row in table(args, details)}
+    one, three = rows["end to end, PROCESSOR_WORKERS=1"], rows["end to end, PROCESSOR_WORKERS=3"]
+    assert (one.project, one.met) == (9_800.0, False)
+    assert (three.project, three.met) == (21_000.0, True)
+    assert "processor 16" in one.note and "service 2" in one.note
+
+
+def test_cpu_seconds_counts_a_process_and_its_children() -> None:
+    import os
+    import subprocess
+    import time
+
+    from pipeline_bench.stack import cpu_seconds
+
+    burner = subprocess.Popen(
+        [sys.executable, "-c", "import subprocess, sys; subprocess.run([sys.executable, '-c', 'sum(range(10**7))'])"]
+    )
+    try:
+        seen = 0.0
+        while burner.poll() is None:
+            seen = max(seen, cpu_seconds(burner.pid))  # the grandchild's burn shows while it runs
+            time.sleep(0.01)
+    finally:
+        burner.wait()
+    assert seen > 0
+    assert cpu_seconds(os.getpid()) > 0
