@@ -1,8 +1,9 @@
 """``make eval``: replay labelled scenarios (and optionally a NAB corpus) through the processor's scoring path.
 
-The scenarios and NAB files go through ``ContextDetector.score_arrays`` — the function behind
-``ContextDetector.score_batch``, which the processor calls per micro-batch — in micro-batches of
-``--batch`` events, so state carries across batches exactly as in the processor.
+The scenarios and NAB files go through ``ContextDetector.score_arrays`` in micro-batches of ``--batch``
+events: the tracker, context model and gate the processor's ``ContextualScorer`` runs (tracker and gate in
+the processor, the model in the ML service), with state carried across batches as in the processor.
+``tests/unit/test_eval_path.py`` checks that the processor's scorer reaches the same verdicts.
 """
 
 import argparse
