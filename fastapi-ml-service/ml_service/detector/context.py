@@ -126,12 +126,14 @@ class ServiceHistory:
                 abs(shifted - mean) / spread,
                 max(e - self.error_mean, 0.0) / math.sqrt(self.error_var + cfg.error_floor**2),
             )
-            # SignalCalibration.surprisal and .learn, inlined: this runs for every event in the processor.
+            # SignalCalibration.surprisal and .learn, inlined (this runs for every event in the processor); one
+            # bisection both ranks the signal and inserts it.
             history, min_history, quantile, max_tail = cfg.history, cfg.min_history, cfg.tail_quantile, cfg.max_tail
-            log, bisect_left, insort = math.log, bisect.bisect_left, bisect.insort
+            log, bisect_left = math.log, bisect.bisect_left
             for calibration, signal in zip(self.calibrations, signals, strict=True):
                 ordered = calibration.ordered
                 size = len(ordered)
+                position = bisect_left(ordered, signal)
                 if size >= min_history:
                     k = int(quantile * size)
                     start = ordered[k]
@@ -140,10 +142,10 @@ class ServiceHistory:
                         excess = sum(ordered[k:]) / tail - start
                         value = log(size / tail) + ((signal - start) / excess if excess > 0.0 else max_tail)
                     else:
-                        value = log((size + 1) / (size - bisect_left(ordered, signal) + 1))
+                        value = log((size + 1) / (size - position + 1))
                     if value > best:
                         best = value
-                insort(ordered, signal)
+                ordered.insert(position, signal)
                 past = calibration.recent
                 past.append(signal)
                 if size >= history:
