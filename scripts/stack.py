@@ -5,6 +5,7 @@ Start and stop are idempotent; a service already running is left alone.
 """
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -123,11 +124,28 @@ def model_path() -> Path:
     return Path(os.environ.get("MODEL_PATH", ROOT / "fastapi-ml-service" / "model.joblib"))
 
 
+def model_format() -> int | None:
+    """The format recorded in the model's metadata file (None when there is none, or it is unreadable)."""
+    try:
+        found = json.loads(model_path().with_suffix(".json").read_text()).get("format")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return found if isinstance(found, int) else None
+
+
 def up(follow: bool) -> None:
     if subprocess.call([PYTHON, "kafka-docker/main.py", "up"], cwd=ROOT) != 0:
         raise SystemExit(1)
-    if not model_path().exists():
-        print("No trained model yet: training one (make train) ...", flush=True)
+    from ml_service.model import FORMAT_VERSION  # here: it imports scikit-learn, which only `up` needs
+
+    stale = model_format() not in (None, FORMAT_VERSION)
+    if stale or not model_path().exists():
+        print(
+            f"The model was trained by an older version (format {model_format()}): training a new one (make train) ..."
+            if stale
+            else "No trained model yet: training one (make train) ...",
+            flush=True,
+        )
         if subprocess.call([PYTHON, "save_model.py"], cwd=ROOT / "fastapi-ml-service") != 0:
             raise SystemExit("error: training failed")
     for service in SERVICES:

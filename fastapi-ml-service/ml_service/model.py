@@ -48,7 +48,7 @@ from ml_service.scoring import CompiledForest
 log = logging.getLogger(__name__)
 
 FEATURES: Final = ("latency_ms", "error_rate")
-FORMAT_VERSION: Final = 2  # 2: point model + context model in one file
+FORMAT_VERSION: Final = 3  # 2: point model + context model in one file; 3: context vector with the service's history
 VERSION_PREFIX: Final = "iforest-"
 
 
