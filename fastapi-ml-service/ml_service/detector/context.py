@@ -129,33 +129,38 @@ class ServiceHistory:
                 abs(shifted - mean) / spread,
                 max(e - self.error_mean, 0.0) / math.sqrt(self.error_var + cfg.error_floor**2),
             )
-            # SignalCalibration.surprisal and .learn, inlined (this runs for every event in the processor); one
-            # bisection both ranks the signal and inserts it.
+            # SignalCalibration.surprisal and .learn, inlined (this runs for every event in the processor). Every
+            # calibration holds as many values, so the largest bulk surprisal is that of the highest rank.
             history, min_history, quantile, max_tail = cfg.history, cfg.min_history, cfg.tail_quantile, cfg.max_tail
             learn = count % cfg.history_every == 0
             log, bisect_left = math.log, bisect.bisect_left
+            highest = 0
+            size = len(self.calibrations[0].ordered)
+            k = int(quantile * size)
             for calibration, signal in zip(self.calibrations, signals, strict=True):
                 ordered = calibration.ordered
-                size = len(ordered)
-                position = bisect_left(ordered, signal)
+                position = -1
                 if size >= min_history:
-                    k = int(quantile * size)
                     start = ordered[k]
                     if signal > start:
                         tail = size - k
                         excess = sum(ordered[k:]) / tail - start
                         value = log(size / tail) + ((signal - start) / excess if excess > 0.0 else max_tail)
+                        if value > best:
+                            best = value
                     else:
-                        value = log((size + 1) / (size - position + 1))
-                    if value > best:
-                        best = value
+                        position = bisect_left(ordered, signal)
+                        if position > highest:
+                            highest = position
                 if not learn:
                     continue
-                ordered.insert(position, signal)
+                ordered.insert(bisect_left(ordered, signal) if position < 0 else position, signal)
                 past = calibration.recent
                 past.append(signal)
                 if size >= history:
                     del ordered[bisect_left(ordered, past.popleft())]
+            if best == 0.0 and size >= min_history:
+                best = log((size + 1) / (size - highest + 1))
         self._learn(y, e, cfg.surprise_alpha)
         return best
 
