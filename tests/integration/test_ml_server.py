@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
-from ml_service.model import load_bundle, save_bundle, train_model
-from ml_service.training import simulated_training_data
+from ml_service.model import load_bundle
 
 from tests.conftest import free_port
-from tests.unit.ml_context import small_context_model
+from tests.unit.ml_context import save_small_bundle
 
 pytestmark = pytest.mark.integration
 
@@ -41,11 +40,7 @@ class RunningServer(NamedTuple):
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    data = simulated_training_data(3000, seed=8)
-    forest, metadata = train_model(data.latency_ms, data.error_rate, source=data.source, seed=8)
-    path = tmp_path_factory.mktemp("served-model") / "model.joblib"
-    save_bundle(forest, metadata, *small_context_model(8), path)
-    return path
+    return save_small_bundle(tmp_path_factory.mktemp("served-model"), seed=8)
 
 
 def wait_until_ready(base_url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: float = 60) -> None:

@@ -16,12 +16,11 @@ from fastapi.testclient import TestClient
 from ml_service.api import scoring_lane
 from ml_service.api.columns import columns_from_json, columns_from_requests
 from ml_service.app import create_app
-from ml_service.model import load_bundle, save_bundle, train_model
+from ml_service.model import load_bundle
 from ml_service.schemas import batch_adapter
 from ml_service.settings import MLSettings
-from ml_service.training import simulated_training_data
 
-from tests.unit.ml_context import small_context_model
+from tests.unit.ml_context import save_small_bundle
 
 JSON = {"Content-Type": "application/json"}
 EVENT = {
@@ -36,11 +35,7 @@ EVENT = {
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    data = simulated_training_data(3000, seed=4)
-    forest, metadata = train_model(data.latency_ms, data.error_rate, source=data.source, seed=4)
-    path = tmp_path_factory.mktemp("bulk-reader") / "model.joblib"
-    save_bundle(forest, metadata, *small_context_model(4), path)
-    return path
+    return save_small_bundle(tmp_path_factory.mktemp("bulk-reader"), seed=4)
 
 
 @pytest.fixture(scope="module")

@@ -11,22 +11,17 @@ from fastapi.testclient import TestClient
 from ml_service.app import create_app
 from ml_service.detector import ContextConfig, ContextTracker
 from ml_service.errors import ModelIntegrityError
-from ml_service.model import ModelBundle, load_bundle, metadata_path_for, save_bundle, train_model
+from ml_service.model import ModelBundle, load_bundle, metadata_path_for
 from ml_service.settings import MLSettings
-from ml_service.training import simulated_training_data
 
-from tests.unit.ml_context import small_context_model
+from tests.unit.ml_context import save_small_bundle
 
 JSON = {"Content-Type": "application/json"}
 
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    data = simulated_training_data(3000, seed=2)
-    forest, metadata = train_model(data.latency_ms, data.error_rate, source=data.source, seed=2)
-    path = tmp_path_factory.mktemp("context-api") / "model.joblib"
-    save_bundle(forest, metadata, *small_context_model(2), path)
-    return path
+    return save_small_bundle(tmp_path_factory.mktemp("context-api"), seed=2)
 
 
 @pytest.fixture(scope="module")

@@ -8,22 +8,18 @@ import ml_service.model as model_module
 import numpy as np
 import pytest
 from ml_service.errors import ModelError, ModelIntegrityError, ModelNotFoundError
-from ml_service.model import load_bundle, metadata_path_for, save_bundle, train_model
+from ml_service.model import load_bundle, metadata_path_for
 from ml_service.scoring import CompiledForest
 from ml_service.settings import DEFAULT_MODEL_PATH, MLSettings
 from ml_service.training import simulated_training_data
 from sklearn.ensemble import IsolationForest
 
-from tests.unit.ml_context import small_context_model
+from tests.unit.ml_context import save_small_bundle
 
 
 @pytest.fixture(scope="module")
 def saved_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    data = simulated_training_data(4000, seed=3)
-    forest, metadata = train_model(data.latency_ms, data.error_rate, source=data.source, seed=3)
-    path = tmp_path_factory.mktemp("model") / "model.joblib"
-    save_bundle(forest, metadata, *small_context_model(3), path)
-    return path
+    return save_small_bundle(tmp_path_factory.mktemp("model"), seed=3, rows=4000)
 
 
 @pytest.fixture
