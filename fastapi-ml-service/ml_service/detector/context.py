@@ -74,33 +74,14 @@ class ContextConfig:
 
 
 class SignalCalibration:
-    """One signal's last ``history`` values, kept sorted: the tail surprisal of a new value against them."""
+    """One signal's last ``history`` values, in arrival order and sorted (``ServiceHistory.surprise`` ranks
+    new values against them and learns them)."""
 
     __slots__ = ("recent", "ordered")
 
     def __init__(self, values: Iterable[float] = ()) -> None:
         self.recent: deque[float] = deque(values)
         self.ordered: list[float] = sorted(self.recent)
-
-    def surprisal(self, value: float, config: ContextConfig) -> float:
-        """``-log P(signal >= value)`` in nats: empirical in the bulk, an exponential tail beyond its top 10%."""
-        ordered = self.ordered
-        size = len(ordered)
-        if size < config.min_history:
-            return 0.0
-        k = int(config.tail_quantile * size)
-        start = ordered[k]
-        if value > start:
-            tail = size - k
-            excess = sum(ordered[k:]) / tail - start  # scale of the exponential tail: the mean excess
-            return math.log(size / tail) + ((value - start) / excess if excess > 0.0 else config.max_tail)
-        return math.log((size + 1) / (size - bisect.bisect_left(ordered, value) + 1))
-
-    def learn(self, value: float, history: int) -> None:
-        self.recent.append(value)
-        bisect.insort(self.ordered, value)
-        if len(self.recent) > history:
-            del self.ordered[bisect.bisect_left(self.ordered, self.recent.popleft())]
 
 
 class ServiceHistory:
@@ -131,8 +112,10 @@ class ServiceHistory:
                 abs(shifted - mean) / spread,
                 max(e - self.error_mean, 0.0) / math.sqrt(self.error_var + cfg.error_floor**2),
             )
-            # SignalCalibration.surprisal and .learn, inlined (this runs for every event in the processor). Every
-            # calibration holds as many values, so the largest bulk surprisal is that of the highest rank.
+            # Per signal: -log P(signal >= value) in nats, the exact rank in the bulk and an exponential tail (scale:
+            # the mean excess over the 90% quantile) beyond it; then the signal joins the history. One loop for all
+            # signals, as this runs for every event in the processor. Every calibration holds as many values, so
+            # the largest bulk surprisal is that of the highest rank.
             history, min_history, quantile, max_tail = cfg.history, cfg.min_history, cfg.tail_quantile, cfg.max_tail
             learn = count % cfg.history_every == 0
             log, bisect_left = math.log, bisect.bisect_left
