@@ -35,6 +35,16 @@ class KafkaSettings(BaseSettings):
     def bootstrap_servers(self) -> list[str]:
         return [s.strip() for s in self.kafka_bootstrap_servers.split(",") if s.strip()]
 
+    def environment(self) -> dict[str, str]:
+        """The variables that point another process at this broker and these topics (security not included)."""
+        return {
+            "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap_servers,
+            "LOGS_TOPIC": self.logs_topic,
+            "PREDICTIONS_TOPIC": self.predictions_topic,
+            "DLQ_TOPIC": self.dlq_topic,
+            "LOGS_PARTITIONS": str(self.logs_partitions),
+        }
+
     def client_configs(self) -> dict[str, Any]:
         """Connection and security keyword arguments shared by every kafka-python client."""
         configs: dict[str, Any] = {

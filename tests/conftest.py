@@ -68,13 +68,7 @@ def kafka_settings(kafka_bootstrap: str) -> KafkaSettings:
 @pytest.fixture
 def kafka_env(kafka_settings: KafkaSettings) -> dict[str, str]:
     """Environment variables that point a service's process at this test's broker and topics."""
-    return {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": kafka_settings.kafka_bootstrap_servers,
-        "LOGS_TOPIC": kafka_settings.logs_topic,
-        "PREDICTIONS_TOPIC": kafka_settings.predictions_topic,
-        "DLQ_TOPIC": kafka_settings.dlq_topic,
-    }
+    return {**os.environ, **kafka_settings.environment()}
 
 
 @pytest.fixture

@@ -28,7 +28,6 @@ from pipeline_bench.stack import (
     cpu_seconds,
     free_port,
     fresh_settings,
-    kafka_env,
     rss_mib,
 )
 
@@ -55,7 +54,7 @@ def processor_env(settings: KafkaSettings, service_url: str, workers: str | None
     """``workers``: PROCESSOR_WORKERS (a number or auto); None leaves the processor's default."""
     env = {
         **os.environ,
-        **kafka_env(settings),
+        **settings.environment(),
         "PROCESSOR_GROUP": f"bench-{uuid.uuid4().hex[:8]}",
         "ML_SERVICE_URL": service_url,
         "PRINT_MODE": "summary",
@@ -189,7 +188,7 @@ class LineClock:
 def start_original_processor(stack: Stack, settings: KafkaSettings, service_url: str) -> tuple[Managed, LineClock]:
     import subprocess
 
-    env = {**os.environ, **kafka_env(settings), "ML_SERVICE_URL": service_url, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, **settings.environment(), "ML_SERVICE_URL": service_url, "PYTHONUNBUFFERED": "1"}
     processor = stack.start(
         "original-processor", [sys.executable, str(ORIGINAL_DIR / "processor.py")], env, stdout=subprocess.PIPE
     )

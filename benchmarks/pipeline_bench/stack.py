@@ -170,15 +170,6 @@ def fresh_settings(bootstrap: str, label: str, partitions: int = 3) -> KafkaSett
     return settings
 
 
-def kafka_env(settings: KafkaSettings) -> dict[str, str]:
-    return {
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "LOGS_TOPIC": settings.logs_topic,
-        "PREDICTIONS_TOPIC": settings.predictions_topic,
-        "DLQ_TOPIC": settings.dlq_topic,
-    }
-
-
 def train_models(workdir: Path) -> tuple[Path, Path]:
     """The project's model (save_model.py) and the original design's (its train.py), in the temp folder."""
     project_model = workdir / "model.joblib"

@@ -64,14 +64,7 @@ def train_model(folder: Path) -> Path:
 
 def kafka_env(settings: KafkaSettings) -> dict[str, str]:
     """This process's environment pointing a service at ``settings``' broker and topics (no API keys)."""
-    env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "LOGS_TOPIC": settings.logs_topic,
-        "PREDICTIONS_TOPIC": settings.predictions_topic,
-        "DLQ_TOPIC": settings.dlq_topic,
-        "LOGS_PARTITIONS": str(settings.logs_partitions),
-    }
+    env = {**os.environ, **settings.environment()}
     for name in ("ML_API_KEY", "ML_SCORING_API_KEY"):
         env.pop(name, None)
     return env

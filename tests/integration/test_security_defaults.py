@@ -93,10 +93,7 @@ def test_processor_metrics_bind_loopback_and_its_logs_hold_no_secret(
     metrics_port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "PROCESSOR_METRICS_HOST"}
     env |= {
-        "KAFKA_BOOTSTRAP_SERVERS": kafka_settings.kafka_bootstrap_servers,
-        "LOGS_TOPIC": kafka_settings.logs_topic,
-        "PREDICTIONS_TOPIC": kafka_settings.predictions_topic,
-        "DLQ_TOPIC": kafka_settings.dlq_topic,
+        **kafka_settings.environment(),
         "PROCESSOR_GROUP": f"security-{metrics_port}",
         "PROCESSOR_METRICS_PORT": str(metrics_port),
         "ML_SERVICE_URL": f"http://127.0.0.1:{free_port()}",  # nobody there: the processor waits and retries

@@ -98,6 +98,15 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     assert settings.predictions_topic == "predictions" and settings.dlq_topic == "logs.dlq"
 
 
+def test_environment_points_another_process_at_the_same_broker_and_topics(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = KafkaSettings(
+        kafka_bootstrap_servers="broker-a:9093", logs_topic="l", predictions_topic="p", dlq_topic="d", logs_partitions=5
+    )
+    for name, value in settings.environment().items():
+        monkeypatch.setenv(name, value)
+    assert KafkaSettings() == settings
+
+
 def test_sasl_password_reaches_the_client_but_never_its_repr(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
     monkeypatch.setenv("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
