@@ -124,10 +124,10 @@ def model_path() -> Path:
     return Path(os.environ.get("MODEL_PATH", ROOT / "fastapi-ml-service" / "model.joblib"))
 
 
-def model_format() -> int | None:
-    """The format recorded in the model's metadata file (None when there is none, or it is unreadable)."""
+def model_format(metadata_path: Path) -> int | None:
+    """The format recorded in a model's metadata file (None when there is none, or it is unreadable)."""
     try:
-        found = json.loads(model_path().with_suffix(".json").read_text()).get("format")
+        found = json.loads(metadata_path.read_text()).get("format")
     except (OSError, ValueError, AttributeError):
         return None
     return found if isinstance(found, int) else None
@@ -136,12 +136,14 @@ def model_format() -> int | None:
 def up(follow: bool) -> None:
     if subprocess.call([PYTHON, "kafka-docker/main.py", "up"], cwd=ROOT) != 0:
         raise SystemExit(1)
-    from ml_service.model import FORMAT_VERSION  # here: it imports scikit-learn, which only `up` needs
+    # Imported here: ml_service.model imports scikit-learn, which only `up` needs.
+    from ml_service.model import FORMAT_VERSION, metadata_path_for
 
-    stale = model_format() not in (None, FORMAT_VERSION)
+    found = model_format(metadata_path_for(model_path()))
+    stale = found not in (None, FORMAT_VERSION)
     if stale or not model_path().exists():
         print(
-            f"The model was trained by an older version (format {model_format()}): training a new one (make train) ..."
+            f"The model was trained by an older version (format {found}): training a new one (make train) ..."
             if stale
             else "No trained model yet: training one (make train) ...",
             flush=True,
