@@ -24,11 +24,11 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +44,6 @@ WORKER_FLAG = "--worker"
 LOOPBACK = "127.0.0.1"
 SUPERVISE_TICK_S = 0.2
 SCRAPE_TIMEOUT_S = 2.0
-STOP_TIMEOUT_S = 60.0  # a worker finishing its batch while Kafka is slow: STOP_GRACE_S plus a commit, with margin
 ORPHAN_CHECK_S = 1.0
 
 
@@ -59,8 +58,6 @@ class Worker:
 
 
 def free_port() -> int:
-    import socket
-
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((LOOPBACK, 0))
         return int(sock.getsockname()[1])
@@ -90,7 +87,6 @@ class Supervisor:
         self.count = count
         self.workers: list[Worker] = []
         self._signals = 0
-        self._lock = threading.Lock()
 
     def run(self) -> int:
         with_metrics = bool(self.settings.processor_metrics_port)
@@ -177,7 +173,7 @@ class Supervisor:
                 with urllib.request.urlopen(worker.url("/health"), timeout=SCRAPE_TIMEOUT_S) as answer:
                     if answer.status != 200:
                         return False
-            except (OSError, urllib.error.HTTPError):
+            except OSError:  # refused, timed out, or an HTTP error status (urllib's HTTPError is an OSError)
                 return False
         return True
 
