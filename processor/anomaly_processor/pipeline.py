@@ -536,10 +536,14 @@ class Pipeline:
                 return
             self._commit_in_flight = None
             self._settle(future, sent)
-        with self._lock:
-            offsets = dict(self._uncommitted)
+        offsets = self._unconfirmed()
         if offsets:
             self._commit_in_flight = (self._consumer.commit_async(offsets), offsets)
+
+    def _unconfirmed(self) -> dict[TopicPartition, OffsetAndMetadata]:
+        """A copy of the offsets handled and not yet confirmed committed."""
+        with self._lock:
+            return dict(self._uncommitted)
 
     def _settle(self, future: Future, sent: dict[TopicPartition, OffsetAndMetadata]) -> None:
         if future.failed():
@@ -558,8 +562,7 @@ class Pipeline:
         self._observe_lag(committed)
 
     def _commit_handled_once(self) -> None:
-        with self._lock:
-            offsets = dict(self._uncommitted)
+        offsets = self._unconfirmed()
         if offsets:
             try:
                 self._consumer.commit(offsets, timeout_ms=COMMIT_TIMEOUT_MS)
@@ -568,8 +571,7 @@ class Pipeline:
 
     def commit_handled(self) -> bool:
         """Commit synchronously every offset handled and not yet confirmed (on stop); False if some were not."""
-        with self._lock:
-            offsets = dict(self._uncommitted)
+        offsets = self._unconfirmed()
         if not offsets:
             return True
         committed = self._commit(offsets, self._current_epoch())
