@@ -4,7 +4,7 @@ Three separable pieces (the processor owns the state, the ML service owns the fo
 
     # (a) processor side, stateful per service
     tracker = ContextTracker(ContextConfig(**metadata["context"]))
-    features, warm = tracker.features(services, latency_ms, error_rate)   # (n, len(FEATURES)), (n,) bool
+    features, warm = tracker.features(services, latency_ms, error_rate)   # (n, len(CONTEXT_FEATURES)), (n,) bool
     gate = AlertGate(GateConfig(metadata["threshold"], metadata["training"]["cooldown_events"]))
     anomaly, score = gate.decide(services, raw_scores, warm)               # (n,) bool, (n,) float
     # (b) service side, stateless: the joblib-saved forest + metadata
