@@ -42,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sklearn.ensemble import IsolationForest
 
 from ml_service.detector import ContextModel, GateConfig
+from ml_service.detector.context import HISTORY_FEATURES
 from ml_service.errors import ModelError, ModelIntegrityError, ModelNotFoundError
 from ml_service.scoring import CompiledForest
 
@@ -318,7 +319,7 @@ def load_bundle(model_path: Path) -> ModelBundle:
         )
         # The context vector is the forest's features, then the service's history (surprise, its weight).
         width, _ = len(manifest.context["forest_features"]), bundle.gate_config
-        if len(bundle.context_features) != width + 2:
+        if len(bundle.context_features) != width + len(HISTORY_FEATURES):
             raise ValueError(f"{len(bundle.context_features)} context features for a forest of {width}")
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelIntegrityError(f"{model_path} holds malformed context metadata ({exc!r})") from None

@@ -32,11 +32,11 @@ FEATURES = (
     "volatility_log_ratio",  # recent spread against the baseline spread (noise bursts, flatlines)
     "error_excess",  # error rate above the service's own usual error rate
 )
-CONTEXT_FEATURES = (  # the context vector the processor sends: the forest's features, then the history's
-    *FEATURES,
+HISTORY_FEATURES = (
     "surprise",  # largest tail surprisal (nats) of the calibrated signals against the service's own history
     "history_weight",  # how far the blend trusts ``surprise`` over the forest: 0 (new service) .. max
 )
+CONTEXT_FEATURES = (*FEATURES, *HISTORY_FEATURES)  # the vector the processor sends: the forest's, then the history's
 N_SIGNALS = 4  # calibrated signals: level distance, step size, recent-mean shift, error excess
 
 
