@@ -119,7 +119,7 @@ def end_to_end_project(
         folder, profiled_service = profile if profile else (None, 0)
         targets = {"processor": processor.pid, "service": profiled_service}
         with profiling.sampled(folder, targets) as profile_seconds:
-            samples = _count_until(counter, count, began, processor, timeout_s, progress)
+            samples = _count_until(counter.count, count, "verdicts", began, processor, timeout_s, progress)
         cpu = {"processor": cpu_seconds(processor.pid)}  # its workers are its children: counted before they stop
         cpu |= {name: cpu_seconds(pid) - cpu_before[name] for name, pid in others.items() if pid}
         stack.stop(processor)
@@ -142,22 +142,30 @@ def end_to_end_project(
 
 
 def _count_until(
-    counter: VerdictCounter, count: int, began: float, processor: Managed, timeout_s: float, progress: Progress
+    done_now: Callable[[], int],
+    count: int,
+    unit: str,
+    began: float,
+    processor: Managed,
+    timeout_s: float,
+    progress: Progress,
 ) -> list[tuple[float, int]]:
+    """Poll ``done_now()`` until it reaches ``count``: (seconds since ``began``, done) samples; fails if the
+    processor exits or ``timeout_s`` passes first."""
     samples: list[tuple[float, int]] = []
     next_progress = began + 5
     while True:
-        done = counter.count()
+        done = done_now()
         now = time.perf_counter()
         samples.append((now - began, done))
         if done >= count:
             return samples
         if not processor.alive():
-            raise StepFailed(f"the processor exited with {processor.process.returncode}:\n{processor.log_tail()}")
+            raise StepFailed(f"{processor.name} exited with {processor.process.returncode}:\n{processor.log_tail()}")
         if now - began > timeout_s:
-            raise StepFailed(f"only {done:,} of {count:,} verdicts after {timeout_s:.0f}s")
+            raise StepFailed(f"only {done:,} of {count:,} {unit} after {timeout_s:.0f}s")
         if now >= next_progress:
-            progress(f"  {done:,} / {count:,} verdicts after {now - began:.0f}s")
+            progress(f"  {done:,} / {count:,} {unit} after {now - began:.0f}s")
             next_progress += 5
         time.sleep(POLL_S)
 
@@ -214,7 +222,7 @@ def end_to_end_original(
     folder, service_pid = profile if profile else (None, 0)
     targets = {"original-processor": processor.pid, "original-service": service_pid}
     with profiling.sampled(folder, targets) as profile_seconds:
-        _wait_for_lines(clock, count, began, processor, timeout_s, progress)
+        _count_until(lambda: clock.count, count, "lines", began, processor, timeout_s, progress)
     stack.stop(processor)
     # Its verdicts are lines on stdout (it writes nothing to Kafka): count them as they arrived.
     samples = [(t - began_wall, n + 1) for n, (t, _) in enumerate(clock.arrivals[:count])]
@@ -227,22 +235,6 @@ def end_to_end_original(
         verdicts=clock.count,
         profile_seconds=profile_seconds,
     )
-
-
-def _wait_for_lines(
-    clock: "LineClock", count: int, began: float, processor: Managed, timeout_s: float, progress: Progress
-) -> None:
-    next_progress = began + 5
-    while clock.count < count:
-        now = time.perf_counter()
-        if not processor.alive():
-            raise StepFailed(f"the original processor exited:\n{processor.log_tail()}")
-        if now - began > timeout_s:
-            raise StepFailed(f"the original processor printed {clock.count:,} of {count:,} lines in {timeout_s:.0f}s")
-        if now >= next_progress:
-            progress(f"  {clock.count:,} / {count:,} lines after {now - began:.0f}s")
-            next_progress += 5
-        time.sleep(POLL_S)
 
 
 @dataclass
