@@ -9,7 +9,7 @@ Contract of the ML service: ``POST /predict/batch`` takes a JSON array of events
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Protocol
 
 import orjson
@@ -90,12 +90,7 @@ class HttpScorer:
 
     def model_info(self) -> dict[str, Any]:
         """``GET /model``: the served models' description; raises like ``score`` when the service cannot answer."""
-        try:
-            response = self._session.get(self._model_url, timeout=self.timeout_s)
-        except requests.Timeout:
-            raise ScoringUnavailableError(f"no answer from /model within {self.timeout_s:g}s") from None
-        except requests.RequestException as exc:
-            raise ScoringUnavailableError(connection_reason(exc)) from None
+        response = self._call(" from /model", lambda: self._session.get(self._model_url, timeout=self.timeout_s))
         status = response.status_code
         if status == 200:
             try:
@@ -120,6 +115,15 @@ class HttpScorer:
     def close(self) -> None:
         self._session.close()
 
+    def _call(self, source: str, send: Callable[[], requests.Response]) -> requests.Response:
+        """``send()``'s response; a timeout or a connection failure is ``ScoringUnavailableError`` (retried)."""
+        try:
+            return send()
+        except requests.Timeout:
+            raise ScoringUnavailableError(f"no answer{source} within {self.timeout_s:g}s") from None
+        except requests.RequestException as exc:
+            raise ScoringUnavailableError(connection_reason(exc)) from None
+
     def _score_chunk(self, events: Sequence[LogEvent], contexts: Contexts | None) -> list[Score]:
         if not events:
             return []
@@ -138,12 +142,7 @@ class HttpScorer:
                 if context is not None:
                     item["context"] = context
         body = orjson.dumps(items)
-        try:
-            response = self._session.post(self._predict_url, data=body, timeout=self.timeout_s)
-        except requests.Timeout:
-            raise ScoringUnavailableError(f"no answer within {self.timeout_s:g}s") from None
-        except requests.RequestException as exc:
-            raise ScoringUnavailableError(connection_reason(exc)) from None
+        response = self._call("", lambda: self._session.post(self._predict_url, data=body, timeout=self.timeout_s))
         status = response.status_code
         if status == 200:
             return decode_scores(response.content, len(events))
