@@ -15,13 +15,12 @@ The vector has two parts:
 The service side (``ContextModel``) blends the forest's verdict with ``surprise`` by ``history_weight``.
 """
 
-import bisect
 import math
-from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numba
 import numpy as np
 
 FEATURES = (
@@ -73,154 +72,42 @@ class ContextConfig:
     history_weight_events: float = 800.0
 
 
-class SignalCalibration:
-    """One signal's last ``history`` values, in arrival order and sorted (``ServiceHistory.surprise`` ranks
-    new values against them and learns them)."""
-
-    __slots__ = ("recent", "ordered")
-
-    def __init__(self, values: Iterable[float] = ()) -> None:
-        self.recent: deque[float] = deque(values)
-        self.ordered: list[float] = sorted(self.recent)
-
-
-class ServiceHistory:
-    """The calibrated-signal state of one service: raw long-term moments, recent values, calibrations."""
-
-    __slots__ = ("count", "mean", "var", "step_var", "error_mean", "error_var", "recent", "calibrations")
-
-    def __init__(self, window: int) -> None:
-        self.count = 0
-        self.mean = self.var = self.step_var = self.error_mean = self.error_var = 0.0
-        self.recent: deque[float] = deque(maxlen=max(1, window - 1))  # the recent mean adds the event itself
-        self.calibrations = [SignalCalibration() for _ in range(N_SIGNALS)]
-
-    def surprise(self, y: float, e: float, cfg: ContextConfig) -> float:
-        """The largest calibrated surprisal of this event (0.0 while too young), then learn it."""
-        count = self.count
-        best = 0.0
-        recent = self.recent
-        if count >= 2:
-            mean = self.mean
-            tiny = 1e-9 * (abs(mean) + 1.0)
-            spread = math.sqrt(self.var) + tiny
-            step = y - recent[-1]
-            shifted = (sum(recent) + y) / (len(recent) + 1)
-            signals = (
-                abs(y - mean) / spread,
-                abs(step) / (math.sqrt(self.step_var) + tiny),
-                abs(shifted - mean) / spread,
-                max(e - self.error_mean, 0.0) / math.sqrt(self.error_var + cfg.error_floor**2),
-            )
-            # Per signal: -log P(signal >= value) in nats, the exact rank in the bulk and an exponential tail (scale:
-            # the mean excess over the 90% quantile) beyond it; then the signal joins the history. One loop for all
-            # signals, as this runs for every event in the processor. Every calibration holds as many values, so
-            # the largest bulk surprisal is that of the highest rank.
-            history, min_history, quantile, max_tail = cfg.history, cfg.min_history, cfg.tail_quantile, cfg.max_tail
-            learn = count % cfg.history_every == 0
-            log, bisect_left = math.log, bisect.bisect_left
-            highest = 0
-            size = len(self.calibrations[0].ordered)
-            k = int(quantile * size)
-            for calibration, signal in zip(self.calibrations, signals, strict=True):
-                ordered = calibration.ordered
-                position = -1
-                if size >= min_history:
-                    start = ordered[k]
-                    if signal > start:
-                        tail = size - k
-                        excess = sum(ordered[k:]) / tail - start
-                        value = log(size / tail) + ((signal - start) / excess if excess > 0.0 else max_tail)
-                        if value > best:
-                            best = value
-                    else:
-                        position = bisect_left(ordered, signal)
-                        if position > highest:
-                            highest = position
-                if not learn:
-                    continue
-                ordered.insert(bisect_left(ordered, signal) if position < 0 else position, signal)
-                past = calibration.recent
-                past.append(signal)
-                if size >= history:
-                    del ordered[bisect_left(ordered, past.popleft())]
-            if best == 0.0 and size >= min_history:
-                best = log((size + 1) / (size - highest + 1))
-        self._learn(y, e, cfg.surprise_alpha)
-        return best
-
-    def _learn(self, y: float, e: float, long_alpha: float) -> None:
-        """Exact running moments while young, exponentially weighted (time constant 1/long_alpha) after."""
-        count = self.count = self.count + 1
-        if count == 1:
-            self.mean, self.error_mean = y, e
-            self.recent.append(y)
-            return
-        alpha = max(1.0 / count, long_alpha)
-        delta = y - self.mean
-        self.mean += alpha * delta
-        self.var = (1.0 - alpha) * (self.var + alpha * delta * delta)
-        step = y - self.recent[-1]
-        self.step_var = step * step if count == 2 else (1.0 - alpha) * self.step_var + alpha * step * step
-        e_delta = e - self.error_mean
-        self.error_mean += alpha * e_delta
-        self.error_var = (1.0 - alpha) * (self.error_var + alpha * e_delta * e_delta)
-        self.recent.append(y)
-
-    def state(self) -> dict[str, Any]:
-        return {
-            **{name: getattr(self, name) for name in ("count", "mean", "var", "step_var", "error_mean", "error_var")},
-            "recent": list(self.recent),
-            "history": [list(c.recent) for c in self.calibrations],
-        }
-
-    @classmethod
-    def from_state(cls, state: Mapping[str, Any], window: int) -> "ServiceHistory":
-        history = cls(window)
-        history.count = int(state["count"])
-        for name in ("mean", "var", "step_var", "error_mean", "error_var"):
-            setattr(history, name, float(state[name]))
-        history.recent.extend(float(v) for v in state["recent"])
-        history.calibrations = [SignalCalibration(float(v) for v in values) for values in state["history"]]
-        return history
-
-
-class ServiceContext:
-    """One service's online state; ``update`` learns one event (river's ``learn_one``)."""
-
-    __slots__ = (
-        "count",
-        "slow_mean",
-        "slow_var",
-        "fast_mean",
-        "fast_var",
-        "medium_mean",
-        "long_mean",
-        "last",
-        "step_var",
-        "error_mean",
-        "error_var",
-        "history",
-    )
-    _NUMBERS = __slots__[:-1]
-
-    def __init__(self, window: int = 10) -> None:
-        self.count = 0
-        self.slow_mean = self.slow_var = self.fast_mean = self.fast_var = 0.0
-        self.medium_mean = self.long_mean = self.last = self.step_var = 0.0
-        self.error_mean = self.error_var = 0.0
-        self.history = ServiceHistory(window)
-
-    def state(self) -> dict[str, Any]:
-        return {**{name: getattr(self, name) for name in self._NUMBERS}, "history": self.history.state()}
-
-    @classmethod
-    def from_state(cls, state: Mapping[str, Any], window: int = 10) -> "ServiceContext":
-        context = cls(window)
-        for name in cls._NUMBERS:
-            setattr(context, name, type(getattr(context, name))(state[name]))
-        context.history = ServiceHistory.from_state(state["history"], window)
-        return context
+# One service's numbers in ``ContextTracker``'s state, by column: the features' baselines, then the
+# calibrated signals' raw long-term moments.
+NUMBERS = (
+    "slow_mean",
+    "slow_var",
+    "fast_mean",
+    "fast_var",
+    "medium_mean",
+    "long_mean",
+    "last",
+    "step_var",
+    "error_mean",
+    "error_var",
+    "raw_mean",
+    "raw_var",
+    "raw_step_var",
+    "raw_error_mean",
+    "raw_error_var",
+)
+(
+    SLOW_MEAN,
+    SLOW_VAR,
+    FAST_MEAN,
+    FAST_VAR,
+    MEDIUM_MEAN,
+    LONG_MEAN,
+    LAST,
+    STEP_VAR,
+    ERROR_MEAN,
+    ERROR_VAR,
+    RAW_MEAN,
+    RAW_VAR,
+    RAW_STEP_VAR,
+    RAW_ERROR_MEAN,
+    RAW_ERROR_VAR,
+) = range(len(NUMBERS))
 
 
 def transform(values: np.ndarray, config: ContextConfig) -> np.ndarray:
@@ -229,113 +116,290 @@ def transform(values: np.ndarray, config: ContextConfig) -> np.ndarray:
 
 
 class ContextTracker:
-    """Every service's ``ServiceContext``; ``features`` scores events in their service's context, then learns them.
+    """Every service's online state; ``features`` scores events in their service's context, then learns them.
 
     For each event, in order: its features come from the state BEFORE it (plus the event itself),
     then the state learns it. A service's first ``warmup_events`` events get ``warm=False``.
+
+    The state is a few arrays with one row per service (numbers, the recent raw values, and each calibrated
+    signal's history in arrival order and sorted); the per-event loop is compiled (numba), as it runs for
+    every event in the processor: about 2 µs an event instead of 10 µs in Python (the same numbers, bit for bit).
     """
 
     def __init__(self, config: ContextConfig | None = None) -> None:
         self.config = config or ContextConfig()
-        self.services: dict[str, ServiceContext] = {}
+        self._allocate(8)
+
+    def _allocate(self, capacity: int) -> None:
+        cfg = self.config
+        self.names: list[str] = []
+        self._index: dict[str, int] = {}
+        self._counts = np.zeros(capacity, dtype=np.int64)  # events seen per service
+        self._numbers = np.zeros((capacity, len(NUMBERS)), dtype=np.float64)
+        self._recent = np.zeros((capacity, max(1, cfg.surprise_window - 1)), dtype=np.float64)  # ring, raw values
+        self._learned = np.zeros(capacity, dtype=np.int64)  # values ever added to each signal's history
+        self._arrival = np.zeros((capacity, N_SIGNALS, cfg.history), dtype=np.float64)  # ring
+        self._ordered = np.zeros((capacity, N_SIGNALS, cfg.history + 1), dtype=np.float64)  # sorted, one spare
+
+    def _add(self, name: str) -> int:
+        slot = len(self.names)
+        if slot == len(self._counts):
+            grown = 2 * slot
+            for attr in ("_counts", "_numbers", "_recent", "_learned", "_arrival", "_ordered"):
+                old = getattr(self, attr)
+                new = np.zeros((grown, *old.shape[1:]), dtype=old.dtype)
+                new[:slot] = old
+                setattr(self, attr, new)
+        self.names.append(name)
+        self._index[name] = slot
+        return slot
 
     def features(
         self, services: Sequence[str], latency_ms: Iterable[float], error_rate: Iterable[float]
     ) -> tuple[np.ndarray, np.ndarray]:
         """``(context (n, len(CONTEXT_FEATURES)), warm (n,) bool)`` for events given column-wise, in stream order."""
         cfg = self.config
+        get = self._index.get
+        slots = [get(name) for name in services]
+        if None in slots:
+            slots = [self._index[name] if name in self._index else self._add(name) for name in services]
+        ids = np.array(slots, dtype=np.int64)
         raw = np.fromiter(latency_ms, dtype=np.float64)
-        values = transform(raw, cfg).tolist()
-        raw_values = raw.tolist()
-        errors = np.fromiter(error_rate, dtype=np.float64).tolist()
-        n = len(values)
-        width = len(CONTEXT_FEATURES)
-        rows = np.zeros((n, width), dtype=np.float64).tolist()
-        weight_max, weight_events = cfg.history_weight_max, cfg.history_weight_events
-        warm = [False] * n
-        a_f, a_s, a_m, a_l = cfg.fast_alpha, cfg.slow_alpha, cfg.medium_alpha, cfg.long_alpha
-        clip, warmup, err_floor_sq = cfg.clip_sigmas, cfg.warmup_events, cfg.error_floor**2
-        contexts = self.services
-        sqrt, log = math.sqrt, math.log
-        for i in range(n):
-            name = services[i]
-            ctx = contexts.get(name)
-            if ctx is None:
-                ctx = contexts[name] = ServiceContext(cfg.surprise_window)
-            y = values[i]
-            e = errors[i]
-            count = ctx.count
-            surprise = ctx.history.surprise(raw_values[i], e, cfg)
-            if count < warmup:
-                _learn_warmup(ctx, y, e)
-                continue
-            slow_mean = ctx.slow_mean
-            slow_var = ctx.slow_var
-            sd = sqrt(slow_var) + 1e-9 * (abs(slow_mean) + 1.0)
-            dev = y - slow_mean
-            fast_mean = ctx.fast_mean + a_f * (y - ctx.fast_mean)
-            medium_mean = ctx.medium_mean + a_m * (y - ctx.medium_mean)
-            step = y - ctx.last
-            step_sd = sqrt(ctx.step_var) + 1e-9 * (abs(slow_mean) + 1.0)
-            fdev = y - ctx.fast_mean
-            fast_var = (1.0 - a_f) * (ctx.fast_var + a_f * fdev * fdev)
-            e_dev = e - ctx.error_mean
-            row = rows[i]
-            row[0] = dev / sd
-            row[1] = (fast_mean - slow_mean) / sd
-            row[2] = (medium_mean - ctx.long_mean) / sd
-            row[3] = step / step_sd
-            row[4] = log((fast_var + 1e-12 * sd) / (slow_var + 1e-12 * sd) + 1e-12)
-            row[5] = e_dev / sqrt(ctx.error_var + err_floor_sq)
-            row[6] = surprise
-            row[7] = weight_max * count / (count + weight_events)
-            warm[i] = True
-            # Learn: an outlier pulls the baselines no further than ``clip`` spreads, so an incident
-            # does not become the new normal at once, yet a lasting shift is absorbed in time.
-            limit = clip * sd
-            c = limit if dev > limit else -limit if dev < -limit else dev
-            ctx.slow_mean = slow_mean + a_s * c
-            ctx.slow_var = (1.0 - a_s) * (slow_var + a_s * c * c)
-            ctx.fast_mean = fast_mean
-            ctx.fast_var = fast_var
-            ctx.medium_mean = medium_mean
-            ctx.long_mean += a_l * (slow_mean + c - ctx.long_mean)
-            step_limit = clip * step_sd
-            cs = step_limit if step > step_limit else -step_limit if step < -step_limit else step
-            ctx.step_var = (1.0 - a_s) * (ctx.step_var + a_s * cs * cs)
-            ctx.last = y
-            ctx.error_mean += a_s * e_dev
-            ctx.error_var = (1.0 - a_s) * (ctx.error_var + a_s * e_dev * e_dev)
-            ctx.count = count + 1
-        return np.array(rows, dtype=np.float64).reshape(n, width), np.array(warm, dtype=bool)
+        errors = np.fromiter(error_rate, dtype=np.float64)
+        n = len(ids)
+        rows = np.zeros((n, len(CONTEXT_FEATURES)), dtype=np.float64)
+        warm = np.zeros(n, dtype=np.bool_)
+        _advance(
+            ids, transform(raw, cfg), raw, errors, rows, warm,
+            self._counts, self._numbers, self._recent, self._learned, self._arrival, self._ordered,
+            cfg.warmup_events, cfg.fast_alpha, cfg.slow_alpha, cfg.medium_alpha, cfg.long_alpha, cfg.clip_sigmas,
+            cfg.error_floor**2, cfg.history_weight_max, cfg.history_weight_events, cfg.surprise_alpha,
+            cfg.history, cfg.history_every, cfg.min_history, cfg.tail_quantile, cfg.max_tail,
+        )  # fmt: skip
+        return rows, warm
 
     def state_dict(self) -> dict[str, Any]:
         """A JSON-able snapshot of every service's state and the configuration."""
-        return {"config": asdict(self.config), "services": {k: v.state() for k, v in self.services.items()}}
+        return {
+            "config": asdict(self.config),
+            "services": {name: self._state(slot) for slot, name in enumerate(self.names)},
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.config = ContextConfig(**state["config"])
-        window = self.config.surprise_window
-        self.services = {name: ServiceContext.from_state(s, window) for name, s in state["services"].items()}
+        services = state["services"]
+        self._allocate(max(8, len(services)))
+        for name, service in services.items():
+            slot = self._add(name)
+            count = self._counts[slot] = int(service["count"])
+            self._numbers[slot] = [float(service[column]) for column in NUMBERS]
+            width = self._recent.shape[1]
+            recent = [float(v) for v in service["recent"]][-width:]
+            for j, value in enumerate(recent):  # event ``count - len(recent) + j`` sits at that index mod width
+                self._recent[slot, (count - len(recent) + j) % width] = value
+            history = [[float(v) for v in values][-self.config.history :] for values in service["history"]]
+            learned = self._learned[slot] = int(service["learned"])
+            for signal, values in enumerate(history):
+                for j, value in enumerate(values):
+                    self._arrival[slot, signal, (learned - len(values) + j) % self.config.history] = value
+                self._ordered[slot, signal, : len(values)] = sorted(values)
+
+    def _state(self, slot: int) -> dict[str, Any]:
+        count, learned, history = int(self._counts[slot]), int(self._learned[slot]), self.config.history
+        width = self._recent.shape[1]
+        size = min(learned, history)
+        return {
+            "count": count,
+            **dict(zip(NUMBERS, self._numbers[slot].tolist(), strict=True)),
+            "recent": [float(self._recent[slot, j % width]) for j in range(count - min(count, width), count)],
+            "learned": learned,
+            "history": [
+                [float(self._arrival[slot, signal, j % history]) for j in range(learned - size, learned)]
+                for signal in range(N_SIGNALS)
+            ],
+        }
 
 
-def _learn_warmup(ctx: ServiceContext, y: float, e: float) -> None:
-    """Exact running mean and variance (Welford) until the service has enough history for EWMAs."""
-    count = ctx.count + 1
+@numba.njit(cache=True, nogil=True)
+def _advance(
+    ids, values, raw, errors, rows, warm,
+    counts, numbers, recent, learned, arrival, ordered,
+    warmup, a_f, a_s, a_m, a_l, clip, err_floor_sq, weight_max, weight_events, surprise_alpha,
+    history, history_every, min_history, quantile, max_tail,
+):  # fmt: skip
+    """Score then learn each event in order (``ContextTracker.features``): fills ``rows`` and ``warm``."""
+    for i in range(ids.shape[0]):
+        s = ids[i]
+        ctx = numbers[s]
+        y = values[i]
+        e = errors[i]
+        count = counts[s]
+        surprise = _surprise(
+            ctx, recent[s], learned, arrival[s], ordered[s], s, count, raw[i], e, err_floor_sq, surprise_alpha,
+            history, history_every, min_history, quantile, max_tail,
+        )  # fmt: skip
+        counts[s] = count + 1
+        if count < warmup:
+            _learn_warmup(ctx, count + 1, y, e)
+            continue
+        slow_mean = ctx[SLOW_MEAN]
+        slow_var = ctx[SLOW_VAR]
+        sd = math.sqrt(slow_var) + 1e-9 * (abs(slow_mean) + 1.0)
+        dev = y - slow_mean
+        fast_mean = ctx[FAST_MEAN] + a_f * (y - ctx[FAST_MEAN])
+        medium_mean = ctx[MEDIUM_MEAN] + a_m * (y - ctx[MEDIUM_MEAN])
+        step = y - ctx[LAST]
+        step_sd = math.sqrt(ctx[STEP_VAR]) + 1e-9 * (abs(slow_mean) + 1.0)
+        fdev = y - ctx[FAST_MEAN]
+        fast_var = (1.0 - a_f) * (ctx[FAST_VAR] + a_f * fdev * fdev)
+        e_dev = e - ctx[ERROR_MEAN]
+        row = rows[i]
+        row[0] = dev / sd
+        row[1] = (fast_mean - slow_mean) / sd
+        row[2] = (medium_mean - ctx[LONG_MEAN]) / sd
+        row[3] = step / step_sd
+        row[4] = math.log((fast_var + 1e-12 * sd) / (slow_var + 1e-12 * sd) + 1e-12)
+        row[5] = e_dev / math.sqrt(ctx[ERROR_VAR] + err_floor_sq)
+        row[6] = surprise
+        row[7] = weight_max * count / (count + weight_events)
+        warm[i] = True
+        # Learn: an outlier pulls the baselines no further than ``clip`` spreads, so an incident
+        # does not become the new normal at once, yet a lasting shift is absorbed in time.
+        limit = clip * sd
+        c = limit if dev > limit else -limit if dev < -limit else dev
+        ctx[SLOW_MEAN] = slow_mean + a_s * c
+        ctx[SLOW_VAR] = (1.0 - a_s) * (slow_var + a_s * c * c)
+        ctx[FAST_MEAN] = fast_mean
+        ctx[FAST_VAR] = fast_var
+        ctx[MEDIUM_MEAN] = medium_mean
+        ctx[LONG_MEAN] += a_l * (slow_mean + c - ctx[LONG_MEAN])
+        step_limit = clip * step_sd
+        cs = step_limit if step > step_limit else -step_limit if step < -step_limit else step
+        ctx[STEP_VAR] = (1.0 - a_s) * (ctx[STEP_VAR] + a_s * cs * cs)
+        ctx[LAST] = y
+        ctx[ERROR_MEAN] += a_s * e_dev
+        ctx[ERROR_VAR] = (1.0 - a_s) * (ctx[ERROR_VAR] + a_s * e_dev * e_dev)
+
+
+@numba.njit(cache=True, nogil=True)
+def _surprise(
+    ctx, recent, learned, arrival, ordered, s, count, y, e, err_floor_sq, long_alpha,
+    history, history_every, min_history, quantile, max_tail,
+):  # fmt: skip
+    """The largest calibrated surprisal of this raw event (0.0 while too young), then learn it.
+
+    Per signal: -log P(signal >= value) in nats, the exact rank in the bulk and an exponential tail (scale:
+    the mean excess over the 90% quantile) beyond it; then, every ``history_every`` events, the signal joins
+    its history (the oldest value leaves once there are ``history``). Every signal's history holds as many
+    values, so the largest bulk surprisal is that of the highest rank.
+    """
+    width = recent.shape[0]
+    best = 0.0
+    if count >= 2:
+        mean = ctx[RAW_MEAN]
+        tiny = 1e-9 * (abs(mean) + 1.0)
+        spread = math.sqrt(ctx[RAW_VAR]) + tiny
+        kept = min(count, width)
+        total = 0.0
+        for j in range(count - kept, count):
+            total += recent[j % width]
+        step = y - recent[(count - 1) % width]
+        shifted = (total + y) / (kept + 1)
+        signals = (
+            abs(y - mean) / spread,
+            abs(step) / (math.sqrt(ctx[RAW_STEP_VAR]) + tiny),
+            abs(shifted - mean) / spread,
+            max(e - ctx[RAW_ERROR_MEAN], 0.0) / math.sqrt(ctx[RAW_ERROR_VAR] + err_floor_sq),
+        )
+        learn = count % history_every == 0
+        done = learned[s]
+        size = min(done, history)
+        k = int(quantile * size)
+        highest = 0
+        for signal in range(N_SIGNALS):
+            value = signals[signal]
+            sorted_values = ordered[signal]
+            if size >= min_history:
+                start = sorted_values[k]
+                if value > start:
+                    tail = size - k
+                    total = 0.0
+                    for j in range(k, size):
+                        total += sorted_values[j]
+                    excess = total / tail - start
+                    tail_value = math.log(size / tail) + ((value - start) / excess if excess > 0.0 else max_tail)
+                    if tail_value > best:
+                        best = tail_value
+                else:
+                    position = np.searchsorted(sorted_values[:size], value)
+                    if position > highest:
+                        highest = position
+            if learn:
+                _insert(sorted_values, size, value)
+                slot = done % history
+                if size >= history:
+                    _remove(sorted_values, size + 1, arrival[signal, slot])
+                arrival[signal, slot] = value
+        if learn:
+            learned[s] = done + 1
+        if best == 0.0 and size >= min_history:
+            best = math.log((size + 1) / (size - highest + 1))
+    _learn_raw(ctx, recent, count + 1, y, e, long_alpha)
+    return best
+
+
+@numba.njit(cache=True, nogil=True)
+def _insert(sorted_values, size, value):
+    """Insert ``value`` into the first ``size`` (sorted) entries, before any equal ones."""
+    position = np.searchsorted(sorted_values[:size], value)
+    for j in range(size, position, -1):
+        sorted_values[j] = sorted_values[j - 1]
+    sorted_values[position] = value
+
+
+@numba.njit(cache=True, nogil=True)
+def _remove(sorted_values, size, value):
+    """Remove one entry equal to ``value`` from the first ``size`` (sorted) entries."""
+    for j in range(np.searchsorted(sorted_values[:size], value), size - 1):
+        sorted_values[j] = sorted_values[j + 1]
+
+
+@numba.njit(cache=True, nogil=True)
+def _learn_raw(ctx, recent, count, y, e, long_alpha):
+    """Raw running moments: exact while young, exponentially weighted (time constant 1/long_alpha) after."""
+    width = recent.shape[0]
     if count == 1:
-        ctx.slow_mean = ctx.fast_mean = ctx.medium_mean = ctx.long_mean = ctx.last = y
-        ctx.error_mean = e
-        ctx.count = 1
+        ctx[RAW_MEAN] = y
+        ctx[RAW_ERROR_MEAN] = e
+        recent[0] = y
         return
-    delta = y - ctx.slow_mean
-    ctx.slow_mean += delta / count
-    ctx.slow_var += (delta * (y - ctx.slow_mean) - ctx.slow_var) / count  # population variance
-    step = y - ctx.last
-    ctx.step_var += (step * step - ctx.step_var) / (count - 1)
-    ctx.last = y
-    e_delta = e - ctx.error_mean
-    ctx.error_mean += e_delta / count
-    ctx.error_var += (e_delta * (e - ctx.error_mean) - ctx.error_var) / count
-    ctx.count = count
-    ctx.fast_mean = ctx.medium_mean = ctx.long_mean = ctx.slow_mean
-    ctx.fast_var = ctx.slow_var
+    alpha = max(1.0 / count, long_alpha)
+    delta = y - ctx[RAW_MEAN]
+    ctx[RAW_MEAN] += alpha * delta
+    ctx[RAW_VAR] = (1.0 - alpha) * (ctx[RAW_VAR] + alpha * delta * delta)
+    step = y - recent[(count - 2) % width]
+    ctx[RAW_STEP_VAR] = step * step if count == 2 else (1.0 - alpha) * ctx[RAW_STEP_VAR] + alpha * step * step
+    e_delta = e - ctx[RAW_ERROR_MEAN]
+    ctx[RAW_ERROR_MEAN] += alpha * e_delta
+    ctx[RAW_ERROR_VAR] = (1.0 - alpha) * (ctx[RAW_ERROR_VAR] + alpha * e_delta * e_delta)
+    recent[(count - 1) % width] = y
+
+
+@numba.njit(cache=True, nogil=True)
+def _learn_warmup(ctx, count, y, e):
+    """Exact running mean and variance (Welford) until the service has enough history for EWMAs."""
+    if count == 1:
+        ctx[SLOW_MEAN] = ctx[FAST_MEAN] = ctx[MEDIUM_MEAN] = ctx[LONG_MEAN] = ctx[LAST] = y
+        ctx[ERROR_MEAN] = e
+        return
+    delta = y - ctx[SLOW_MEAN]
+    ctx[SLOW_MEAN] += delta / count
+    ctx[SLOW_VAR] += (delta * (y - ctx[SLOW_MEAN]) - ctx[SLOW_VAR]) / count  # population variance
+    step = y - ctx[LAST]
+    ctx[STEP_VAR] += (step * step - ctx[STEP_VAR]) / (count - 1)
+    ctx[LAST] = y
+    e_delta = e - ctx[ERROR_MEAN]
+    ctx[ERROR_MEAN] += e_delta / count
+    ctx[ERROR_VAR] += (e_delta * (e - ctx[ERROR_MEAN]) - ctx[ERROR_VAR]) / count
+    ctx[FAST_MEAN] = ctx[MEDIUM_MEAN] = ctx[LONG_MEAN] = ctx[SLOW_MEAN]
+    ctx[FAST_VAR] = ctx[SLOW_VAR]

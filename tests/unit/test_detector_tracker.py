@@ -1,0 +1,76 @@
+"""The per-service tracker: each service's context is its own, and a snapshot continues the stream exactly."""
+
+import json
+
+import numpy as np
+from ml_service.detector import ContextConfig, ContextTracker
+from ml_service.detector.context import CONTEXT_FEATURES
+
+
+def stream(service: str, n: int, seed: int, median_ms: float = 40.0) -> tuple[list[str], np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    latency = median_ms * np.exp(rng.normal(0.0, 0.3, n))
+    latency[n // 2 : n // 2 + 20] *= 6  # an incident, so the history's tail is exercised
+    return [service] * n, latency, rng.uniform(0.0, 0.02, n)
+
+
+def features_in_batches(
+    tracker: ContextTracker, services, latency, errors, batch: int
+) -> tuple[np.ndarray, np.ndarray]:
+    parts = [
+        tracker.features(services[i : i + batch], latency[i : i + batch], errors[i : i + batch])
+        for i in range(0, len(services), batch)
+    ]
+    return np.vstack([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def test_a_service_context_does_not_depend_on_other_services() -> None:
+    alone = features_in_batches(ContextTracker(), *stream("payments", 1500, seed=1), batch=200)
+    # The same stream interleaved with 30 other services (more than the tracker's first allocation).
+    names, latency, errors = stream("payments", 1500, seed=1)
+    mixed_names, mixed_latency, mixed_errors, mine = [], [], [], []
+    for i in range(1500):
+        other = f"svc-{i % 30}"
+        mixed_names += [other, names[i]]
+        mixed_latency += [latency[i] * 3 + 100, latency[i]]
+        mixed_errors += [0.05, errors[i]]
+        mine.append(2 * i + 1)
+    rows, warm = features_in_batches(
+        ContextTracker(), mixed_names, np.array(mixed_latency), np.array(mixed_errors), 333
+    )
+    assert np.array_equal(rows[mine], alone[0]) and np.array_equal(warm[mine], alone[1])
+    assert alone[1].sum() == 1500 - ContextConfig().warmup_events
+    assert rows.shape == (3000, len(CONTEXT_FEATURES))
+
+
+def test_snapshot_continues_the_stream_exactly_after_the_history_has_wrapped() -> None:
+    services, latency, errors = stream("auth", 2600, seed=7)  # 2,600 events: the 500-value history wrapped twice
+    split = 1777
+    original = ContextTracker()
+    original.features(services[:split], latency[:split], errors[:split])
+    restored = ContextTracker()
+    restored.load_state_dict(json.loads(json.dumps(original.state_dict())))
+    assert restored.state_dict() == original.state_dict()
+    a = original.features(services[split:], latency[split:], errors[split:])
+    b = restored.features(services[split:], latency[split:], errors[split:])
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert a[0][:, CONTEXT_FEATURES.index("surprise")].max() > 0.0
+
+
+def test_history_keeps_the_last_values_in_arrival_order() -> None:
+    cfg = ContextConfig(history=50, history_every=1)
+    tracker = ContextTracker(cfg)
+    tracker.features(*stream("search", 300, seed=3))
+    state = tracker.state_dict()["services"]["search"]
+    assert state["count"] == 300 and state["learned"] == 298  # the signals exist from the 3rd event on
+    assert all(len(values) == 50 for values in state["history"])
+    assert len(state["recent"]) == cfg.surprise_window - 1
+    _, latency, _ = stream("search", 300, seed=3)
+    assert state["recent"] == latency[-(cfg.surprise_window - 1) :].tolist()  # raw values, oldest first
+
+
+def test_batch_boundaries_do_not_change_the_features() -> None:
+    cols = stream("orders", 1200, seed=5)
+    whole = features_in_batches(ContextTracker(), *cols, batch=10**6)
+    small = features_in_batches(ContextTracker(), *cols, batch=7)
+    assert np.array_equal(whole[0], small[0]) and np.array_equal(whole[1], small[1])
