@@ -15,12 +15,10 @@ The vector has two parts:
 The service side (``ContextModel``) blends the forest's verdict with ``surprise`` by ``history_weight``.
 """
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import numba
 import numpy as np
 
 FEATURES = (
@@ -91,23 +89,6 @@ NUMBERS = (
     "raw_error_mean",
     "raw_error_var",
 )
-(
-    SLOW_MEAN,
-    SLOW_VAR,
-    FAST_MEAN,
-    FAST_VAR,
-    MEDIUM_MEAN,
-    LONG_MEAN,
-    LAST,
-    STEP_VAR,
-    ERROR_MEAN,
-    ERROR_VAR,
-    RAW_MEAN,
-    RAW_VAR,
-    RAW_STEP_VAR,
-    RAW_ERROR_MEAN,
-    RAW_ERROR_VAR,
-) = range(len(NUMBERS))
 
 
 def transform(values: np.ndarray, config: ContextConfig) -> np.ndarray:
@@ -127,6 +108,10 @@ class ContextTracker:
     """
 
     def __init__(self, config: ContextConfig | None = None) -> None:
+        # numba costs ~100 MiB a process: loaded only where context is tracked (not by the processor's supervisor)
+        from ml_service.detector.kernels import advance_context
+
+        self._advance = advance_context
         self.config = config or ContextConfig()
         self._allocate(8)
 
@@ -169,7 +154,7 @@ class ContextTracker:
         n = len(ids)
         rows = np.zeros((n, len(CONTEXT_FEATURES)), dtype=np.float64)
         warm = np.zeros(n, dtype=np.bool_)
-        _advance(
+        self._advance(
             ids, transform(raw, cfg), raw, errors, rows, warm,
             self._counts, self._numbers, self._recent, self._learned, self._arrival, self._ordered,
             cfg.warmup_events, cfg.fast_alpha, cfg.slow_alpha, cfg.medium_alpha, cfg.long_alpha, cfg.clip_sigmas,
@@ -218,188 +203,3 @@ class ContextTracker:
                 for signal in range(N_SIGNALS)
             ],
         }
-
-
-@numba.njit(cache=True, nogil=True)
-def _advance(
-    ids, values, raw, errors, rows, warm,
-    counts, numbers, recent, learned, arrival, ordered,
-    warmup, a_f, a_s, a_m, a_l, clip, err_floor_sq, weight_max, weight_events, surprise_alpha,
-    history, history_every, min_history, quantile, max_tail,
-):  # fmt: skip
-    """Score then learn each event in order (``ContextTracker.features``): fills ``rows`` and ``warm``."""
-    for i in range(ids.shape[0]):
-        s = ids[i]
-        ctx = numbers[s]
-        y = values[i]
-        e = errors[i]
-        count = counts[s]
-        surprise = _surprise(
-            ctx, recent[s], learned, arrival[s], ordered[s], s, count, raw[i], e, err_floor_sq, surprise_alpha,
-            history, history_every, min_history, quantile, max_tail,
-        )  # fmt: skip
-        counts[s] = count + 1
-        if count < warmup:
-            _learn_warmup(ctx, count + 1, y, e)
-            continue
-        slow_mean = ctx[SLOW_MEAN]
-        slow_var = ctx[SLOW_VAR]
-        sd = math.sqrt(slow_var) + 1e-9 * (abs(slow_mean) + 1.0)
-        dev = y - slow_mean
-        fast_mean = ctx[FAST_MEAN] + a_f * (y - ctx[FAST_MEAN])
-        medium_mean = ctx[MEDIUM_MEAN] + a_m * (y - ctx[MEDIUM_MEAN])
-        step = y - ctx[LAST]
-        step_sd = math.sqrt(ctx[STEP_VAR]) + 1e-9 * (abs(slow_mean) + 1.0)
-        fdev = y - ctx[FAST_MEAN]
-        fast_var = (1.0 - a_f) * (ctx[FAST_VAR] + a_f * fdev * fdev)
-        e_dev = e - ctx[ERROR_MEAN]
-        row = rows[i]
-        row[0] = dev / sd
-        row[1] = (fast_mean - slow_mean) / sd
-        row[2] = (medium_mean - ctx[LONG_MEAN]) / sd
-        row[3] = step / step_sd
-        row[4] = math.log((fast_var + 1e-12 * sd) / (slow_var + 1e-12 * sd) + 1e-12)
-        row[5] = e_dev / math.sqrt(ctx[ERROR_VAR] + err_floor_sq)
-        row[6] = surprise
-        row[7] = weight_max * count / (count + weight_events)
-        warm[i] = True
-        # Learn: an outlier pulls the baselines no further than ``clip`` spreads, so an incident
-        # does not become the new normal at once, yet a lasting shift is absorbed in time.
-        limit = clip * sd
-        c = limit if dev > limit else -limit if dev < -limit else dev
-        ctx[SLOW_MEAN] = slow_mean + a_s * c
-        ctx[SLOW_VAR] = (1.0 - a_s) * (slow_var + a_s * c * c)
-        ctx[FAST_MEAN] = fast_mean
-        ctx[FAST_VAR] = fast_var
-        ctx[MEDIUM_MEAN] = medium_mean
-        ctx[LONG_MEAN] += a_l * (slow_mean + c - ctx[LONG_MEAN])
-        step_limit = clip * step_sd
-        cs = step_limit if step > step_limit else -step_limit if step < -step_limit else step
-        ctx[STEP_VAR] = (1.0 - a_s) * (ctx[STEP_VAR] + a_s * cs * cs)
-        ctx[LAST] = y
-        ctx[ERROR_MEAN] += a_s * e_dev
-        ctx[ERROR_VAR] = (1.0 - a_s) * (ctx[ERROR_VAR] + a_s * e_dev * e_dev)
-
-
-@numba.njit(cache=True, nogil=True)
-def _surprise(
-    ctx, recent, learned, arrival, ordered, s, count, y, e, err_floor_sq, long_alpha,
-    history, history_every, min_history, quantile, max_tail,
-):  # fmt: skip
-    """The largest calibrated surprisal of this raw event (0.0 while too young), then learn it.
-
-    Per signal: -log P(signal >= value) in nats, the exact rank in the bulk and an exponential tail (scale:
-    the mean excess over the 90% quantile) beyond it; then, every ``history_every`` events, the signal joins
-    its history (the oldest value leaves once there are ``history``). Every signal's history holds as many
-    values, so the largest bulk surprisal is that of the highest rank.
-    """
-    width = recent.shape[0]
-    best = 0.0
-    if count >= 2:
-        mean = ctx[RAW_MEAN]
-        tiny = 1e-9 * (abs(mean) + 1.0)
-        spread = math.sqrt(ctx[RAW_VAR]) + tiny
-        kept = min(count, width)
-        total = 0.0
-        for j in range(count - kept, count):
-            total += recent[j % width]
-        step = y - recent[(count - 1) % width]
-        shifted = (total + y) / (kept + 1)
-        signals = (
-            abs(y - mean) / spread,
-            abs(step) / (math.sqrt(ctx[RAW_STEP_VAR]) + tiny),
-            abs(shifted - mean) / spread,
-            max(e - ctx[RAW_ERROR_MEAN], 0.0) / math.sqrt(ctx[RAW_ERROR_VAR] + err_floor_sq),
-        )
-        learn = count % history_every == 0
-        done = learned[s]
-        size = min(done, history)
-        k = int(quantile * size)
-        highest = 0
-        for signal in range(N_SIGNALS):
-            value = signals[signal]
-            sorted_values = ordered[signal]
-            if size >= min_history:
-                start = sorted_values[k]
-                if value > start:
-                    tail = size - k
-                    total = 0.0
-                    for j in range(k, size):
-                        total += sorted_values[j]
-                    excess = total / tail - start
-                    tail_value = math.log(size / tail) + ((value - start) / excess if excess > 0.0 else max_tail)
-                    if tail_value > best:
-                        best = tail_value
-                else:
-                    position = np.searchsorted(sorted_values[:size], value)
-                    if position > highest:
-                        highest = position
-            if learn:
-                _insert(sorted_values, size, value)
-                slot = done % history
-                if size >= history:
-                    _remove(sorted_values, size + 1, arrival[signal, slot])
-                arrival[signal, slot] = value
-        if learn:
-            learned[s] = done + 1
-        if best == 0.0 and size >= min_history:
-            best = math.log((size + 1) / (size - highest + 1))
-    _learn_raw(ctx, recent, count + 1, y, e, long_alpha)
-    return best
-
-
-@numba.njit(cache=True, nogil=True)
-def _insert(sorted_values, size, value):
-    """Insert ``value`` into the first ``size`` (sorted) entries, before any equal ones."""
-    position = np.searchsorted(sorted_values[:size], value)
-    for j in range(size, position, -1):
-        sorted_values[j] = sorted_values[j - 1]
-    sorted_values[position] = value
-
-
-@numba.njit(cache=True, nogil=True)
-def _remove(sorted_values, size, value):
-    """Remove one entry equal to ``value`` from the first ``size`` (sorted) entries."""
-    for j in range(np.searchsorted(sorted_values[:size], value), size - 1):
-        sorted_values[j] = sorted_values[j + 1]
-
-
-@numba.njit(cache=True, nogil=True)
-def _learn_raw(ctx, recent, count, y, e, long_alpha):
-    """Raw running moments: exact while young, exponentially weighted (time constant 1/long_alpha) after."""
-    width = recent.shape[0]
-    if count == 1:
-        ctx[RAW_MEAN] = y
-        ctx[RAW_ERROR_MEAN] = e
-        recent[0] = y
-        return
-    alpha = max(1.0 / count, long_alpha)
-    delta = y - ctx[RAW_MEAN]
-    ctx[RAW_MEAN] += alpha * delta
-    ctx[RAW_VAR] = (1.0 - alpha) * (ctx[RAW_VAR] + alpha * delta * delta)
-    step = y - recent[(count - 2) % width]
-    ctx[RAW_STEP_VAR] = step * step if count == 2 else (1.0 - alpha) * ctx[RAW_STEP_VAR] + alpha * step * step
-    e_delta = e - ctx[RAW_ERROR_MEAN]
-    ctx[RAW_ERROR_MEAN] += alpha * e_delta
-    ctx[RAW_ERROR_VAR] = (1.0 - alpha) * (ctx[RAW_ERROR_VAR] + alpha * e_delta * e_delta)
-    recent[(count - 1) % width] = y
-
-
-@numba.njit(cache=True, nogil=True)
-def _learn_warmup(ctx, count, y, e):
-    """Exact running mean and variance (Welford) until the service has enough history for EWMAs."""
-    if count == 1:
-        ctx[SLOW_MEAN] = ctx[FAST_MEAN] = ctx[MEDIUM_MEAN] = ctx[LONG_MEAN] = ctx[LAST] = y
-        ctx[ERROR_MEAN] = e
-        return
-    delta = y - ctx[SLOW_MEAN]
-    ctx[SLOW_MEAN] += delta / count
-    ctx[SLOW_VAR] += (delta * (y - ctx[SLOW_MEAN]) - ctx[SLOW_VAR]) / count  # population variance
-    step = y - ctx[LAST]
-    ctx[STEP_VAR] += (step * step - ctx[STEP_VAR]) / (count - 1)
-    ctx[LAST] = y
-    e_delta = e - ctx[ERROR_MEAN]
-    ctx[ERROR_MEAN] += e_delta / count
-    ctx[ERROR_VAR] += (e_delta * (e - ctx[ERROR_MEAN]) - ctx[ERROR_VAR]) / count
-    ctx[FAST_MEAN] = ctx[MEDIUM_MEAN] = ctx[LONG_MEAN] = ctx[SLOW_MEAN]
-    ctx[FAST_VAR] = ctx[SLOW_VAR]

@@ -11,10 +11,11 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-import numba
 import numpy as np
 from sklearn.ensemble import IsolationForest
 from sklearn.ensemble._iforest import _average_path_length
+
+from ml_service.detector.kernels import forest_path_lengths
 
 
 class FlatForest:
@@ -60,28 +61,8 @@ class FlatForest:
             return np.empty(0)
         depths = np.empty(n, dtype=np.float64)
         tree = (self.feature, self.threshold, self.children, self.leaf_value, self.roots, self.max_depth)
-        _path_lengths(x, *tree, depths)
+        forest_path_lengths(x, *tree, depths)
         return -(2.0 ** (-depths / self.denominator)) if self.denominator else -np.ones(n)
-
-
-@numba.njit(cache=True, nogil=True)
-def _path_lengths(x, feature, threshold, children, leaf_value, roots, max_depth, out):
-    """``out[i]``: the sum over trees of row i's leaf value (depth plus the leaf's expected remaining path).
-
-    Every row takes ``max_depth`` steps in every tree (a leaf is its own left child, and x > inf is false),
-    all rows one level at a time: their steps are independent, so the CPU overlaps their memory reads.
-    """
-    n = x.shape[0]
-    nodes = np.empty(n, dtype=np.intp)
-    out[:] = 0.0
-    for root in roots:
-        nodes[:] = root
-        for _ in range(max_depth):
-            for i in range(n):
-                node = nodes[i]
-                nodes[i] = children[2 * node + np.intp(x[i, feature[node]] > threshold[node])]
-        for i in range(n):
-            out[i] += leaf_value[nodes[i]]
 
 
 class ContextModel:
