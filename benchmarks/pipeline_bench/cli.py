@@ -196,7 +196,8 @@ def run(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
         details["memory"] = asdict(memory) | {"processor_growth": memory.processor_growth}
         progress(
             f"  processor RSS {memory.processor_rss_at_10pct or 0:.0f} MiB at 10%, "
-            f"{memory.processor_rss_at_end or 0:.0f} MiB at the end; peak {memory.processor_peak:.0f} MiB"
+            f"{memory.processor_rss_at_end or 0:.0f} MiB at the end; peak {memory.processor_peak:.0f} MiB; "
+            f"PSS at the end {memory.processor_pss_at_end:.0f} MiB"
         )
     return details
 
@@ -401,6 +402,15 @@ def table(args: argparse.Namespace, details: dict[str, Any]) -> list[Row]:
             )
         )
         rows.append(Row("processor peak RSS (VmHWM)", "MiB", memory["processor_peak"], direction="lower"))
+        rows.append(
+            Row(
+                "processor PSS at end",
+                "MiB",
+                memory["processor_pss_at_end"],
+                direction="lower",
+                note="a library page the workers share (numba's LLVM) counts once in PSS, once per process in RSS",
+            )
+        )
         rows.append(
             Row(
                 "service RSS at end / peak",

@@ -28,6 +28,7 @@ from pipeline_bench.stack import (
     cpu_seconds,
     free_port,
     fresh_settings,
+    pss_mib,
     rss_mib,
 )
 
@@ -409,6 +410,7 @@ class Memory:
     processor_rss_at_10pct: float | None
     processor_rss_at_end: float | None
     processor_peak: float
+    processor_pss_at_end: float  # shared pages split between the processes that map them
     service_rss_at_10pct: float | None
     service_rss_at_end: float | None
     service_peak: float
@@ -455,6 +457,7 @@ def memory_run(
                 }
             )
             if done >= count:
+                processor_pss = pss_mib(processor.pid)
                 break
             if not processor.alive():
                 raise StepFailed(f"the processor exited:\n{processor.log_tail()}")
@@ -475,6 +478,7 @@ def memory_run(
         processor_rss_at_10pct=tenth["processor_rss"] if tenth else None,
         processor_rss_at_end=end["processor_rss"],
         processor_peak=max(s["processor_hwm"] for s in samples),
+        processor_pss_at_end=processor_pss,
         service_rss_at_10pct=tenth["service_rss"] if tenth else None,
         service_rss_at_end=end["service_rss"],
         service_peak=max(s["service_hwm"] for s in samples),

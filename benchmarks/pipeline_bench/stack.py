@@ -254,6 +254,18 @@ def rss_mib(pid: int) -> tuple[float, float]:
     return rss, hwm
 
 
+def pss_mib(pid: int) -> float:
+    """Proportional set size in MiB of ``pid`` and its descendants, summed: a page shared by k processes (a
+    library such as numba's LLVM, mapped by every worker) counts 1/k in each, so the sum is what they use."""
+    total = 0.0
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError), open(f"/proc/{member}/smaps_rollup") as rollup:
+            for line in rollup:
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1]) / 1024
+    return total
+
+
 def cpu_seconds(pid: int) -> float:
     """CPU time (user + system) used so far by ``pid`` and its live descendants; 0 once gone."""
     total = 0
