@@ -153,6 +153,7 @@ def _surprise(
         for signal in range(N_SIGNALS):
             value = signals[signal]
             sorted_values = ordered[signal]
+            position = -1  # where ``value`` goes in the sorted history, once searched
             if size >= min_history:
                 start = sorted_values[k]
                 if value > start:
@@ -169,7 +170,9 @@ def _surprise(
                     if position > highest:
                         highest = position
             if learn:
-                _insert(sorted_values, size, value)
+                if position < 0:
+                    position = np.searchsorted(sorted_values[:size], value)
+                _insert(sorted_values, size, position, value)
                 slot = done % history
                 if size >= history:
                     _remove(sorted_values, size + 1, arrival[signal, slot])
@@ -183,9 +186,8 @@ def _surprise(
 
 
 @numba.njit(cache=True, nogil=True)
-def _insert(sorted_values, size, value):
-    """Insert ``value`` into the first ``size`` (sorted) entries, before any equal ones."""
-    position = np.searchsorted(sorted_values[:size], value)
+def _insert(sorted_values, size, position, value):
+    """Insert ``value`` at ``position`` (its left insertion point) among the first ``size`` (sorted) entries."""
     for j in range(size, position, -1):
         sorted_values[j] = sorted_values[j - 1]
     sorted_values[position] = value
