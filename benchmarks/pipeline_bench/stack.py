@@ -241,29 +241,28 @@ def process_tree(pid: int) -> list[int]:
     return found
 
 
+def _proc_mib(pid: int, name: str, fields: tuple[str, ...]) -> list[float]:
+    """Each of ``fields`` (kB lines of ``/proc/<pid>/<name>``) in MiB, summed over ``pid`` and its descendants."""
+    totals = [0.0] * len(fields)
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError), open(f"/proc/{member}/{name}") as lines:
+            for line in lines:
+                key = line.split(":", 1)[0]
+                if key in fields:
+                    totals[fields.index(key)] += int(line.split()[1]) / 1024
+    return totals
+
+
 def rss_mib(pid: int) -> tuple[float, float]:
     """(VmRSS, VmHWM) in MiB of ``pid`` and its descendants, summed; (0, 0) once gone."""
-    rss = hwm = 0.0
-    for member in process_tree(pid):
-        with contextlib.suppress(OSError), open(f"/proc/{member}/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    rss += int(line.split()[1]) / 1024
-                elif line.startswith("VmHWM:"):
-                    hwm += int(line.split()[1]) / 1024
+    rss, hwm = _proc_mib(pid, "status", ("VmRSS", "VmHWM"))
     return rss, hwm
 
 
 def pss_mib(pid: int) -> float:
     """Proportional set size in MiB of ``pid`` and its descendants, summed: a page shared by k processes (a
     library such as numba's LLVM, mapped by every worker) counts 1/k in each, so the sum is what they use."""
-    total = 0.0
-    for member in process_tree(pid):
-        with contextlib.suppress(OSError), open(f"/proc/{member}/smaps_rollup") as rollup:
-            for line in rollup:
-                if line.startswith("Pss:"):
-                    total += int(line.split()[1]) / 1024
-    return total
+    return _proc_mib(pid, "smaps_rollup", ("Pss",))[0]
 
 
 def cpu_seconds(pid: int) -> float:
