@@ -23,6 +23,15 @@ LIBS_DIR = KAFKA_DOCKER_DIR / "libs"
 POM = KAFKA_DOCKER_DIR / "pom.xml"
 
 
+def new_cluster_id() -> str:
+    """A random Kafka cluster id: a UUID in URL-safe base64, never starting with "-" (Kafka's rule too), which
+    the storage tool's argument parser would take for an option."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 class BrokerError(Exception):
     """The broker could not be started or stopped; the message says why in one line."""
 
@@ -155,7 +164,7 @@ class LocalBroker:
     def _format_storage(self, java: str) -> None:
         if (self.config.data_dir / "meta.properties").exists():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        cluster_id = new_cluster_id()
         result = subprocess.run(
             [
                 java,
