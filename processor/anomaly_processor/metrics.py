@@ -56,6 +56,11 @@ class ProcessorMetrics:
         self.scoring_retries = Counter(
             "processor_scoring_retries", "Scoring calls failed and retried (ML service unavailable).", registry=r
         )
+        self.commits_waited = Counter(
+            "processor_commits_waited",
+            "Batches committed synchronously because the previous batch's commit was still unconfirmed.",
+            registry=r,
+        )
         self.batch_size = Histogram(
             "processor_batch_size",
             "Records per handled batch.",

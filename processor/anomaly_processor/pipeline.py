@@ -527,6 +527,12 @@ class Pipeline:
                 held = self._uncommitted.get(tp)
                 if held is None or om.offset > held.offset:
                     self._uncommitted[tp] = om
+        if self._commit_in_flight is not None and not self._commit_in_flight[0].is_done:
+            # The last batch's commit is still out: commit both now rather than let a third batch's worth of
+            # handled records pile up unconfirmed, so a crash redoes at most the batch in hand and the one before.
+            self.metrics.commits_waited.inc()
+            self.commit_handled()
+            return
         self._send_commit()
 
     def _send_commit(self) -> None:

@@ -75,8 +75,9 @@ def test_processor_sigkilled_three_times_mid_stream(rig: Rig) -> None:
 
     tally = make_tally("processor SIGKILLed x3, restarted", producer, collector, started, kills=kills)
     assert_nothing_lost(tally.lost, tally.misrouted, producer, rig)
-    # At-least-once: a kill redoes at most the batch in hand, which was produced but not committed.
-    assert tally.duplicates <= kills * BATCH_MAX
+    # At-least-once: a kill redoes at most the batch in hand and the one before it, whose commit may have been
+    # unconfirmed.
+    assert tally.duplicates <= kills * 2 * BATCH_MAX
 
 
 def test_ml_service_killed_twice_and_restarted(rig: Rig) -> None:
@@ -205,7 +206,7 @@ def test_three_processors_one_killed_the_others_take_over(rig: Rig) -> None:
         verdicts_after_kill=sum(len(v) for v in per_service.values()),
     )
     assert_nothing_lost(tally.lost, tally.misrouted, producer, rig)
-    assert tally.duplicates <= BATCH_MAX
+    assert tally.duplicates <= 2 * BATCH_MAX  # the killed one's batch in hand and the one before it
     # Every service, including those of the killed processor's partition, is scored by the survivors, and
     # its latest scores are real ones (per-service state rebuilt after any warm-up), not placeholders.
     for service, scores in per_service.items():

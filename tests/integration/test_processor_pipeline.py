@@ -419,8 +419,9 @@ def test_a_killed_processor_loses_nothing_when_restarted(
         f"SIGKILL after {printed_before_kill} printed, then restart", len(events), counts, expected
     )
     assert lost == 0
-    # At-least-once: only the batch in hand when killed (at most BATCH_MAX records) is handled twice.
-    assert duplicates <= 50
+    # At-least-once: only the batch in hand when killed and the one before it, whose commit may still have been
+    # unconfirmed (at most 2 x BATCH_MAX records), are handled twice.
+    assert duplicates <= 2 * 50
 
 
 def test_sigterm_exits_0_and_commits_exactly_what_was_printed(
