@@ -62,6 +62,10 @@ def consumer_overrides(settings: ProcessorSettings) -> dict[str, Any]:
         # A member learns of a rebalance from a heartbeat: every 0.5 s, so PROCESSOR_WORKERS members joining at
         # start wait less for each other (make bench's end-to-end runs before and after were within noise).
         "heartbeat_interval_ms": 500,
+        # kafka-python keeps one fetch in flight per broker and leaves out of it the partitions whose records
+        # are still buffered here; the broker holds that fetch until a partition it names gets data. A record
+        # arriving meanwhile on a left-out partition can wait the whole fetch.max.wait: 100 ms, not 500.
+        "fetch_max_wait_ms": 100,
         "reconnect_backoff_max_ms": 5000,
         "client_id": "anomaly-processor",
     }
