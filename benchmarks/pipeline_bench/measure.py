@@ -20,6 +20,7 @@ from eventbus import KafkaSettings, make_consumer
 from pipeline_bench import events, profiling
 from pipeline_bench.report import crossing_time, percentile, rate_between
 from pipeline_bench.stack import (
+    BENCH_DIR,
     ORIGINAL_DIR,
     PROCESSOR_MAIN,
     Managed,
@@ -322,6 +323,22 @@ def latency_project(
     workers: str | None = None,
 ) -> Latency:
     settings = fresh_settings(bootstrap, f"lat{int(rate)}")
+    processor = stack.start("processor-latency", processor_argv(), processor_env(settings, service_url, workers))
+    return _latency(stack, settings, processor, rate, seconds, progress)
+
+
+def latency_floor(stack: Stack, bootstrap: str, rate: float, seconds: float, progress: Progress) -> Latency:
+    """The same load and recorder through ``relay`` (the processor's Kafka clients and options, no work)."""
+    settings = fresh_settings(bootstrap, f"floor{int(rate)}")
+    env = {**os.environ, **settings.environment(), "RELAY_GROUP": f"bench-relay-{uuid.uuid4().hex[:8]}"}
+    relay = stack.start("relay-latency", [sys.executable, "-m", "pipeline_bench.relay"], env, cwd=BENCH_DIR)
+    return _latency(stack, settings, relay, rate, seconds, progress)
+
+
+def _latency(
+    stack: Stack, settings: KafkaSettings, processor: Managed, rate: float, seconds: float, progress: Progress
+) -> Latency:
+    """Offer ``rate`` events/s to ``processor`` (started on ``settings``' topics) and time each verdict."""
     pool = events.event_pool()
     count = int(rate * seconds)
     prefix = "lat-"
@@ -330,7 +347,6 @@ def latency_project(
     events.check_schema(records)
     producer = events.fast_producer(settings, linger_ms=1)
     counter = VerdictCounter(settings, settings.predictions_topic)
-    processor = stack.start("processor-latency", processor_argv(), processor_env(settings, service_url, workers))
     context = multiprocessing.get_context("spawn")
     ready = context.Event()
     receiver, sender = context.Pipe(duplex=False)

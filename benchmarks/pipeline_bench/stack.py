@@ -22,7 +22,8 @@ from eventbus import KafkaSettings, ensure_topics, make_consumer
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-ORIGINAL_DIR = REPO_ROOT / "benchmarks" / "original_design"
+BENCH_DIR = REPO_ROOT / "benchmarks"
+ORIGINAL_DIR = BENCH_DIR / "original_design"
 SERVICE_MAIN = REPO_ROOT / "fastapi-ml-service" / "main.py"
 SAVE_MODEL = REPO_ROOT / "fastapi-ml-service" / "save_model.py"
 PROCESSOR_MAIN = REPO_ROOT / "processor" / "main.py"

@@ -172,6 +172,29 @@ def test_each_worker_count_of_scale_gets_its_own_row_with_the_cpu_split() -> Non
     assert "processor 16" in one.note and "service 2" in one.note
 
 
+def test_the_latency_floor_is_shown_under_the_load_it_was_measured_at() -> None:
+    from pipeline_bench.cli import parse_args, table
+
+    measured = {"p50_ms": 20.0, "p95_ms": 40.0, "p99_ms": 90.0, "to_verdict_p99_ms": 80.0, "achieved_rate": 1000.0}
+    details = {
+        "latency_project": {"1000": measured, "5000": measured | {"p99_ms": 150.0}},
+        "latency_floor": {"1000": measured | {"p50_ms": 11.0, "p99_ms": 60.0}},
+    }
+    rows = table(parse_args([]), details)
+    floor_rows = [row for row in rows if "relay" in row.metric]
+    assert [(row.metric.strip(), row.project) for row in floor_rows] == [
+        ("p50 through a Kafka relay doing no work at 1,000/s", 11.0),
+        ("p99 through a Kafka relay doing no work at 1,000/s", 60.0),
+    ]
+    metrics = [row.metric for row in rows]
+    assert (
+        metrics.index("latency p99 at 1,000/s")
+        < metrics.index(floor_rows[0].metric)
+        < metrics.index("latency p50 at 5,000/s")
+    )
+    assert next(row for row in rows if row.metric == "latency p99 at 1,000/s").met is True
+
+
 def test_cpu_seconds_counts_a_process_and_its_children() -> None:
     import os
     import subprocess
