@@ -123,8 +123,8 @@ def usage() -> str:
         "Consumes LOGS_TOPIC, scores each event with the ML service, produces verdicts to PREDICTIONS_TOPIC",
         "and bad messages to DLQ_TOPIC, committing offsets only once their records are acknowledged.",
         "SIGINT/SIGTERM finish the batch in hand and exit 0; a second signal exits at once.",
-        "PROCESSOR_WORKERS=N runs N such processes in the group, started and supervised by this one",
-        f"(each is 'main.py {WORKER_FLAG} K'; one that fails stops them all).",
+        "PROCESSOR_WORKERS=N runs N such processes in the group, forked and supervised by this one",
+        f"(each runs as 'main.py {WORKER_FLAG} K' would; one that fails stops them all).",
         "",
         "Environment:",
     ]

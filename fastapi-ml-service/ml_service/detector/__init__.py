@@ -41,7 +41,7 @@ Three separable pieces (the processor owns the state, the ML service owns the fo
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from ml_service.detector.context import FEATURES, ContextConfig, ContextTracker
+from ml_service.detector.context import FEATURES, ContextConfig, ContextTracker, load_compiled_tracker
 from ml_service.detector.gate import AlertGate, GateConfig, GateOutput
 
 if TYPE_CHECKING:
@@ -78,5 +78,6 @@ __all__ = [
     "GateConfig",
     "GateOutput",
     "TrainingConfig",
+    "load_compiled_tracker",
     "train_context_model",
 ]
