@@ -1,6 +1,9 @@
 """The per-service tracker: each service's context is its own, and a snapshot continues the stream exactly."""
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 from ml_service.detector import ContextConfig, ContextTracker
@@ -74,3 +77,17 @@ def test_batch_boundaries_do_not_change_the_features() -> None:
     whole = features_in_batches(ContextTracker(), *cols, batch=10**6)
     small = features_in_batches(ContextTracker(), *cols, batch=7)
     assert np.array_equal(whole[0], small[0]) and np.array_equal(whole[1], small[1])
+
+
+def test_loading_the_compiled_tracker_leaves_its_loop_ready_for_forked_workers() -> None:
+    # In a fresh interpreter: in this one another test may have run the loop already.
+    probe = (
+        "from ml_service.detector import kernels, load_compiled_tracker\n"
+        "before = len(kernels.advance_context.signatures)\n"
+        "load_compiled_tracker()\n"
+        "print(before, len(kernels.advance_context.signatures))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["0", "1"]
