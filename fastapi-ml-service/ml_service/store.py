@@ -4,6 +4,8 @@ import logging
 import threading
 from pathlib import Path
 
+import numpy as np
+
 from ml_service.errors import ModelError
 from ml_service.model import ModelBundle, load_bundle
 
@@ -40,6 +42,8 @@ class ModelStore:
             except ModelError as exc:
                 self._error = str(exc)
                 raise
+            # Load the context forest's compiled walk (numba, ~0.5 s) now, not in the first request's time.
+            bundle.predict_context(np.zeros((1, len(bundle.context_features))))
             previous = self._bundle
             self._bundle, self._error = bundle, None
         log.info(

@@ -1,6 +1,9 @@
 """The context model over HTTP: /model describes it, items with ``context`` are scored by it, bad contexts get 422."""
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -156,3 +159,21 @@ def test_context_metadata_edited_in_the_json_is_refused(model_path: Path, tmp_pa
     metadata_path_for(edited).write_text(json.dumps(manifest))
     with pytest.raises(ModelIntegrityError, match="context metadata"):
         load_bundle(edited)
+
+
+def test_a_loaded_model_has_its_compiled_forest_walk_ready_before_the_first_request(model_path: Path) -> None:
+    # In a fresh interpreter: in this one another test may have run the walk already.
+    probe = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from ml_service.detector import kernels\n"
+        "from ml_service.store import ModelStore\n"
+        "ModelStore(Path(sys.argv[1])).load()\n"
+        "print(len(kernels.forest_path_lengths.signatures))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run(
+        [sys.executable, "-c", probe, str(model_path)], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1"]
