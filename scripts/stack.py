@@ -5,6 +5,7 @@ Start and stop are idempotent; a service already running is left alone.
 """
 
 import argparse
+import functools
 import json
 import os
 import signal
@@ -108,6 +109,10 @@ def stop(service: Service, timeout_s: float = 20.0) -> bool:
     return True
 
 
+def is_running(service: Service) -> bool:
+    return running_pid(service) is not None
+
+
 def wait_until(check: Callable[[], bool], what: str, service: Service, timeout_s: float = 60.0) -> None:
     log = service.log_file.relative_to(ROOT)
     deadline = time.monotonic() + timeout_s
@@ -159,7 +164,7 @@ def up(follow: bool) -> None:
             print(f"ml-service: ready at {ml_service_url()}")
         else:
             time.sleep(1.0)
-            wait_until(lambda s=service: running_pid(s) is not None, "running", service, timeout_s=5)
+            wait_until(functools.partial(is_running, service), "running", service, timeout_s=5)
     print("All services are up. `make logs` follows the processor, `make status` checks health, `make down` stops.")
     if follow:
         logs()
