@@ -582,7 +582,8 @@ class Pipeline:
                 log.warning("commit of %s failed (%s): these records may be handled again", _offsets_text(offsets), exc)
 
     def commit_handled(self) -> bool:
-        """Commit synchronously every offset handled and not yet confirmed (on stop); False if some were not."""
+        """Commit synchronously every offset handled and not yet confirmed (on stop, or when the last commit is
+        still out as the next batch is done); False if some were not."""
         offsets = self._unconfirmed()
         if not offsets:
             return True
