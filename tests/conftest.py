@@ -7,6 +7,8 @@ each other's messages. Set ``TEST_KAFKA_BOOTSTRAP`` to use an already running br
 
 import os
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -23,6 +25,17 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def run_in_fresh_python(code: str, *args: str) -> str:
+    """Run ``code`` in a new interpreter on this one's import path (with ``args`` as sys.argv[1:]); its stdout.
+
+    For what a process does the first time: in the test process another test may have done it already.
+    """
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
 
 
 @pytest.fixture

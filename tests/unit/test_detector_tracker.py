@@ -1,13 +1,12 @@
 """The per-service tracker: each service's context is its own, and a snapshot continues the stream exactly."""
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 from ml_service.detector import ContextConfig, ContextTracker
 from ml_service.detector.context import CONTEXT_FEATURES
+
+from tests.conftest import run_in_fresh_python
 
 
 def stream(service: str, n: int, seed: int, median_ms: float = 40.0) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -80,14 +79,10 @@ def test_batch_boundaries_do_not_change_the_features() -> None:
 
 
 def test_loading_the_compiled_tracker_leaves_its_loop_ready_for_forked_workers() -> None:
-    # In a fresh interpreter: in this one another test may have run the loop already.
     probe = (
         "from ml_service.detector import kernels, load_compiled_tracker\n"
         "before = len(kernels.advance_context.signatures)\n"
         "load_compiled_tracker()\n"
         "print(before, len(kernels.advance_context.signatures))\n"
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["0", "1"]
+    assert run_in_fresh_python(probe).split() == ["0", "1"]

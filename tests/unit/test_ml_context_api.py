@@ -1,9 +1,6 @@
 """The context model over HTTP: /model describes it, items with ``context`` are scored by it, bad contexts get 422."""
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +14,7 @@ from ml_service.errors import ModelIntegrityError
 from ml_service.model import ModelBundle, load_bundle, metadata_path_for
 from ml_service.settings import MLSettings
 
+from tests.conftest import run_in_fresh_python
 from tests.unit.ml_context import save_small_bundle
 
 JSON = {"Content-Type": "application/json"}
@@ -162,7 +160,6 @@ def test_context_metadata_edited_in_the_json_is_refused(model_path: Path, tmp_pa
 
 
 def test_a_loaded_model_has_its_compiled_forest_walk_ready_before_the_first_request(model_path: Path) -> None:
-    # In a fresh interpreter: in this one another test may have run the walk already.
     probe = (
         "import sys\n"
         "from pathlib import Path\n"
@@ -171,9 +168,4 @@ def test_a_loaded_model_has_its_compiled_forest_walk_ready_before_the_first_requ
         "ModelStore(Path(sys.argv[1])).load()\n"
         "print(len(kernels.forest_path_lengths.signatures))\n"
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    out = subprocess.run(
-        [sys.executable, "-c", probe, str(model_path)], capture_output=True, text=True, env=env, timeout=120
-    )
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["1"]
+    assert run_in_fresh_python(probe, str(model_path)).split() == ["1"]
