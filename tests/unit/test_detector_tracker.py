@@ -46,9 +46,11 @@ def test_a_service_context_does_not_depend_on_other_services() -> None:
 
 
 def test_snapshot_continues_the_stream_exactly_after_the_history_has_wrapped() -> None:
-    services, latency, errors = stream("auth", 2600, seed=7)  # 2,600 events: the 500-value history wrapped twice
+    services, latency, errors = stream("auth", 2600, seed=7)
+    latency = np.round(latency)  # ties: equal values enter and leave the sorted history
     split = 1777
-    original = ContextTracker()
+    # 650 values learned into a 200-value history: it wrapped three times, so every new value replaced an old one.
+    original = ContextTracker(ContextConfig(history=200))
     original.features(services[:split], latency[:split], errors[:split])
     restored = ContextTracker()
     restored.load_state_dict(json.loads(json.dumps(original.state_dict())))
@@ -57,6 +59,27 @@ def test_snapshot_continues_the_stream_exactly_after_the_history_has_wrapped() -
     b = restored.features(services[split:], latency[split:], errors[split:])
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
     assert a[0][:, CONTEXT_FEATURES.index("surprise")].max() > 0.0
+
+
+def surprise_of_last_event(latency: np.ndarray) -> float:
+    rows, _ = ContextTracker().features(["svc"] * len(latency), latency, np.zeros(len(latency)))
+    return float(rows[-1, CONTEXT_FEATURES.index("surprise")])
+
+
+def test_a_spike_the_service_makes_routinely_is_not_surprising_but_a_bigger_one_is() -> None:
+    rng = np.random.default_rng(2)
+    latency = 100.0 * np.exp(rng.normal(0.0, 0.05, 4000))
+    latency[100::300] = 1000.0  # the same 10x spike every 300 events (a nightly job, say): 13 of them
+    # A threshold of 9 nats (the shipped model's) is one event in about 8,000 of healthy traffic.
+    assert surprise_of_last_event(np.append(latency, 1000.0)) < 9.0
+    assert surprise_of_last_event(np.append(latency, 3000.0)) > 9.0
+
+
+def test_one_earlier_incident_does_not_make_the_next_one_routine() -> None:
+    rng = np.random.default_rng(3)
+    latency = 100.0 * np.exp(rng.normal(0.0, 0.1, 4000))
+    latency[2000] = 400.0
+    assert surprise_of_last_event(np.append(latency, 400.0)) > 9.0
 
 
 def test_history_keeps_the_last_values_in_arrival_order() -> None:

@@ -123,9 +123,11 @@ def _surprise(
     """The largest calibrated surprisal of this raw event (0.0 while too young), then learn it.
 
     Per signal: -log P(signal >= value) in nats, the exact rank in the bulk and an exponential tail (scale:
-    the mean excess over the 90% quantile) beyond it; then, every ``history_every`` events, the signal joins
-    its history (the oldest value leaves once there are ``history``). Every signal's history holds as many
-    values, so the largest bulk surprisal is that of the highest rank.
+    the mean excess over the ``quantile``) beyond it. Where the history holds two values as large, the rank
+    is the answer, not the tail: a jump the service makes every day is not extrapolated past its own record,
+    while one earlier incident alone does not make the next one routine. Then, every ``history_every``
+    events, the signal joins its history (the oldest value leaves once there are ``history``). Every
+    signal's history holds as many values, so the largest bulk surprisal is that of the highest rank.
     """
     width = recent.shape[0]
     best = 0.0
@@ -163,6 +165,9 @@ def _surprise(
                         total += sorted_values[j]
                     excess = total / tail - start
                     tail_value = math.log(size / tail) + ((value - start) / excess if excess > 0.0 else max_tail)
+                    if value <= sorted_values[size - 2]:  # seen twice: the history's own rank is the answer
+                        position = np.searchsorted(sorted_values[:size], value)
+                        tail_value = min(tail_value, math.log((size + 1) / (size - position + 1)))
                     if tail_value > best:
                         best = tail_value
                 else:
@@ -172,10 +177,11 @@ def _surprise(
             if learn:
                 if position < 0:
                     position = np.searchsorted(sorted_values[:size], value)
-                _insert(sorted_values, size, position, value)
                 slot = done % history
                 if size >= history:
-                    _remove(sorted_values, size + 1, arrival[signal, slot])
+                    _replace(sorted_values, size, arrival[signal, slot], position, value)
+                else:
+                    _insert(sorted_values, size, position, value)
                 arrival[signal, slot] = value
         if learn:
             learned[s] = done + 1
@@ -194,10 +200,18 @@ def _insert(sorted_values, size, position, value):
 
 
 @numba.njit(cache=True, nogil=True)
-def _remove(sorted_values, size, value):
-    """Remove one entry equal to ``value`` from the first ``size`` (sorted) entries."""
-    for j in range(np.searchsorted(sorted_values[:size], value), size - 1):
-        sorted_values[j] = sorted_values[j + 1]
+def _replace(sorted_values, size, old, position, value):
+    """Replace one entry equal to ``old`` by ``value`` (left insertion point ``position``) among the first
+    ``size`` (sorted) entries, moving only the entries between the two places."""
+    j = np.searchsorted(sorted_values[:size], old)
+    if position > j:
+        for k in range(j, position - 1):
+            sorted_values[k] = sorted_values[k + 1]
+        sorted_values[position - 1] = value
+    else:
+        for k in range(j, position, -1):
+            sorted_values[k] = sorted_values[k - 1]
+        sorted_values[position] = value
 
 
 @numba.njit(cache=True, nogil=True)
