@@ -165,7 +165,7 @@ def _surprise(
                         total += sorted_values[j]
                     excess = total / tail - start
                     tail_value = math.log(size / tail) + ((value - start) / excess if excess > 0.0 else max_tail)
-                    if value <= sorted_values[size - 2]:  # seen twice: the history's own rank is the answer
+                    if size >= 2 and value <= sorted_values[size - 2]:  # seen twice: its rank is the answer
                         position = np.searchsorted(sorted_values[:size], value)
                         tail_value = min(tail_value, math.log((size + 1) / (size - position + 1)))
                     if tail_value > best:
