@@ -167,7 +167,7 @@ def _surprise(
                     tail_value = math.log(size / tail) + ((value - start) / excess if excess > 0.0 else max_tail)
                     if size >= 2 and value <= sorted_values[size - 2]:  # seen twice: its rank is the answer
                         position = np.searchsorted(sorted_values[:size], value)
-                        tail_value = min(tail_value, math.log((size + 1) / (size - position + 1)))
+                        tail_value = min(tail_value, _rank_surprisal(size, position))
                     if tail_value > best:
                         best = tail_value
                 else:
@@ -186,9 +186,15 @@ def _surprise(
         if learn:
             learned[s] = done + 1
         if best == 0.0 and size >= min_history:
-            best = math.log((size + 1) / (size - highest + 1))
+            best = _rank_surprisal(size, highest)
     _learn_raw(ctx, recent, count + 1, y, e, long_alpha)
     return best
+
+
+@numba.njit(cache=True, nogil=True)
+def _rank_surprisal(size, position):
+    """-log P(signal >= value) from the history's ranks, for a value whose left insertion point is ``position``."""
+    return math.log((size + 1) / (size - position + 1))
 
 
 @numba.njit(cache=True, nogil=True)
