@@ -62,7 +62,7 @@ class ContextConfig:
     # Calibration needs this many past values (else surprisal 0): with 20, the tail of a 160-event history
     # was extrapolated from two values, and new services alerted at their 80th event.
     min_history: int = 40
-    # Beyond this quantile of the history an exponential tail is extrapolated (0.75-0.9 within 0.5 NAB point).
+    # Beyond this quantile of the history an exponential tail is extrapolated (0.75-0.9 within 0.8 NAB point).
     tail_quantile: float = 0.8
     max_tail: float = 20.0  # tail term when the history's top is flat (any excess is unprecedented)
     # history_weight = max * n / (n + events): a young service is judged by the forest; a mature one half
