@@ -75,6 +75,22 @@ def test_a_spike_the_service_makes_routinely_is_not_surprising_but_a_bigger_one_
     assert surprise_of_last_event(np.append(latency, 3000.0)) > 9.0
 
 
+def test_a_routine_jump_stays_routine_when_the_service_turns_quieter() -> None:
+    rng = np.random.default_rng(4)
+    noise = np.r_[np.full(6000, 0.2), np.full(3000, 0.03)]  # the noise drops to a seventh after 6,000 events
+    latency = 100.0 * np.exp(rng.normal(0.0, 1.0, 9000) * noise)
+    starts = np.arange(150, 9000, 301)
+    for start in starts:
+        latency[start : start + 20] *= 3  # the same 20-event jump every 301 events (a batch job, say)
+    rows, _ = ContextTracker().features(["svc"] * 9000, latency, np.zeros(9000))
+    surprise = rows[:, CONTEXT_FEATURES.index("surprise")]
+    quiet_edges = [edge for start in starts if start > 6000 for edge in (start, start + 20) if edge < 9000]
+    assert len(quiet_edges) == 20
+    # The jump is as large as ever; only the noise between jumps shrank (a step ranked in a drifting spread
+    # rose from 6 to 17 nats over these jumps).
+    assert surprise[quiet_edges].max() < 9.0
+
+
 def test_one_earlier_incident_does_not_make_the_next_one_routine() -> None:
     rng = np.random.default_rng(3)
     latency = 100.0 * np.exp(rng.normal(0.0, 0.1, 4000))

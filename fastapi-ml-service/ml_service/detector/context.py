@@ -8,7 +8,7 @@ The vector has two parts:
 * ``surprise`` and ``history_weight``: the service's OWN history speaking. A few raw signals (distance from
   the long-term level, step size, shift of the recent mean, error excess) are each ranked against that
   signal's last ``history`` values: the tail surprisal ``-log P(signal >= s)`` in nats, exact in the bulk and
-  an exponential tail (fitted to the top 10%) beyond it; ``surprise`` is the largest. This is what makes
+  an exponential tail (fitted above the ``tail_quantile``) beyond it; ``surprise`` is the largest. This is what makes
   one threshold fit a CPU percentage, a tweet count and a 20 ms service. ``history_weight`` says how much
   that history is trusted: 0 for a new service, rising to ``history_weight_max`` as events accumulate.
 
@@ -89,7 +89,6 @@ NUMBERS = (
     "error_var",
     "raw_mean",
     "raw_var",
-    "raw_step_var",
     "raw_error_mean",
     "raw_error_var",
 )
