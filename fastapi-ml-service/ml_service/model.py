@@ -49,7 +49,8 @@ from ml_service.scoring import CompiledForest
 log = logging.getLogger(__name__)
 
 FEATURES: Final = ("latency_ms", "error_rate")
-FORMAT_VERSION: Final = 3  # 2: point model + context model in one file; 3: context vector with the service's history
+FORMAT_VERSION: Final = 4  # 2: point model + context model in one file; 3: context vector with the service's history;
+# 4: that history keeps every event (a model of format 3 keeps every fourth, which misses periodic spikes)
 VERSION_PREFIX: Final = "iforest-"
 
 

@@ -31,7 +31,7 @@ from tests.faults.harness import (
 pytestmark = pytest.mark.integration
 
 MUTATIONS = 600
-# Past its warm-up and long enough for its own history to speak (40 values, one every fourth event): before
+# Past its warm-up and long enough for its own history to speak (160 values, one an event): before
 # that, a perfectly ordinary event of a young service can score exactly 0 nats.
 NEW_SERVICE_EVENTS = 200
 

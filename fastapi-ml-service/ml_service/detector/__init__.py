@@ -21,7 +21,7 @@ Three separable pieces (the processor owns the state, the ML service owns the fo
 * The context vector (``context.CONTEXT_FEATURES``) has two parts. The forest's features are scale-free
   deviations in the service's own spread, so ONE forest, trained once on simulated healthy traffic of many
   services, serves a 20 ms and a 2 s service. ``surprise`` is the service's own history speaking: how rare
-  this event's signals are among that service's last 8,000 (every fourth kept; tail surprisal, nats), which
+  this event's signals are among that service's last 4,000 events (tail surprisal, nats), which
   fits any shape of normal (bimodal caches, tweet counts, CPU percentages). The score is a blend in nats,
   ``(1 - w) * forest + w * surprise``, where ``w`` grows from 0 (new service: the forest decides) to 0.5.
   Measured on the scenarios and NAB: the forest alone misreads real series; history alone is fooled by
