@@ -23,9 +23,9 @@ Three separable pieces (the processor owns the state, the ML service owns the fo
   services, serves a 20 ms and a 2 s service. ``surprise`` is the service's own history speaking: how rare
   this event's signals are among that service's last 4,000 events (tail surprisal, nats), which
   fits any shape of normal (bimodal caches, tweet counts, CPU percentages). The score is a blend in nats,
-  ``(1 - w) * forest + w * surprise``, where ``w`` grows from 0 (new service: the forest decides) to 0.5.
+  ``(1 - w) * forest + w * surprise``, where ``w`` grows from 0 (new service: the forest decides) to 0.55.
   Measured on the scenarios and NAB: the forest alone misreads real series; history alone is fooled by
-  short histories and by repeated incidents in a long one; half and half holds on both.
+  short histories and by repeated incidents in a long one; about half and half holds on both.
 * Warm-up: a service's first ``ContextConfig.warmup_events`` events are learned but get ``anomaly=False``,
   ``score=0.0`` (``warm`` is False): without history there is no notion of normal for it.
   The stateless point model (``/predict``) remains the answer for one event with no history.
