@@ -50,7 +50,8 @@ def attach(pid: int, output: Path) -> Sampler:
     binary = py_spy()
     if binary is None:
         raise RuntimeError("--profile needs py-spy: .venv/bin/pip install py-spy")
-    argv = [binary, "record", "--pid", str(pid), "--gil", "--format", "raw", "--rate", str(RATE_HZ)]
+    # --subprocesses: the processor forks its workers, and they do the work (the parent only supervises).
+    argv = [binary, "record", "--pid", str(pid), "--subprocesses", "--gil", "--format", "raw", "--rate", str(RATE_HZ)]
     argv += ["--output", str(output)]
     log = open(output.with_suffix(".log"), "wb")  # noqa: SIM115 - lives as long as the sampler
     process = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)
@@ -83,7 +84,11 @@ def summarise(raw: Path, top: int = 15, seconds: float = 0.0) -> dict[str, list[
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
-        frames = [_short(frame) for frame in stack.split(";")]
+        # With --subprocesses each stack starts with its process ('process 123:"python main.py"'): dropped, so a
+        # function's share is summed over the workers.
+        frames = [_short(frame) for frame in stack.split(";") if not frame.startswith("process ")]
+        if not frames:
+            continue
         total += count
         own[frames[-1]] += count
         for frame in set(frames):
@@ -94,8 +99,8 @@ def summarise(raw: Path, top: int = 15, seconds: float = 0.0) -> dict[str, list[
         "samples": [("total", float(total))]
         + ([("gil_busy_percent", 100.0 * total / (seconds * RATE_HZ))] if seconds > 0 else []),
         "self": [(name, 100.0 * n / total) for name, n in own.most_common(top)],
-        # Frames on (nearly) every stack are the server's or the program's main loop: they say nothing.
-        "inclusive": [(name, 100.0 * n / total) for name, n in inclusive.most_common() if n < 0.9 * total][:top],
+        # Frames on most stacks are main loops (and the fork into a worker): they say nothing.
+        "inclusive": [(name, 100.0 * n / total) for name, n in inclusive.most_common() if n < 0.8 * total][:top],
     }
 
 
@@ -112,7 +117,8 @@ def _short(frame: str) -> str:
 
 def render(title: str, summary: dict[str, list[tuple[str, float]]]) -> str:
     busy = dict(summary.get("samples", [])).get("gil_busy_percent")
-    lines = [f"{title}: GIL held {busy:.0f}% of the time" if busy is not None else f"{title}:"]
+    held = f"{title}: GIL held {busy:.0f}% of the time (summed over its processes)" if busy is not None else ""
+    lines = [held or f"{title}:"]
     lines.append(f"{title}: self time (% of GIL-holding samples)")
     lines += [f"  {share:5.1f}%  {name}" for name, share in summary.get("self", [])]
     lines.append(f"{title}: inclusive time")

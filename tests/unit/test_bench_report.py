@@ -89,6 +89,18 @@ def test_profile_summary_shares(tmp_path: Path) -> None:
     assert "main (app.py)" not in inclusive  # on every stack: says nothing
 
 
+def test_profile_summary_sums_a_function_over_the_forked_workers(tmp_path: Path) -> None:
+    raw = tmp_path / "raw.txt"
+    raw.write_text(  # py-spy --subprocesses: each stack starts with its process
+        'process 11:"python main.py";main (app.py:10);run (workers.py:3) 10\n'
+        'process 12:"python main.py";main (app.py:10);run (workers.py:3);send (kafka/producer.py:9) 45\n'
+        'process 13:"python main.py";main (app.py:10);run (workers.py:3);send (kafka/producer.py:9) 45\n'
+    )
+    summary = summarise(raw)
+    assert summary["self"][0] == ("send (kafka/producer.py)", pytest.approx(90.0))
+    assert not any(name.startswith("process ") for name, _ in summary["self"] + summary["inclusive"])
+
+
 class _JsonServer:
     """A keep-alive HTTP server on 127.0.0.1 answering every POST with ``answer`` and ``status``."""
 
