@@ -50,7 +50,7 @@ def test_snapshot_continues_the_stream_exactly_after_the_history_has_wrapped() -
     services, latency, errors = stream("auth", 2600, seed=7)
     latency = np.round(latency)  # ties: equal values enter and leave the sorted history
     split = 1777
-    # 650 values learned into a 200-value history: it wrapped three times, so every new value replaced an old one.
+    # 1,775 values learned into a 200-value history: it wrapped eight times, so every new value replaced an old one.
     original = ContextTracker(ContextConfig(history=200))
     original.features(services[:split], latency[:split], errors[:split])
     restored = ContextTracker()
