@@ -117,8 +117,7 @@ def _short(frame: str) -> str:
 
 def render(title: str, summary: dict[str, list[tuple[str, float]]]) -> str:
     busy = dict(summary.get("samples", [])).get("gil_busy_percent")
-    held = f"{title}: GIL held {busy:.0f}% of the time (summed over its processes)" if busy is not None else ""
-    lines = [held or f"{title}:"]
+    lines = [f"{title}:" if busy is None else f"{title}: GIL held {busy:.0f}% of the time (summed over its processes)"]
     lines.append(f"{title}: self time (% of GIL-holding samples)")
     lines += [f"  {share:5.1f}%  {name}" for name, share in summary.get("self", [])]
     lines.append(f"{title}: inclusive time")

@@ -55,7 +55,8 @@ class ContextConfig:
     surprise_alpha: float = 0.001  # EWMA weight of their long-term level and spreads (exact mean while fewer)
     surprise_window: int = 10  # recent events behind the recent-mean shift
     # Past values of each signal its calibration ranks against: a service's last 4,000 events, so what
-    # recurs every day or two (a nightly jump) is in it. NAB: 2,000 values 55.3, 4,000 or 8,000 59.0.
+    # recurs every day or two (a nightly jump) is in it. NAB with a weight max of 0.5: 2,000 values 55.3,
+    # 4,000 or 8,000 59.0.
     history: int = 4000
     # Every this many events a service's signals join its history. Keep 1: with every fourth event, a job
     # that spiked every 300 events at the wrong phase never entered the history and paged every time.
