@@ -16,8 +16,9 @@ from typing import Any
 
 import orjson
 import requests
-from log_simulator.profiles import generate_normal_events
 from ml_service.app import create_app
+
+from streaming_detector.profiles import generate_normal_events
 
 
 def over_http(url: str, body: bytes, seconds: float, concurrency: int) -> tuple[int, list[float]]:

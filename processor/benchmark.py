@@ -19,9 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from anomaly_processor import Pipeline, Printer, ProcessorSettings, consumer_overrides, producer_overrides  # noqa: E402
 from anomaly_processor.app import make_scorer, tune_garbage_collector  # noqa: E402
-from log_simulator.profiles import generate_normal_events  # noqa: E402
 
 from eventbus import KafkaSettings, ensure_topics, make_consumer, make_producer  # noqa: E402
+from streaming_detector.profiles import generate_normal_events  # noqa: E402
 
 
 def topic_settings(topic: str) -> KafkaSettings:

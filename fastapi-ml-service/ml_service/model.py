@@ -3,7 +3,7 @@
 A bundle holds two IsolationForests, trained and saved together:
 
 * the point model on raw [latency_ms, error_rate]: the stateless answer for one event with no history;
-* the context model (``ml_service.detector``) on per-service context features the processor computes
+* the context model (``streaming_detector``) on per-service context features the processor computes
   (``ContextTracker``) and sends in the request's ``context`` field.
 
 On disk a bundle is two files (see ``save_bundle``):
@@ -41,10 +41,10 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sklearn.ensemble import IsolationForest
 
-from ml_service.detector import ContextModel, GateConfig
-from ml_service.detector.context import HISTORY_FEATURES
 from ml_service.errors import ModelError, ModelIntegrityError, ModelNotFoundError
 from ml_service.scoring import CompiledForest
+from streaming_detector import ContextModel, GateConfig
+from streaming_detector.tracker import HISTORY_FEATURES
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ class ModelBundle:
     @property
     def gate_config(self) -> GateConfig:
         """How the processor turns raw context scores into alerts (threshold and cool-down)."""
-        return GateConfig(self.context_threshold, int(self.context_metadata["training"]["cooldown_events"]))
+        return GateConfig.from_metadata(self.context_metadata)
 
     def predict_context(self, features: NDArray[np.float64]) -> tuple[NDArray[np.bool_], NDArray[np.float64]]:
         """``(anomaly, raw score)`` per row of context features (n x k), ``anomaly == score > context threshold``."""
@@ -222,7 +222,7 @@ def save_bundle(
 ) -> ModelManifest:
     """Write both models to ``model.joblib`` and ``model.json`` (each atomically, joblib first); return the manifest.
 
-    ``context_forest`` and ``context_metadata`` are what ``ml_service.detector.train_context_model`` returns.
+    ``context_forest`` and ``context_metadata`` are what ``streaming_detector.train_context_model`` returns.
     """
     model_path.parent.mkdir(parents=True, exist_ok=True)
     context_metadata = _json_round_trip(context_metadata)

@@ -18,17 +18,17 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 from pydantic import ValidationError
 
-from anomaly_processor.context import DEFAULT_CACHE_EVENTS, ContextualScorer
 from anomaly_processor.errors import ScoringConfigError
 from anomaly_processor.metrics import MetricsServer, ProcessorMetrics
+from anomaly_processor.ml_client import HttpScorer, Scorer
 from anomaly_processor.output import Printer
 from anomaly_processor.pipeline import Pipeline, consumer_overrides, producer_overrides
 from anomaly_processor.retry import Backoff
-from anomaly_processor.scoring import HttpScorer, Scorer
 from anomaly_processor.settings import ProcessorSettings
 from anomaly_processor.workers import WORKER_FLAG, Supervisor, watch_parent
 from eventbus import BrokerUnavailableError, KafkaSettings, ensure_topics, make_consumer, make_producer
 from eventbus._clients import wait_for_broker
+from streaming_detector.scorer import DEFAULT_CACHE_EVENTS, ContextualScorer
 
 log = logging.getLogger("anomaly_processor")
 

@@ -28,6 +28,7 @@ from kafka.structs import OffsetAndMetadata
 
 from anomaly_processor.errors import ScoringProtocolError, ScoringRejectedError, ScoringUnavailableError
 from anomaly_processor.metrics import ProcessorMetrics
+from anomaly_processor.ml_client import Score, Scorer
 from anomaly_processor.output import Printer
 from anomaly_processor.records import (
     ConsumedRecord,
@@ -37,7 +38,6 @@ from anomaly_processor.records import (
     verdict_json,
 )
 from anomaly_processor.retry import Backoff
-from anomaly_processor.scoring import Score, Scorer
 from anomaly_processor.settings import ProcessorSettings
 from eventbus import KafkaSettings, LogEvent
 

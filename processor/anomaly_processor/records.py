@@ -12,7 +12,7 @@ from typing import Literal, Protocol
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from anomaly_processor.scoring import Score
+from anomaly_processor.ml_client import Score
 from eventbus import BadEventError, LogEvent, parse_event
 
 PREVIEW_MAX_CHARS = 200

@@ -25,9 +25,9 @@ from typing import Any
 
 import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from log_simulator.profiles import DEFAULT_SERVICES, generate_normal_events
 
 from eventbus import KafkaSettings, make_producer
+from streaming_detector.profiles import DEFAULT_SERVICES, generate_normal_events
 from tests.conftest import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import orjson
 import pytest
-from log_simulator.profiles import generate_normal_events
 
 from eventbus import BadEventError, KafkaSettings, parse_event
+from streaming_detector.profiles import generate_normal_events
 from tests.faults.harness import (
     Collector,
     MLServiceProcess,

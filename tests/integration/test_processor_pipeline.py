@@ -23,10 +23,10 @@ from anomaly_processor.records import DeadLetter
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 from log_simulator.generator import ServiceSpec
-from log_simulator.profiles import NormalProfile, generate_normal_events
 from prometheus_client.parser import text_string_to_metric_families
 
 from eventbus import KafkaSettings, LogEvent, Verdict, make_admin
+from streaming_detector.profiles import NormalProfile, generate_normal_events
 from tests.conftest import free_port
 from tests.integration.test_ml_server import wait_until_ready
 from tests.unit.ml_context import SMALL_CONTEXT_ARGS

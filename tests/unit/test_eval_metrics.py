@@ -4,10 +4,10 @@ import json
 
 import numpy as np
 import pytest
-from ml_service.evaluation.cli import main
-from ml_service.evaluation.metrics import evaluate, overall
-from ml_service.evaluation.scenarios import Incident
 
+from evaluation.cli import main
+from evaluation.quality import evaluate, overall
+from evaluation.scenarios import Incident
 from eventbus import LogEvent
 
 

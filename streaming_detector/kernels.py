@@ -5,7 +5,7 @@
 
 Compiled on first use and cached beside this file (``cache=True``); ``nogil``, so kafka-python's IO threads
 run while a batch is scored. numba costs a process ~30 MiB of private memory plus ~130 MiB of LLVM library
-pages (shared between processes), so ``context`` imports this module only when a tracker is built.
+pages (shared between processes), so ``tracker`` imports this module only when a tracker is built.
 """
 
 import math
@@ -13,7 +13,7 @@ import math
 import numba
 import numpy as np
 
-from ml_service.detector.context import N_SIGNALS, NUMBERS
+from streaming_detector.tracker import N_SIGNALS, NUMBERS
 
 (
     SLOW_MEAN,

@@ -2,7 +2,7 @@
 
 The vector has two parts:
 
-* ``FEATURES``: scale-free deviations in the service's own spread (log-latency baselines with capped
+* ``FOREST_FEATURES``: scale-free deviations in the service's own spread (log-latency baselines with capped
   learning, so an incident does not become the normal). The IsolationForest scores these. They assume the
   shape of normal latency (log-normal noise around a level), which is right for a young service.
 * ``surprise`` and ``history_weight``: the service's OWN history speaking. A few raw signals (distance from
@@ -12,7 +12,7 @@ The vector has two parts:
   one threshold fit a CPU percentage, a tweet count and a 20 ms service. ``history_weight`` says how much
   that history is trusted: 0 for a new service, rising to ``history_weight_max`` as events accumulate.
 
-The service side (``ContextModel``) blends the forest's verdict with ``surprise`` by ``history_weight``.
+The model (``ContextModel``, run by the ML service) blends the forest's verdict with ``surprise`` by ``history_weight``.
 """
 
 from collections.abc import Iterable, Mapping, Sequence
@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-FEATURES = (
+FOREST_FEATURES = (
     "level_z",  # this event's deviation from the service's baseline, in the service's own spread
     "recent_level_z",  # the recent level (fast average, this event included) against the baseline
     "drift_z",  # the medium-term level against the long-term level: slow creep
@@ -33,7 +33,10 @@ HISTORY_FEATURES = (
     "surprise",  # largest tail surprisal (nats) of the calibrated signals against the service's own history
     "history_weight",  # how far the blend trusts ``surprise`` over the forest: 0 (new service) .. max
 )
-CONTEXT_FEATURES = (*FEATURES, *HISTORY_FEATURES)  # the vector the processor sends: the forest's, then the history's
+CONTEXT_FEATURES = (
+    *FOREST_FEATURES,
+    *HISTORY_FEATURES,
+)  # the vector the processor sends: the forest's, then the history's
 N_SIGNALS = 4  # calibrated signals: level distance, step size, recent-mean shift, error excess
 
 
@@ -115,7 +118,7 @@ class ContextTracker:
 
     def __init__(self, config: ContextConfig | None = None) -> None:
         # numba (~30 MiB private, ~130 MiB shared a process) loads only where context is tracked (or will be)
-        from ml_service.detector.kernels import advance_context
+        from streaming_detector.kernels import advance_context
 
         self._advance = advance_context
         self.config = config or ContextConfig()
