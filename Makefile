@@ -91,7 +91,7 @@ test-faults: $(STAMP) ## Run the fault tests alone (kills, outages, broker bounc
 lint: $(STAMP) ## ruff (lint + format check) and mypy on the packages
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/ruff format --check .
-	@$(VENV)/bin/mypy eventbus streaming_detector evaluation kafka-docker/local_kafka fastapi-ml-service/ml_service log-simulator/log_simulator processor/anomaly_processor scripts
+	@$(VENV)/bin/mypy eventbus streaming_detector evaluation devstack benchmarks kafka-docker/local_kafka fastapi-ml-service/ml_service log-simulator/log_simulator processor/anomaly_processor scripts
 
 format: $(STAMP) ## Format the code with ruff
 	@$(VENV)/bin/ruff format .

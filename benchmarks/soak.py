@@ -16,21 +16,20 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from local_kafka import LocalBroker, LocalBrokerConfig
 
-from local_kafka import LocalBroker, LocalBrokerConfig  # noqa: E402
-
-from tests.conftest import free_port, fresh_topics  # noqa: E402
-from tests.faults.harness import (  # noqa: E402
+from devstack.harness import (
     REPO_ROOT,
     Collector,
     MLServiceProcess,
     ProcessorProcess,
     SteadyProducer,
+    fresh_topics,
     kafka_env,
     make_tally,
     train_model,
 )
+from devstack.processes import free_port
 
 SERVICES = ("auth", "payment", "orders", "search", "cart", "email")
 

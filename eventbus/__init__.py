@@ -1,14 +1,14 @@
 """What every service of the pipeline shares: the event schema, topic names, settings, Kafka clients.
 
-Public surface (pinned by ``tests/unit/test_eventbus_surface.py``)::
+Public surface (pinned by ``tests/unit/test_eventbus.py``)::
 
     LogEvent, Verdict            the one schema for events in ``logs`` and verdicts in ``predictions``
     KafkaSettings                broker address, topic names and security, from the environment
-    make_producer, make_consumer, make_admin, ensure_topics
+    make_producer, make_consumer, make_admin, ensure_topics, wait_for_broker
     EventBusError                root of this package's exceptions (see ``eventbus.errors``)
 """
 
-from eventbus._clients import ensure_topics, make_admin, make_consumer, make_producer
+from eventbus._clients import ensure_topics, make_admin, make_consumer, make_producer, wait_for_broker
 from eventbus._schema import LABEL_NORMAL, LogEvent, Verdict, parse_event
 from eventbus._settings import KafkaSettings
 from eventbus.errors import BadEventError, BrokerUnavailableError, EventBusError
@@ -26,4 +26,5 @@ __all__ = [
     "make_consumer",
     "make_producer",
     "parse_event",
+    "wait_for_broker",
 ]

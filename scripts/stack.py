@@ -8,15 +8,15 @@ import argparse
 import functools
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from devstack.processes import http_status, stop_pid
+from devstack.processes import wait_until as devstack_wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_DIR = ROOT / ".run"
@@ -65,11 +65,7 @@ def running_pid(service: Service) -> int | None:
 
 
 def http_ok(url: str, timeout: float = 2.0) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
+    return http_status(url, timeout) == 200
 
 
 def start(service: Service) -> int | None:
@@ -99,12 +95,7 @@ def stop(service: Service, timeout_s: float = 20.0) -> bool:
     if pid is None:
         service.pid_file.unlink(missing_ok=True)
         return False
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
-        time.sleep(0.2)
-    if Path(f"/proc/{pid}").exists():
-        os.kill(pid, signal.SIGKILL)
+    stop_pid(pid, timeout_s)
     service.pid_file.unlink(missing_ok=True)
     return True
 
@@ -115,14 +106,11 @@ def is_running(service: Service) -> bool:
 
 def wait_until(check: Callable[[], bool], what: str, service: Service, timeout_s: float = 60.0) -> None:
     log = service.log_file.relative_to(ROOT)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        if running_pid(service) is None:
-            raise SystemExit(f"error: {service.name} exited while starting; see {log}")
-        time.sleep(0.3)
-    raise SystemExit(f"error: {service.name} not {what} after {timeout_s:.0f}s; see {log}")
+    outcome = devstack_wait_until(check, lambda: is_running(service), timeout_s, poll_s=0.3)
+    if outcome == "exited":
+        raise SystemExit(f"error: {service.name} exited while starting; see {log}")
+    if outcome == "timeout":
+        raise SystemExit(f"error: {service.name} not {what} after {timeout_s:.0f}s; see {log}")
 
 
 def model_path() -> Path:

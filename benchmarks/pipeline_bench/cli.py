@@ -12,10 +12,10 @@ from typing import Any
 
 import orjson
 
-from pipeline_bench import events, measure, profiling
-from pipeline_bench.http_load import LoadResult, post_load
-from pipeline_bench.report import Row, meets, render_table, write_json
-from pipeline_bench.stack import (
+from benchmarks.pipeline_bench import events, measure, profiling
+from benchmarks.pipeline_bench.http_load import LoadResult, post_load
+from benchmarks.pipeline_bench.report import Row, meets, render_table, write_json
+from benchmarks.pipeline_bench.stack import (
     REPO_ROOT,
     Stack,
     sigterm_as_interrupt,

@@ -19,8 +19,15 @@ import numpy as np
 from kafka import TopicPartition
 from numpy.typing import NDArray
 
-from eventbus import LABEL_NORMAL, BadEventError, EventBusError, KafkaSettings, make_consumer, parse_event
-from eventbus._clients import wait_for_broker
+from eventbus import (
+    LABEL_NORMAL,
+    BadEventError,
+    EventBusError,
+    KafkaSettings,
+    make_consumer,
+    parse_event,
+    wait_for_broker,
+)
 from ml_service.errors import TrainingDataError
 from ml_service.model import metadata_path_for, save_bundle, train_model
 from ml_service.settings import MLSettings

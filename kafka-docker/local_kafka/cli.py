@@ -11,8 +11,7 @@ import subprocess
 import sys
 import time
 
-from eventbus import KafkaSettings, ensure_topics
-from eventbus._clients import wait_for_broker
+from eventbus import KafkaSettings, ensure_topics, wait_for_broker
 from eventbus.errors import BrokerUnavailableError
 from local_kafka.broker import KAFKA_DOCKER_DIR, BrokerError, LocalBroker, ensure_jars
 

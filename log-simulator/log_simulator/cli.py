@@ -24,8 +24,7 @@ from typing import Any
 from kafka.errors import KafkaError
 from pydantic import ValidationError
 
-from eventbus import BrokerUnavailableError, KafkaSettings, LogEvent, ensure_topics, make_producer
-from eventbus._clients import wait_for_broker
+from eventbus import BrokerUnavailableError, KafkaSettings, LogEvent, ensure_topics, make_producer, wait_for_broker
 from log_simulator.errors import ConfigurationError, SimulatorError
 from log_simulator.generator import TrafficGenerator, parse_services
 from log_simulator.pacing import RatePacer, SchedulePacer

@@ -26,8 +26,7 @@ from anomaly_processor.pipeline import Pipeline, consumer_overrides, producer_ov
 from anomaly_processor.retry import Backoff
 from anomaly_processor.settings import ProcessorSettings
 from anomaly_processor.workers import WORKER_FLAG, Supervisor, watch_parent
-from eventbus import BrokerUnavailableError, KafkaSettings, ensure_topics, make_consumer, make_producer
-from eventbus._clients import wait_for_broker
+from eventbus import BrokerUnavailableError, KafkaSettings, ensure_topics, make_consumer, make_producer, wait_for_broker
 from streaming_detector.scorer import DEFAULT_CACHE_EVENTS, ContextualScorer
 
 log = logging.getLogger("anomaly_processor")

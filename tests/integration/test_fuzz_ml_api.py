@@ -18,7 +18,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.generation import GenerationMode
 
-from tests.faults.harness import LOOPBACK, MLServiceProcess, http_status, train_model
+from devstack.harness import LOOPBACK, MLServiceProcess, http_status, train_model
 
 pytestmark = pytest.mark.integration
 
