@@ -74,8 +74,7 @@ class ContextModel:
     * The result is ``(1 - w) * min(forest_nats, forest_cap) + w * surprise``, ``w = history_weight`` (0 for a
       young service). The cap (12 nats, above the 9-nat threshold) lets the forest alone alert on a young
       service; once a service has history, the forest alone can no longer page: its own history must agree
-      that the event is rare. Measured: without the cap, a daily square wave alerted at every jump, and NAB
-      scored 48; with it, 55, for the same scenario F1.
+      that the event is rare: without the cap a daily square wave alerted at every jump (docs/tuning.md).
 
     ``score(vectors)`` is all the ML service needs (vectors come from the processor's ``ContextTracker``).
     """

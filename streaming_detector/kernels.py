@@ -141,8 +141,7 @@ def _surprise(
         step = y - recent[(count - 1) % width]
         shifted = (total + y) / (kept + 1)
         # The step is ranked as it is: a running spread that drifts would make a routine jump look larger
-        # once the service turns quieter (measured with the earlier every-fourth-event history: NAB 59.4 ->
-        # 59.9, scenario F1 over 16 seeds 0.964 -> 0.967).
+        # once the service turns quieter.
         signals = (
             abs(y - mean) / spread,
             abs(step),

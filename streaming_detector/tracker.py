@@ -58,25 +58,21 @@ class ContextConfig:
     surprise_alpha: float = 0.001  # EWMA weight of their long-term level and spreads (exact mean while fewer)
     surprise_window: int = 10  # recent events behind the recent-mean shift
     # Past values of each signal its calibration ranks against: a service's last 4,000 events, so what
-    # recurs every day or two (a nightly jump) is in it. NAB with a weight max of 0.5: 2,000 values 55.3,
-    # 4,000 or 8,000 59.0.
+    # recurs every day or two (a nightly jump) is in it (figures: docs/tuning.md).
     history: int = 4000
-    # Every this many events a service's signals join its history. Keep 1: with every fourth event, a job
-    # that spiked every 300 events at the wrong phase never entered the history and paged every time.
+    # Every this many events a service's signals join its history. Keep 1: a periodic spike sampled at the
+    # wrong phase never enters a sparser history and pages every time.
     history_every: int = 1
     # Calibration needs this many past values (else surprisal 0): with 20, the tail was extrapolated from two
     # values, and new services alerted early.
     min_history: int = 160
-    # Beyond this quantile of the history an exponential tail is extrapolated (0.75-0.9 within 0.8 NAB point).
+    # Beyond this quantile of the history an exponential tail is extrapolated (0.75-0.9 score alike).
     tail_quantile: float = 0.8
     max_tail: float = 20.0  # tail term when the history's top is flat (any excess is unprecedented)
     # history_weight = max * n / (n + events): a young service is judged by the forest; a mature one a little
-    # more by its own history than by the forest. NAB standard for 0.45 / 0.5 / 0.525 / 0.55 / 0.6: 52.3 /
-    # 59.0 / 59.7 / 60.3 / 60.2; scenario F1 over 16 seeds 0.961 (0.5) / 0.958 / 0.955 (0.6): more lets
-    # repeated incidents in a long history hide the next one.
+    # more by its own history than by the forest. More lets repeated incidents in a long history hide the next.
     history_weight_max: float = 0.55
-    # Half of the maximum after this many events: slower than 300, the forest keeps more say while the
-    # history is short (scenario F1 over 16 seeds 0.952 -> 0.965, NAB 54.6 -> 53.0).
+    # Half of the maximum after this many events: the forest keeps more say while the history is short.
     history_weight_events: float = 800.0
 
 
