@@ -72,6 +72,19 @@ def epoch_seconds(timestamp: float | str) -> float:
     raise AssertionError("unreachable: the last bound is infinite")
 
 
+def time_cell_seconds(text: str) -> float:
+    """Epoch seconds of a time written in a file (a CSV cell): an epoch number by the same magnitude rule, or
+    ISO-8601 (no zone means UTC); ``ValueError`` if neither."""
+    text = text.strip()
+    try:
+        number = float(text)
+    except ValueError:
+        return epoch_seconds(text)
+    if not math.isfinite(number) or number < 0:
+        raise ValueError(f"{text!r} is not an epoch time")
+    return epoch_seconds(number)
+
+
 def _check_timestamp(value: Any) -> int | float | str:
     """A timestamp as sent, if the schema accepts it (one error message instead of one per union member)."""
     if isinstance(value, str):
