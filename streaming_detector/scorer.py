@@ -62,7 +62,7 @@ class Event(Protocol):
     """What the scorer reads of an event (``eventbus.LogEvent`` has it, so does any record with these fields)."""
 
     @property
-    def id(self) -> str | None: ...  # its event_id, or one derived from where its message sits; None: not cached
+    def event_id(self) -> str | None: ...  # the cache key; the processor derives one for an event sent without
 
     @property
     def service(self) -> str: ...
@@ -268,7 +268,7 @@ class ContextualScorer:
             self._verdicts.pop(event_id, None)
 
 
-def _event_id(event: LogEvent) -> str:
+def _event_id(event: Event) -> str:
     """The key of an event's cached features and verdict (the pipeline gives every event one)."""
     if event.event_id is None:
         raise ValueError(f"ContextualScorer needs events with an event_id: {event!r:.200}")
