@@ -8,8 +8,7 @@ commit; a late commit of ours could move it back).
 """
 
 import logging
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import CommitFailedError, IllegalStateError, KafkaError
@@ -17,10 +16,9 @@ from kafka.future import Future
 from kafka.structs import OffsetAndMetadata
 
 from anomaly_processor.metrics import ProcessorMetrics
-from anomaly_processor.output import Printer
 from anomaly_processor.ownership import PartitionOwnership
 from anomaly_processor.records import ConsumedRecord
-from anomaly_processor.retry import Backoff, describe, retriable, retry_after
+from anomaly_processor.retry import RetryContext, describe, retriable, retry_after
 
 log = logging.getLogger(__name__)
 
@@ -50,25 +48,16 @@ class OffsetCommitter:
     """
 
     def __init__(
-        self,
-        consumer: KafkaConsumer,
-        ownership: PartitionOwnership,
-        *,
-        metrics: ProcessorMetrics,
-        printer: Printer,
-        stop: threading.Event,
-        hold: Callable[[float], None],
-        backoff: Callable[[], Backoff],
-        bootstrap: str,
+        self, consumer: KafkaConsumer, ownership: PartitionOwnership, metrics: ProcessorMetrics, retries: RetryContext
     ) -> None:
         self._consumer = consumer
         self._ownership = ownership
         self._metrics = metrics
-        self._printer = printer
-        self._stop = stop
-        self._hold = hold
-        self._backoff = backoff
-        self._bootstrap = bootstrap
+        self._printer = retries.printer
+        self._stop = retries.stop
+        self._hold = retries.hold
+        self._backoff = retries.backoff
+        self._bootstrap = retries.bootstrap
         # Offsets of records handled (acknowledged, printed) and not yet confirmed committed, per partition.
         self._uncommitted: dict[TopicPartition, OffsetAndMetadata] = {}
         self._commit_in_flight: tuple[Future, dict[TopicPartition, OffsetAndMetadata]] | None = None

@@ -2,8 +2,6 @@
 acknowledgement, resend what failed while Kafka is unavailable, give up only when asked to stop."""
 
 import logging
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,8 +9,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaTimeoutError
 from kafka.partitioner.default import murmur2
 
-from anomaly_processor.output import Printer
-from anomaly_processor.retry import Backoff, describe, retriable, retry_after
+from anomaly_processor.retry import RetryContext, describe, retriable, retry_after
 
 log = logging.getLogger(__name__)
 
@@ -60,22 +57,13 @@ class Delivery:
     """Produces records and waits for Kafka's acknowledgement of each; ``hold(seconds)`` waits while staying
     in the consumer group (the loop's consumer keeps polling with its partitions paused)."""
 
-    def __init__(
-        self,
-        producer: KafkaProducer,
-        *,
-        printer: Printer,
-        stop: threading.Event,
-        hold: Callable[[float], None],
-        backoff: Callable[[], Backoff],
-        bootstrap: str,
-    ) -> None:
+    def __init__(self, producer: KafkaProducer, retries: RetryContext) -> None:
         self._producer = producer
-        self._printer = printer
-        self._stop = stop
-        self._hold = hold
-        self._backoff = backoff
-        self._bootstrap = bootstrap
+        self._printer = retries.printer
+        self._stop = retries.stop
+        self._hold = retries.hold
+        self._backoff = retries.backoff
+        self._bootstrap = retries.bootstrap
         self.partition_of = KeyPartitioner(producer)
 
     def deliver(self, outgoing: list[Outgoing]) -> bool:

@@ -49,7 +49,7 @@ from anomaly_processor.records import (
     origin_of,
     verdict_json,
 )
-from anomaly_processor.retry import Backoff, describe, retriable, retry_after
+from anomaly_processor.retry import Backoff, RetryContext, describe, retriable, retry_after
 from anomaly_processor.settings import ProcessorSettings
 from eventbus import KafkaSettings, LogEvent
 
@@ -160,26 +160,9 @@ class Pipeline:
             metrics=self.metrics,
             stop=self.stop,
         )
-        bootstrap = kafka.kafka_bootstrap_servers
-        hold = self.batches.hold
-        self.delivery = Delivery(
-            producer,
-            printer=printer,
-            stop=self.stop,
-            hold=hold,
-            backoff=self._backoff,
-            bootstrap=bootstrap,
-        )
-        self.commits = OffsetCommitter(
-            consumer,
-            self.ownership,
-            metrics=self.metrics,
-            printer=printer,
-            stop=self.stop,
-            hold=hold,
-            backoff=self._backoff,
-            bootstrap=bootstrap,
-        )
+        retries = RetryContext(printer, self.stop, self.batches.hold, self._backoff, kafka.kafka_bootstrap_servers)
+        self.delivery = Delivery(producer, retries)
+        self.commits = OffsetCommitter(consumer, self.ownership, self.metrics, retries)
         consumer.subscribe([kafka.logs_topic, kafka.repartition_topic], listener=OwnershipListener(self.ownership))
 
     # -- the loop ------------------------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 import logging
 import random
+import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from kafka.errors import KafkaError
@@ -41,6 +43,20 @@ class Backoff:
 
 class RetryPrinter(Protocol):
     def retry(self, message: str) -> None: ...
+
+    def notice(self, message: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class RetryContext:
+    """What a unit of the loop needs to retry while Kafka is away: where to say so, when to give up, how to
+    wait (``hold`` keeps the consumer in its group), a fresh backoff per operation, and the broker's name."""
+
+    printer: RetryPrinter
+    stop: threading.Event
+    hold: Callable[[float], None]
+    backoff: Callable[[], Backoff]
+    bootstrap: str
 
 
 def retry_after(

@@ -12,7 +12,7 @@ from anomaly_processor.delivery import Delivery, Outgoing
 from anomaly_processor.metrics import ProcessorMetrics
 from anomaly_processor.ownership import OwnershipListener, PartitionOwnership
 from anomaly_processor.records import DecodedBatch
-from anomaly_processor.retry import Backoff, retry_after
+from anomaly_processor.retry import Backoff, RetryContext, retry_after
 from kafka import TopicPartition
 from kafka.errors import KafkaTimeoutError, NotLeaderForPartitionError
 
@@ -99,16 +99,8 @@ def test_partitions_assigned_while_holding_are_paused_at_once() -> None:
 def make_committer(consumer: FakeConsumer) -> tuple[OffsetCommitter, PartitionOwnership]:
     committer: OffsetCommitter
     ownership = PartitionOwnership(consumer, on_revoke=lambda tp: committer.forget(tp))
-    committer = OffsetCommitter(
-        consumer,
-        ownership,
-        metrics=ProcessorMetrics(),
-        printer=Lines(),  # type: ignore[arg-type]
-        stop=threading.Event(),
-        hold=lambda seconds: None,
-        backoff=no_jitter,
-        bootstrap="kafka:9092",
-    )
+    retries = RetryContext(Lines(), threading.Event(), lambda seconds: None, no_jitter, "kafka:9092")
+    committer = OffsetCommitter(consumer, ownership, ProcessorMetrics(), retries)
     return committer, ownership
 
 
@@ -143,14 +135,7 @@ def test_a_partition_revoked_before_its_batch_is_done_is_not_committed() -> None
 
 def make_delivery(producer: FakeProducer, stop: threading.Event, holds: list[float]) -> tuple[Delivery, Lines]:
     lines = Lines()
-    delivery = Delivery(
-        producer,
-        printer=lines,  # type: ignore[arg-type]
-        stop=stop,
-        hold=holds.append,
-        backoff=no_jitter,
-        bootstrap="kafka:9092",
-    )
+    delivery = Delivery(producer, RetryContext(lines, stop, holds.append, no_jitter, "kafka:9092"))
     return delivery, lines
 
 
