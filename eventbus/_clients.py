@@ -13,6 +13,9 @@ from eventbus.errors import BrokerUnavailableError
 
 log = logging.getLogger(__name__)
 
+# The changelog keeps the last state of each service; a state is up to ~128 KiB (a full history).
+STATE_TOPIC_CONFIGS = {"cleanup.policy": "compact", "max.message.bytes": str(4 * 1024 * 1024)}
+
 
 def make_producer(settings: KafkaSettings, **overrides: Any) -> KafkaProducer:
     """A producer that waits for every in-sync replica (acks=all) and keeps order per key."""
@@ -54,9 +57,11 @@ def make_admin(settings: KafkaSettings, **overrides: Any) -> KafkaAdminClient:
 
 
 def ensure_topics(settings: KafkaSettings, timeout_s: float = 30.0) -> list[str]:
-    """Create ``logs`` (several partitions), ``predictions``, ``logs.dlq`` and the repartition topic if missing;
-    return those created. The repartition topic gets as many partitions as ``logs`` has, so that a service's
-    partition has the same number in both and one consumer owns both (the processor assigns by range)."""
+    """Create ``logs`` (several partitions), ``predictions``, ``logs.dlq``, the repartition topic and the state
+    changelog if missing; return those created. The repartition topic and the changelog get as many partitions
+    as ``logs`` has, so that a service's partition has the same number in all three and one consumer owns them
+    (the processor assigns by range). The changelog is compacted (the last state of each service is kept) and
+    replicated as far as the cluster allows (up to 3 copies)."""
     admin = make_admin(settings)
     try:
         existing = set(admin.list_topics())
@@ -68,15 +73,21 @@ def ensure_topics(settings: KafkaSettings, timeout_s: float = 30.0) -> list[str]
             settings.predictions_topic: settings.logs_partitions,
             settings.dlq_topic: 1,
             settings.repartition_topic: logs_partitions,
+            settings.state_topic: logs_partitions,
         }
         missing = {name: n for name, n in wanted.items() if name not in existing}
         if missing:
+            brokers = len(admin.describe_cluster().get("brokers") or ()) or 1
+            specs = {name: {"num_partitions": n, "replication_factor": 1} for name, n in missing.items()}
+            if settings.state_topic in specs:
+                specs[settings.state_topic] = {
+                    "num_partitions": logs_partitions,
+                    "replication_factor": min(3, brokers),
+                    "configs": STATE_TOPIC_CONFIGS,
+                }
             # Another process may create a topic between our list and our create.
             with contextlib.suppress(TopicAlreadyExistsError):
-                admin.create_topics(
-                    {name: {"num_partitions": n, "replication_factor": 1} for name, n in missing.items()},
-                    timeout_ms=int(timeout_s * 1000),
-                )
+                admin.create_topics(specs, timeout_ms=int(timeout_s * 1000))
         return sorted(missing)
     finally:
         admin.close()

@@ -5,11 +5,12 @@ cool-downs). The model client is a small protocol (``ModelClient``) with two imp
 ML service (``anomaly_processor.ml_client.HttpScorer``, the processor) and in this process
 (``streaming_detector.in_process.InProcessModel``, evaluation and tests).
 
-Where the state lives: in the scoring process, in memory, one ``ContextTracker`` (per-service baselines)
-and one ``AlertGate`` (per-service cool-downs) for every service whose partition it consumes (events are
-keyed by service, so a service's events all reach one consumer). Nothing is persisted: after a restart or
-a rebalance the new owner rebuilds a service's state from the stream, and the service is scored by the
-stateless point model until it is warm again (``ContextConfig.warmup_events`` events).
+Where the state lives: in the scoring process, one ``ContextTracker`` (per-service baselines) and one
+``AlertGate`` (per-service cool-downs) for the services whose partition it consumes (events are keyed by
+service, so a service's events all reach one consumer). With ``max_services``, at most that many services
+are in memory: the least recently seen is moved to the ``StateStore`` (bytes, ``streaming_detector.state``)
+and brought back when it is seen again. ``export``/``take_dirty``/``forget`` let the processor save each
+service's state to its changelog topic and drop the state of partitions it no longer owns.
 
 Each event advances the state exactly once, however often the pipeline asks for it: its features and,
 once scored, its final verdict are cached by ``event_id`` (the processor derives one for an event sent
@@ -19,7 +20,8 @@ failed commit gets the same features and the same verdict.
 
 import itertools
 import logging
-from collections.abc import Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
@@ -27,6 +29,7 @@ import numpy as np
 
 from streaming_detector.errors import ScoringConfigError, ScoringRejectedError, ScoringUnavailableError
 from streaming_detector.gate import AlertGate, GateConfig
+from streaming_detector.state import StateMismatchError, StateStore, decode_state, encode_state, with_cooldown
 from streaming_detector.tracker import ContextConfig, ContextTracker
 
 log = logging.getLogger(__name__)
@@ -36,7 +39,6 @@ DEFAULT_CACHE_EVENTS = 10_000
 Context = tuple[float, ...]
 # Per event, its context features to send as ``context``, or None to send none.
 Contexts = Sequence[Sequence[float] | None]
-_UNSEEN: Any = object()
 
 
 class Score(NamedTuple):
@@ -134,17 +136,32 @@ class ContextualScorer:
     it answers with another ``model_version``.
     """
 
-    def __init__(self, client: ModelClient, *, cache_events: int = DEFAULT_CACHE_EVENTS) -> None:
+    def __init__(
+        self,
+        client: ModelClient,
+        *,
+        cache_events: int = DEFAULT_CACHE_EVENTS,
+        store: StateStore | None = None,
+        max_services: int | None = None,
+    ) -> None:
         if cache_events < 1:
             raise ValueError(f"cache_events must be positive, got {cache_events}")
+        if max_services is not None and (max_services < 1 or store is None):
+            raise ValueError("max_services needs a store to move state to, and must be positive")
+        self.store = store
+        self.max_services = max_services
         self.client = client
         self.base_url = client.base_url
         self.cache_events = cache_events
         self.spec: ContextSpec | None = None
         self.tracker: ContextTracker | None = None
         self.gate: AlertGate | None = None
-        self._contexts: dict[str, Context | None] = {}  # event id -> features sent (None: warming up)
+        # event id -> (its service, the features sent: None while warming up)
+        self._contexts: dict[str, tuple[str, Context | None]] = {}
         self._verdicts: dict[str, Score] = {}  # event id -> final verdict, once scored
+        self._in_memory: OrderedDict[str, None] = OrderedDict()  # services in the tracker, least recent first
+        self._dirty: set[str] = set()  # services whose state changed since ``take_dirty``
+        self.evicted = 0  # services moved out of memory to make room
 
     def ready(self) -> bool:
         return self.client.ready()
@@ -154,7 +171,7 @@ class ContextualScorer:
 
     def score(self, events: Sequence[Event]) -> list[Score]:
         spec, tracker, gate = self._model()
-        contexts = self._learn(events, tracker)
+        contexts = self._learn(events, tracker, gate)
         verdicts: list[Score | None] = [self._verdicts.get(_event_id(event)) for event in events]
         todo = [i for i, verdict in enumerate(verdicts) if verdict is None]
         if todo:
@@ -190,6 +207,103 @@ class ContextualScorer:
         _, tracker, gate = self._model()
         tracker.load_state_dict(state["tracker"])
         gate.load_state_dict(state["gate"])
+        self._in_memory = OrderedDict.fromkeys(tracker.names)
+
+    # -- the state of single services (the processor's changelog) -----------------------------------------
+
+    def take_dirty(self) -> set[str]:
+        """The services whose state changed since the last call."""
+        dirty, self._dirty = self._dirty, set()
+        return dirty
+
+    def export(self, service: str) -> bytes | None:
+        """``service``'s state as bytes (from memory, else from the store); None if it has none."""
+        if self.tracker is not None and self.gate is not None and service in self.tracker:
+            arrays = self.tracker.export(service)
+            return encode_state(self.tracker.config, arrays, self.gate.cooldown.get(service, 0))
+        data = self.store.get(service) if self.store is not None else None
+        if data is not None and self.gate is not None and service in self.gate.cooldown:
+            data = with_cooldown(data, self.gate.cooldown[service])  # the gate counted on after it left memory
+        return data
+
+    def forget(self, which: Callable[[str], bool]) -> int:
+        """Drop from memory, without saving, every service ``which`` selects, and the cached features and
+        verdicts of its events (whoever owns it now restores it); returns how many were in memory."""
+        dropped = [name for name in self._in_memory if which(name)]
+        for name in dropped:
+            self._drop(name)
+        if self.gate is not None:
+            self.gate.cooldown = {name: left for name, left in self.gate.cooldown.items() if not which(name)}
+        self._dirty = {name for name in self._dirty if not which(name)}
+        stale = [event_id for event_id, (service, _) in self._contexts.items() if which(service)]
+        for event_id in stale:
+            del self._contexts[event_id]
+            self._verdicts.pop(event_id, None)
+        return len(dropped)
+
+    def services_in_memory(self) -> int:
+        return len(self._in_memory)
+
+    def _drop(self, name: str) -> None:
+        """Out of memory. A running cool-down stays with the gate, which decides for the whole batch after it
+        was learned (a service may leave memory in between); the gate's count wins over the stored one."""
+        del self._in_memory[name]
+        if self.tracker is not None and name in self.tracker:
+            self.tracker.remove(name)
+        if self.gate is not None and self.gate.cooldown.get(name, 1) <= 0:
+            del self.gate.cooldown[name]
+
+    def _bring_in(self, names: set[str], tracker: ContextTracker, gate: AlertGate) -> None:
+        """Make ``names`` the most recently seen services in memory: load those that are not from the store,
+        first moving the least recently seen others out if there is no room for them."""
+        missing = [name for name in names if name not in self._in_memory]
+        if self.max_services is not None:
+            overflow = len(self._in_memory) + len(missing) - self.max_services
+            for name in list(itertools.islice((n for n in self._in_memory if n not in names), max(overflow, 0))):
+                data = self.export(name)
+                assert self.store is not None and data is not None
+                self.store.put(name, data)
+                self._drop(name)
+                self.evicted += 1
+        for name in missing:
+            self._in_memory[name] = None
+            data = self.store.get(name) if self.store is not None else None
+            if data is None:
+                continue
+            try:
+                arrays, cooldown = decode_state(tracker.config, data)
+            except StateMismatchError as exc:
+                log.warning("state of service %r discarded, it warms up again: %s", name, exc)
+                continue
+            tracker.restore(name, arrays)
+            if cooldown > 0 and name not in gate.cooldown:
+                gate.cooldown[name] = cooldown
+        for name in names:
+            self._in_memory.move_to_end(name)
+
+    def _advance(self, events: Sequence[Event], tracker: ContextTracker, gate: AlertGate) -> tuple[Any, Any]:
+        """``tracker.features`` of ``events``, in runs of at most ``max_services`` distinct services, each run's
+        services brought into memory first (so memory stays bounded however many services a batch holds)."""
+        names = [e.service for e in events]
+        limit = self.max_services or len(names) or 1
+        rows, warm = [], []
+        start = 0
+        while start < len(names):
+            run: set[str] = set()
+            stop = start
+            while stop < len(names) and (names[stop] in run or len(run) < limit):
+                run.add(names[stop])
+                stop += 1
+            self._bring_in(run, tracker, gate)
+            part = events[start:stop]
+            r, w = tracker.features(names[start:stop], [e.latency_ms for e in part], [e.error_rate for e in part])
+            rows.append(r)
+            warm.append(w)
+            self._dirty.update(run)
+            start = stop
+        if len(rows) == 1:
+            return rows[0], warm[0]
+        return np.concatenate(rows), np.concatenate(warm)
 
     # -- internals -----------------------------------------------------------------------------------------
 
@@ -206,6 +320,8 @@ class ContextualScorer:
             if self.tracker is not None:
                 log.warning("context configuration changed with model %s: every service warms up again", spec.version)
             self.tracker = ContextTracker(spec.tracker)
+            self._in_memory.clear()
+            self._dirty.clear()
             self._contexts.clear()  # cached features were computed with the old configuration
             self._verdicts.clear()
         gate = AlertGate(spec.gate)
@@ -231,29 +347,29 @@ class ContextualScorer:
         self._install(spec)
         return True
 
-    def _learn(self, events: Sequence[Event], tracker: ContextTracker) -> list[Context | None]:
+    def _learn(self, events: Sequence[Event], tracker: ContextTracker, gate: AlertGate) -> list[Context | None]:
         """Each event's context features (None while its service warms up). Those of events not seen yet are
         computed in stream order, which advances their services' state; the others come from the cache."""
         cache = self._contexts
         contexts: list[Context | None] = []
         new: list[int] = []
         for i, event in enumerate(events):
-            context = cache.get(_event_id(event), _UNSEEN)
-            if context is _UNSEEN:
+            hit = cache.get(_event_id(event))
+            if hit is None:
                 new.append(i)
                 contexts.append(None)
             else:
-                contexts.append(context)
+                contexts.append(hit[1])
         if new:
             fresh = [events[i] for i in new] if len(new) < len(events) else events
-            features, warm = tracker.features(
-                [e.service for e in fresh], [e.latency_ms for e in fresh], [e.error_rate for e in fresh]
-            )
+            features, warm = self._advance(fresh, tracker, gate)
             decimals = self.client.context_decimals
             # Tuples of floats: the garbage collector stops tracking them, a cache of lists it would scan.
             rows = map(tuple, (features if decimals is None else features.round(decimals)).tolist())
             for i, event, row, is_warm in zip(new, fresh, rows, warm.tolist(), strict=True):
-                contexts[i] = cache[_event_id(event)] = row if is_warm else None
+                context = row if is_warm else None
+                contexts[i] = context
+                cache[_event_id(event)] = (event.service, context)
             self._evict()
         return contexts
 

@@ -96,6 +96,21 @@ NUMBERS = (
 )
 
 
+@dataclass
+class ServiceArrays:
+    """One service's rows of ``ContextTracker``'s arrays, as they are (rings included): what a snapshot holds.
+
+    ``arrival`` keeps only the filled part of each signal's history (``min(learned, history)`` values): the
+    sorted copy is rebuilt from it, so a young service's snapshot is small.
+    """
+
+    count: int
+    learned: int
+    numbers: np.ndarray  # (len(NUMBERS),)
+    recent: np.ndarray  # (max(1, surprise_window - 1),) the ring as stored
+    arrival: np.ndarray  # (N_SIGNALS, min(learned, history)) the ring as stored
+
+
 def transform(values: np.ndarray, config: ContextConfig) -> np.ndarray:
     values = np.asarray(values, dtype=np.float64)
     return np.sign(values) * np.log1p(np.abs(values)) if config.log_values else values
@@ -167,6 +182,55 @@ class ContextTracker:
             cfg.history, cfg.history_every, cfg.min_history, cfg.tail_quantile, cfg.max_tail,
         )  # fmt: skip
         return rows, warm
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._index
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def export(self, name: str) -> ServiceArrays:
+        """A copy of ``name``'s state (``KeyError`` if it has none here)."""
+        slot = self._index[name]
+        size = min(int(self._learned[slot]), self.config.history)
+        return ServiceArrays(
+            int(self._counts[slot]),
+            int(self._learned[slot]),
+            self._numbers[slot].copy(),
+            self._recent[slot].copy(),
+            self._arrival[slot, :, :size].copy(),
+        )
+
+    def restore(self, name: str, state: ServiceArrays) -> None:
+        """Give ``name`` the state ``export`` returned (replacing any it has): it then scores as it would have."""
+        history = self.config.history
+        size = state.arrival.shape[1]
+        if state.recent.shape != self._recent.shape[1:] or size != min(state.learned, history):
+            raise ValueError(f"state of {name!r} does not fit this configuration")
+        slot = self._index[name] if name in self._index else self._add(name)
+        self._counts[slot] = state.count
+        self._learned[slot] = state.learned
+        self._numbers[slot] = state.numbers
+        self._recent[slot] = state.recent
+        self._arrival[slot] = 0.0
+        self._arrival[slot, :, :size] = state.arrival
+        self._ordered[slot] = 0.0
+        self._ordered[slot, :, :size] = np.sort(state.arrival, axis=1)
+
+    def remove(self, name: str) -> None:
+        """Forget ``name``: the last service moves into its slot, so the arrays stay dense."""
+        slot = self._index.pop(name)
+        last = len(self.names) - 1
+        if slot != last:
+            moved = self.names[last]
+            for attr in ("_counts", "_numbers", "_recent", "_learned", "_arrival", "_ordered"):
+                array = getattr(self, attr)
+                array[slot] = array[last]
+            self.names[slot] = moved
+            self._index[moved] = slot
+        for attr in ("_counts", "_numbers", "_recent", "_learned", "_arrival", "_ordered"):
+            getattr(self, attr)[last] = 0  # the next service added here starts from nothing
+        self.names.pop()
 
     def state_dict(self) -> dict[str, Any]:
         """A JSON-able snapshot of every service's state and the configuration."""
