@@ -68,6 +68,7 @@ def fresh_topics(bootstrap: str) -> KafkaSettings:
         predictions_topic=f"predictions-{suffix}",
         dlq_topic=f"logs.dlq-{suffix}",
         repartition_topic=f"logs.by-service-{suffix}",
+        state_topic=f"logs.state-{suffix}",
         logs_partitions=3,
     )
     ensure_topics(settings)

@@ -78,7 +78,9 @@ def ensure_topics(settings: KafkaSettings, timeout_s: float = 30.0) -> list[str]
         missing = {name: n for name, n in wanted.items() if name not in existing}
         if missing:
             brokers = len(admin.describe_cluster().get("brokers") or ()) or 1
-            specs = {name: {"num_partitions": n, "replication_factor": 1} for name, n in missing.items()}
+            specs: dict[str, dict[str, Any]] = {
+                name: {"num_partitions": n, "replication_factor": 1} for name, n in missing.items()
+            }
             if settings.state_topic in specs:
                 specs[settings.state_topic] = {
                     "num_partitions": logs_partitions,

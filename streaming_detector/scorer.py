@@ -211,6 +211,12 @@ class ContextualScorer:
 
     # -- the state of single services (the processor's changelog) -----------------------------------------
 
+    def keep_state_in(self, store: StateStore, max_services: int) -> None:
+        """From now on, at most ``max_services`` services in memory; the others in ``store``."""
+        if max_services < 1:
+            raise ValueError(f"max_services must be positive, got {max_services}")
+        self.store, self.max_services = store, max_services
+
     def take_dirty(self) -> set[str]:
         """The services whose state changed since the last call."""
         dirty, self._dirty = self._dirty, set()

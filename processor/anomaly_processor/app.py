@@ -151,7 +151,11 @@ def run(
     if clients is None:
         return 0
     consumer, producer = clients
+    restorer: KafkaConsumer | None = None
+    pipeline: Pipeline | None = None
     try:
+        if isinstance(scorer, ContextualScorer) and settings.state_changelog:
+            restorer = make_consumer(kafka, group_id=None, client_id="anomaly-processor-restore")
         pipeline = Pipeline(
             consumer,
             producer,
@@ -162,11 +166,13 @@ def run(
             stop=stop,
             scorer_name=name,
             metrics=metrics,
+            restorer=restorer,
         )
         printer.notice(
             f"Processing {kafka.logs_topic} -> {kafka.predictions_topic} (dead letters: {kafka.dlq_topic}) "
             f"as group {settings.processor_group!r}, scoring with {name}"
             + (" in per-service context" if isinstance(scorer, ContextualScorer) else "")
+            + (f", state in {kafka.state_topic}" if pipeline.state is not None else "")
         )
         if remote is not None and not remote.ready():
             printer.notice(f"ML service at {name} is not ready yet: events will wait for it.")
@@ -178,6 +184,10 @@ def run(
         printer.notice(f"Stopping: {exc}")
         return 2
     finally:
+        if pipeline is not None:
+            pipeline.close()
+        elif restorer is not None:
+            restorer.close(autocommit=False)
         consumer.close(autocommit=False)
         producer.close(timeout=5)
         printer.close()

@@ -71,9 +71,7 @@ def test_a_service_with_a_full_history_round_trips_bit_for_bit() -> None:
     assert np.array_equal(a, b)
 
 
-def test_state_written_under_another_configuration_is_discarded_and_the_service_warms_up(
-    model, events, caplog
-) -> None:
+def test_state_written_under_another_configuration_is_discarded_and_the_service_warms_up(model, events, caplog) -> None:
     other = replace(ContextConfig(), warmup_events=31)
     tracker = ContextTracker(other)
     tracker.features(["api"] * 100, np.full(100, 200.0), np.zeros(100))
@@ -120,7 +118,9 @@ def test_removing_a_service_keeps_the_others_intact() -> None:
     names = ["a", "b", "c"] * 100
     latency, error = rng.lognormal(4, 0.2, 300), rng.random(300) * 0.02
     tracker.features(names, latency, error)
-    reference.features([n for n in names if n != "a"], latency[[n != "a" for n in names]], error[[n != "a" for n in names]])
+    reference.features(
+        [n for n in names if n != "a"], latency[[n != "a" for n in names]], error[[n != "a" for n in names]]
+    )
     tracker.remove("a")
     assert "a" not in tracker and len(tracker) == 2
     a, _ = tracker.features(["b", "c", "a"], [50.0, 60.0, 70.0], [0.0, 0.0, 0.0])

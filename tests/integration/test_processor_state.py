@@ -1,0 +1,112 @@
+"""The detector's state survives a crash, a rebalance and a flood of services (real broker, real processes).
+
+The reference for "same verdict" is an uninterrupted ``ContextualScorer`` over the same ML service, fed the
+same events in order: each service's state depends only on its own events, so batching does not matter.
+"""
+# ruff: noqa: F811 - the fixtures imported from test_processor_pipeline are parameters here
+
+import re
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+import pytest
+from anomaly_processor.ml_client import HttpScorer
+from kafka import KafkaConsumer, KafkaProducer
+
+from eventbus import KafkaSettings, LogEvent, Verdict
+from streaming_detector.profiles import generate_normal_events
+from streaming_detector.scorer import ContextualScorer, Score
+from tests.integration.test_processor_pipeline import (  # noqa: F401 - fixtures
+    MLService,
+    Processor,
+    events_as_messages,
+    ml_service,
+    model_path,
+    produce,
+    start_processor,
+    tally,
+    topic_reader,
+    verdicts_for,
+)
+
+pytestmark = pytest.mark.integration
+
+SERVICES = ("auth", "payment", "orders")
+
+
+def traffic(count_per_service: int, seed: int, services: Sequence[str] = SERVICES) -> list[LogEvent]:
+    """Healthy traffic of ``services``, interleaved, with unique event ids per seed."""
+    events = generate_normal_events(count_per_service * len(services), services=list(services), seed=seed)
+    return [e.model_copy(update={"event_id": f"{seed}-{i}"}) for i, e in enumerate(events)]
+
+
+def spike(event: LogEvent, name: str) -> LogEvent:
+    return event.model_copy(update={"event_id": name, "latency_ms": event.latency_ms * 8, "error_rate": 0.9})
+
+
+def reference(ml_service: MLService, events: Sequence[LogEvent]) -> dict[str, Score]:
+    """Every event's verdict from one uninterrupted scorer."""
+    scorer = ContextualScorer(HttpScorer(ml_service.url))
+    verdicts: dict[str, Score] = {}
+    for start in range(0, len(events), 500):
+        batch = events[start : start + 500]
+        for event, score in zip(batch, scorer.score(batch), strict=True):
+            verdicts[event.event_id] = score  # type: ignore[index]
+    scorer.close()
+    return verdicts
+
+
+def assert_as_uninterrupted(verdicts: list[Verdict], expected: dict[str, Score]) -> None:
+    """Every verdict (first run's and redone ones alike) is the uninterrupted run's, to 1e-9."""
+    different = [
+        (v.event_id, v.anomaly, v.score, expected[v.event_id])
+        for v in verdicts
+        if v.anomaly != expected[v.event_id].anomaly or abs(v.score - expected[v.event_id].score) > 1e-9
+    ]
+    assert not different, f"{len(different)} of {len(verdicts)} verdicts differ, e.g. {different[:5]}"
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_a_processor_killed_mid_stream_resumes_every_service_as_if_never_stopped(
+    kafka_settings: KafkaSettings,
+    ml_service: MLService,
+    producer_factory: Callable[..., KafkaProducer],
+    topic_reader: Callable[[str], KafkaConsumer],
+    start_processor: Callable[..., Processor],
+) -> None:
+    before = traffic(400, seed=61)
+    after = traffic(50, seed=62)  # 50 events of each service after the restart, then a spike
+    injected = spike(after[-2], "spike-after-restart")
+    tail = traffic(10, seed=63)
+    events = [*before, *after, injected, *tail]
+    expected = reference(ml_service, events)
+    assert expected["spike-after-restart"].anomaly, "the uninterrupted run flags the spike"
+
+    producer = producer_factory()
+    produce(producer, kafka_settings.logs_topic, events_as_messages(before))
+    options = {"BATCH_MAX": "50", "STATE_COMMIT_INTERVAL_MS": "300"}
+    first = start_processor(**options)
+    first.wait_for_output(lambda out: out.count("\n") >= 600)
+    first.stop(signal.SIGKILL)
+    printed = len(first.printed_event_ids())
+    assert 0 < printed < len(before), "the kill should land mid-stream"
+
+    second = start_processor(**options)
+    produce(producer, kafka_settings.logs_topic, events_as_messages([*after, injected, *tail]))
+    verdicts, counts = verdicts_for(topic_reader(kafka_settings.predictions_topic), set(expected))
+    assert second.stop() == 0, second.diagnostics()
+
+    lost, duplicates = tally(f"SIGKILL after {printed} printed, restart", len(events), counts, set(expected))
+    assert lost == 0
+    assert_as_uninterrupted(verdicts, expected)
+    assert any(v.event_id == "spike-after-restart" and v.anomaly for v in verdicts)
+    restored = re.search(r"restored partitions \[[\d, ]+\]: (\d+) state records", second.stderr_path.read_text())
+    assert restored and int(restored.group(1)) > 0, second.diagnostics()
