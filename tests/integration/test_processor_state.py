@@ -5,11 +5,13 @@ same events in order: each service's state depends only on its own events, so ba
 """
 # ruff: noqa: F811 - the fixtures imported from test_processor_pipeline are parameters here
 
+import os
 import re
 import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import pytest
 from anomaly_processor.ml_client import HttpScorer
@@ -110,3 +112,90 @@ def test_a_processor_killed_mid_stream_resumes_every_service_as_if_never_stopped
     assert any(v.event_id == "spike-after-restart" and v.anomaly for v in verdicts)
     restored = re.search(r"restored partitions \[[\d, ]+\]: (\d+) state records", second.stderr_path.read_text())
     assert restored and int(restored.group(1)) > 0, second.diagnostics()
+
+
+def test_services_moving_to_another_processor_keep_their_history(
+    kafka_settings: KafkaSettings,
+    ml_service: MLService,
+    producer_factory: Callable[..., KafkaProducer],
+    topic_reader: Callable[[str], KafkaConsumer],
+    start_processor: Callable[..., Processor],
+) -> None:
+    services = [f"svc-{i}" for i in range(9)]  # spread over the 3 partitions
+    events = traffic(250, seed=71, services=services)
+    expected = reference(ml_service, events)
+    producer = producer_factory()
+
+    def paced() -> None:  # ~9 s of traffic, so the rebalance lands mid-stream
+        for start in range(0, len(events), 75):
+            produce(producer, kafka_settings.logs_topic, events_as_messages(events[start : start + 75]))
+            time.sleep(0.25)
+
+    options = {"BATCH_MAX": "100", "STATE_COMMIT_INTERVAL_MS": "200", "PRINT_MODE": "quiet"}
+    processors = [start_processor(**options) for _ in range(3)]
+    for processor in processors:
+        wait_for(lambda p=processor: "partitions assigned" in p.stderr_path.read_text(), 90, "an assignment")
+    sender = threading.Thread(target=paced, daemon=True)
+    sender.start()
+    time.sleep(3)
+    leaving = processors[0]
+    assert leaving.stop() == 0, leaving.diagnostics()  # its partition moves to one of the two others
+    sender.join(60)
+
+    verdicts, counts = verdicts_for(topic_reader(kafka_settings.predictions_topic), set(expected))
+    for processor in processors[1:]:
+        assert processor.stop() == 0, processor.diagnostics()
+    lost, duplicates = tally("three processors, one leaves", len(events), counts, set(expected))
+    assert lost == 0
+    assert_as_uninterrupted(verdicts, expected)
+    logs = "".join(p.stderr_path.read_text() for p in processors[1:])
+    moved = [int(n) for n in re.findall(r"restored partitions \[[\d, ]+\]: (\d+) state records", logs)]
+    assert any(n > 0 for n in moved), "a moved partition's state should have been restored"
+
+
+FLOOD_SERVICES = int(os.environ.get("FLOOD_SERVICES", "3000"))  # `make flood` runs 100,000
+FLOOD_MAX_SERVICES = 100
+# The processor's peak RSS: ~150 MiB of interpreter, libraries and numba, plus ~256 KiB per service in memory.
+FLOOD_RSS_BOUND_MIB = 300
+
+
+def peak_rss_mib(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024  # type: ignore[union-attr]
+
+
+def test_a_flood_of_service_names_neither_exhausts_memory_nor_loses_an_event(
+    kafka_settings: KafkaSettings,
+    ml_service: MLService,
+    producer_factory: Callable[..., KafkaProducer],
+    topic_reader: Callable[[str], KafkaConsumer],
+    start_processor: Callable[..., Processor],
+) -> None:
+    real = traffic(300, seed=81, services=[f"real-{i}" for i in range(10)])
+    real = [*real[:-20], spike(real[-20], "spike-real"), *real[-20:]]
+    expected = reference(ml_service, real)
+    assert expected["spike-real"].anomaly
+    flood = [
+        e.model_copy(update={"event_id": f"flood-{i}", "service": f"pod-{i // 2}"})
+        for i, e in enumerate(traffic(FLOOD_SERVICES * 2 // 3 + 1, seed=82))
+    ][: FLOOD_SERVICES * 2]
+    step = max(1, len(flood) // len(real))
+    events: list[LogEvent] = []
+    for i, event in enumerate(real):
+        events.extend(flood[i * step : (i + 1) * step])
+        events.append(event)
+    events.extend(flood[len(real) * step :])
+    produce(producer_factory(), kafka_settings.logs_topic, events_as_messages(events))
+
+    processor = start_processor(
+        PRINT_MODE="quiet", STATE_MAX_SERVICES=str(FLOOD_MAX_SERVICES), STATE_COMMIT_INTERVAL_MS="500"
+    )
+    ids = {e.event_id for e in events}
+    verdicts, counts = verdicts_for(topic_reader(kafka_settings.predictions_topic), ids, timeout_s=600)
+    rss = peak_rss_mib(processor.process.pid)
+    assert processor.stop() == 0, processor.diagnostics()
+    lost, _ = tally(f"{FLOOD_SERVICES} flooding services, cap {FLOOD_MAX_SERVICES}", len(events), counts, ids)
+    print(f"[flood] processor peak RSS {rss:.0f} MiB (bound {FLOOD_RSS_BOUND_MIB} MiB)")
+    assert lost == 0
+    assert rss < FLOOD_RSS_BOUND_MIB
+    assert_as_uninterrupted([v for v in verdicts if v.event_id in expected], expected)
