@@ -97,7 +97,8 @@ def ensure_topics(settings: KafkaSettings, timeout_s: float = 30.0) -> list[str]
 
 def _partition_count(admin: KafkaAdminClient, topic: str) -> int | None:
     for described in admin.describe_topics([topic]):
-        if described.get("topic") == topic and not described.get("error_code"):
+        # kafka-python 2 names the topic "topic", 3 "name"
+        if described.get("topic", described.get("name")) == topic and not described.get("error_code"):
             return len(described.get("partitions") or ()) or None
     return None
 

@@ -199,3 +199,20 @@ def test_a_flood_of_service_names_neither_exhausts_memory_nor_loses_an_event(
     assert lost == 0
     assert rss < FLOOD_RSS_BOUND_MIB
     assert_as_uninterrupted([v for v in verdicts if v.event_id in expected], expected)
+
+
+def test_the_changelog_is_compacted_and_has_a_partition_per_partition_of_logs(kafka_settings: KafkaSettings) -> None:
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    from eventbus import make_admin
+
+    admin = make_admin(kafka_settings)
+    try:
+        topics = [kafka_settings.state_topic, kafka_settings.logs_topic]
+        described = {t.get("topic", t.get("name")): len(t["partitions"]) for t in admin.describe_topics(topics)}
+        assert described == {kafka_settings.state_topic: 3, kafka_settings.logs_topic: 3}
+        answer = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, kafka_settings.state_topic)])
+        policy = answer["topic"][kafka_settings.state_topic]["cleanup.policy"]
+        assert "compact" in repr(policy), answer
+    finally:
+        admin.close()
