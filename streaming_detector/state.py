@@ -10,6 +10,7 @@ Size: about 100 bytes plus 32 bytes per event of the service's history (4 signal
 ~128 KiB for a service with a full history (4,000 events) and a few hundred bytes for one seen a few times.
 """
 
+import functools
 import hashlib
 import json
 import struct
@@ -30,6 +31,7 @@ class StateMismatchError(ValueError):
     """A snapshot this process cannot use: another configuration or format, or not a snapshot at all."""
 
 
+@functools.cache
 def fingerprint(config: ContextConfig) -> bytes:
     """16 bytes that change with any field of ``config`` and with the snapshot format."""
     text = json.dumps({"format": FORMAT_VERSION, "config": asdict(config)}, sort_keys=True)

@@ -14,10 +14,17 @@ saved) at most every ``STATE_COMMIT_INTERVAL_MS``, each touched service once per
 Memory: ``ContextualScorer`` keeps at most ``STATE_MAX_SERVICES`` services; the others are in ``LocalStateStore``,
 a SQLite file that is only a cache of the changelog (filled on assignment, emptied on revocation).
 
-Known limit: the commit follows the acknowledged state by one broker round trip; a processor killed in that
-window leaves state one commit ahead of the offsets, and the events of that commit are learned twice.
+Each save also writes, to every changelog partition it owns, a marker (key ``MARKER_KEY``): the offsets of that
+partition number in ``LOGS_TOPIC`` and ``REPARTITION_TOPIC`` the saved state has learned up to. A restore seeks
+the consumer there (or to the committed offset, if later): so the state and the position agree even when the
+commit after a save was lost (a crash, a rebalance) or kafka-python kept the position of a partition that was
+revoked and assigned back. Verdicts up to the marker were acknowledged before it was written: nothing is lost.
+
+Known limit: a processor killed in the middle of a save (between the states and the markers of different
+partitions) can leave one partition's services a few events ahead; those events are learned twice.
 """
 
+import json
 import logging
 import os
 import sqlite3
@@ -38,6 +45,7 @@ from streaming_detector.scorer import ContextualScorer
 log = logging.getLogger(__name__)
 
 RESTORE_POLL_MS = 500
+MARKER_KEY = b"\x00offsets"  # not a service name: services are printable text
 
 
 class LocalStateStore:
@@ -97,6 +105,8 @@ class ChangelogState:
         delivery: Delivery,
         restorer: KafkaConsumer,
         ownership: PartitionOwnership,
+        consumer: KafkaConsumer,
+        positions: Callable[[], dict[TopicPartition, int]],
         *,
         kafka: KafkaSettings,
         interval_ms: int,
@@ -107,8 +117,11 @@ class ChangelogState:
         self._delivery = delivery
         self._restorer = restorer
         self._ownership = ownership
+        self._consumer = consumer
+        self._positions = positions
         self._topic = kafka.state_topic
         self._by_service = kafka.repartition_topic
+        self._sources = (kafka.logs_topic, kafka.repartition_topic)
         self._interval_s = interval_ms / 1000
         self._metrics = metrics
         self._lock = threading.Lock()
@@ -139,7 +152,7 @@ class ChangelogState:
         with self._lock:
             return bool(self._to_restore or self._to_drop)
 
-    def catch_up(self, stop: threading.Event) -> None:
+    def catch_up(self, stop: threading.Event) -> set[int]:
         """Forget the services of partitions revoked, restore those of partitions assigned (read their changelog
         partitions to the end). A partition revoked and assigned back in one rebalance is restored as well:
         what was learned of it since the last commit is redone from the committed offsets."""
@@ -148,16 +161,35 @@ class ChangelogState:
             self._to_drop.clear()
             self._to_restore.clear()
         if not drop:
-            return
+            return set()
         self.owned = (self.owned - drop) | restore
         forgotten = self._scorer.forget(lambda service: self.partition_of(service) in drop)
         self._store.drop_partitions(drop)
         if forgotten:
             log.info("state of %d services dropped from memory (partitions %s changed hands)", forgotten, sorted(drop))
         if restore:
-            self._restore(sorted(restore), stop)
+            markers = self._restore(sorted(restore), stop)
+            self._seek(restore, markers)
+        return restore
 
-    def _restore(self, partitions: list[int], stop: threading.Event) -> None:
+    def _seek(self, partitions: set[int], markers: dict[int, dict[str, int]]) -> None:
+        """Position each restored partition of the source topics where its saved state left off."""
+        assigned = self._consumer.assignment()
+        for p in partitions:
+            for topic in self._sources:
+                tp = TopicPartition(topic, p)
+                if tp not in assigned:
+                    continue
+                committed = self._consumer.committed(tp)
+                saved = markers.get(p, {}).get(topic)
+                target = max(saved or 0, committed or 0) if saved is not None or committed is not None else None
+                if target is None:
+                    self._consumer.seek_to_beginning(tp)
+                else:
+                    self._consumer.seek(tp, target)
+                log.debug("%s[%d]: state saved up to %s, committed %s", topic, p, saved, committed)
+
+    def _restore(self, partitions: list[int], stop: threading.Event) -> dict[int, dict[str, int]]:
         started = time.perf_counter()
         tps = [TopicPartition(self._topic, p) for p in partitions]
         self._metrics.set_restoring(len(tps))
@@ -168,10 +200,16 @@ class ChangelogState:
             end = self._restorer.end_offsets(tps)
             left = {tp for tp in tps if self._restorer.position(tp) < end[tp]}
             services = 0
+            markers: dict[int, dict[str, int]] = {}
             while left and not stop.is_set():
                 polled = self._restorer.poll(timeout_ms=RESTORE_POLL_MS)
-                for records in polled.values():
-                    rows = [(r.key.decode(), r.value) for r in records if r.key is not None]
+                for tp, records in polled.items():
+                    rows = []
+                    for r in records:
+                        if r.key == MARKER_KEY:
+                            markers[tp.partition] = json.loads(r.value)
+                        elif r.key is not None:
+                            rows.append((r.key.decode(), r.value))
                     self._store.put_many(rows)
                     services += len(rows)
                 for tp in list(left):
@@ -192,6 +230,7 @@ class ChangelogState:
             len(self._store),
             elapsed,
         )
+        return markers
 
     def due(self) -> bool:
         return time.monotonic() - self._saved_at >= self._interval_s
@@ -209,6 +248,13 @@ class ChangelogState:
             if data is not None:
                 outgoing.append(Outgoing(self._topic, service.encode(), data))
                 size += len(data)
+        positions = self._positions()
+        for p in sorted(self.owned - lost):  # after the states: a marker acknowledged means they are too
+            marker = {
+                tp.topic: offset for tp, offset in positions.items() if tp.partition == p and tp.topic in self._sources
+            }
+            if marker:
+                outgoing.append(Outgoing(self._topic, MARKER_KEY, json.dumps(marker).encode(), partition=p))
         if outgoing and not self._delivery.deliver(outgoing):
             return False
         self._saved_at = time.monotonic()

@@ -111,6 +111,14 @@ class OffsetCommitter:
         if offsets:
             self._commit_in_flight = (self._consumer.commit_async(offsets), offsets)
 
+    def positions(self) -> dict[TopicPartition, int]:
+        """Per partition, the offset after the last record handled and not yet confirmed committed (held or not)."""
+        with self._ownership.lock:
+            merged = dict(self._uncommitted)
+            for tp, om in self._held.items():
+                _keep_latest(merged, tp, om)
+        return {tp: om.offset for tp, om in merged.items()}
+
     def _unconfirmed(self) -> dict[TopicPartition, OffsetAndMetadata]:
         """A copy of the offsets handled and not yet confirmed committed."""
         with self._ownership.lock:

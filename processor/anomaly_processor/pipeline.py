@@ -188,6 +188,8 @@ class Pipeline:
             self.delivery,
             restorer,
             self.ownership,
+            self._consumer,
+            self.commits.positions,
             kafka=self._kafka,
             interval_ms=self._settings.state_commit_interval_ms,
             metrics=self.metrics,
@@ -242,10 +244,12 @@ class Pipeline:
         self.commits.send()
         records, epoch = self.batches.poll_batch()
         if self.state is not None and self.state.pending:
-            self.state.catch_up(self.stop)  # before any event of an assigned partition is scored
+            restored = self.state.catch_up(self.stop)  # before any event of an assigned partition is scored
             if self.stop.is_set():
                 self.batches.rewind(records)
                 return 0
+            # Those partitions were sought to where their saved state left off: their records come again.
+            records = [r for r in records if r.partition not in restored]
         if not records:
             self.printer.tick()
             if self.state is not None and not self._behind and self.state.due():
