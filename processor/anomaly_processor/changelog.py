@@ -168,8 +168,14 @@ class ChangelogState:
         if forgotten:
             log.info("state of %d services dropped from memory (partitions %s changed hands)", forgotten, sorted(drop))
         if restore:
-            markers = self._restore(sorted(restore), stop)
-            self._seek(restore, markers)
+            try:
+                markers = self._restore(sorted(restore), stop)
+                self._seek(restore, markers)
+            except BaseException:  # e.g. Kafka away: the loop retries, and this restore is done again first
+                self.assigned(TopicPartition(self._by_service, p) for p in restore)
+                raise
+            if stop.is_set():
+                self.assigned(TopicPartition(self._by_service, p) for p in restore)  # not finished
         return restore
 
     def _seek(self, partitions: set[int], markers: dict[int, dict[str, int]]) -> None:
