@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaTimeoutError
 
 from anomaly_processor.delivery import Delivery, Outgoing
 from anomaly_processor.metrics import ProcessorMetrics
@@ -45,6 +46,8 @@ from streaming_detector.scorer import ContextualScorer
 log = logging.getLogger(__name__)
 
 RESTORE_POLL_MS = 500
+# kafka-python's offset look-ups wait forever by default; a broker going away mid-restore must not hang the loop.
+OFFSETS_TIMEOUT_MS = 10_000
 MARKER_KEY = b"\x00offsets"  # not a service name: services are printable text
 
 
@@ -186,7 +189,7 @@ class ChangelogState:
                 tp = TopicPartition(topic, p)
                 if tp not in assigned:
                     continue
-                committed = self._consumer.committed(tp)
+                committed = self._consumer.committed(tp, timeout_ms=OFFSETS_TIMEOUT_MS)
                 saved = markers.get(p, {}).get(topic)
                 target = max(saved or 0, committed or 0) if saved is not None or committed is not None else None
                 if target is None:
@@ -203,8 +206,8 @@ class ChangelogState:
         try:
             self._restorer.assign(tps)
             self._restorer.seek_to_beginning(*tps)
-            end = self._restorer.end_offsets(tps)
-            left = {tp for tp in tps if self._restorer.position(tp) < end[tp]}
+            end = self._restorer.end_offsets(tps, timeout_ms=OFFSETS_TIMEOUT_MS)
+            left = {tp for tp in tps if self._position(tp) < end[tp]}
             services = 0
             markers: dict[int, dict[str, int]] = {}
             while left and not stop.is_set():
@@ -219,7 +222,7 @@ class ChangelogState:
                     self._store.put_many(rows)
                     services += len(rows)
                 for tp in list(left):
-                    if self._restorer.position(tp) >= end[tp]:
+                    if self._position(tp) >= end[tp]:
                         left.discard(tp)
                         self._metrics.set_restoring(len(left))
                 self._metrics.beat()
@@ -237,6 +240,12 @@ class ChangelogState:
             elapsed,
         )
         return markers
+
+    def _position(self, tp: TopicPartition) -> int:
+        position = self._restorer.position(tp, timeout_ms=OFFSETS_TIMEOUT_MS)
+        if position is None:
+            raise KafkaTimeoutError(f"no position for {tp.topic}[{tp.partition}] within {OFFSETS_TIMEOUT_MS} ms")
+        return int(position)
 
     def due(self) -> bool:
         return time.monotonic() - self._saved_at >= self._interval_s

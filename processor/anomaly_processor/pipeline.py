@@ -244,7 +244,11 @@ class Pipeline:
         self.commits.send()
         records, epoch = self.batches.poll_batch()
         if self.state is not None and self.state.pending:
-            restored = self.state.catch_up(self.stop)  # before any event of an assigned partition is scored
+            try:
+                restored = self.state.catch_up(self.stop)  # before any event of an assigned partition is scored
+            except BaseException:
+                self.batches.rewind(records)  # the restore is retried first, then these are polled again
+                raise
             if self.stop.is_set():
                 self.batches.rewind(records)
                 return 0
