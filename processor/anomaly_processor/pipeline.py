@@ -257,7 +257,10 @@ class Pipeline:
         if not records:
             self.printer.tick()
             if self.state is not None and not self._behind and self.state.due():
-                self._release(self.ownership.current_epoch())
+                try:
+                    self._release(self.ownership.current_epoch())
+                finally:
+                    self.batches.resume_paused()  # waiting for Kafka's acks paused every partition
             return 0
         committed: int | None = None
         try:
