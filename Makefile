@@ -9,6 +9,7 @@ STAMP := $(VENV)/.installed
 RUN_DIR := .run
 FOLLOW ?= 1
 TOPIC ?= logs
+IDLE_S ?= 10
 ARGS ?=
 NAB ?=
 PYTEST_ARGS ?=
@@ -36,11 +37,11 @@ kafka-up: $(STAMP) ## Start Kafka (Docker if an engine runs, else a local KRaft 
 kafka-down: $(STAMP) ## Stop Kafka
 	@$(PY) kafka-docker/main.py down
 
-consume: $(STAMP) ## Kafka's console consumer: make consume TOPIC=logs ARGS="--from-beginning --max-messages 10"
-	@$(PY) kafka-docker/main.py consume $(TOPIC) $(ARGS)
+consume: $(STAMP) ## Kafka's console consumer: make consume TOPIC=logs ARGS="--from-beginning" (ends after IDLE_S=10 s idle)
+	@$(PY) kafka-docker/main.py consume --idle-s $(IDLE_S) $(TOPIC) $(ARGS)
 
-train: $(STAMP) ## Train the model on realistic normal traffic (fastapi-ml-service/model.joblib + model.json)
-	@cd fastapi-ml-service && ../$(PY) save_model.py $(ARGS)
+train: $(STAMP) ## Train the model (fastapi-ml-service/model.joblib + model.json); a running ML service reloads it
+	@$(PY) scripts/stack.py train $(ARGS)
 
 serve: $(STAMP) ## Run the ML service in the foreground (http://127.0.0.1:8000)
 	@cd fastapi-ml-service && ../$(PY) main.py
