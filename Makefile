@@ -15,7 +15,7 @@ NAB ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser kafka-up kafka-down consume train serve process simulate up down logs status \
+.PHONY: help install browser kafka-up kafka-down consume train serve process simulate up down logs status screenshot \
         test test-unit test-integration test-faults lint format eval bench soak clean
 
 help: ## List every target with one line each
@@ -73,6 +73,11 @@ browser: ## Install Debian's Chromium for the dashboard's browser test (apt-get,
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null \
 	    || { echo "error: could not install chromium; install it (apt-get install chromium) and re-run"; exit 1; }; \
 	fi
+
+screenshot: $(STAMP) browser ## Regenerate docs/dashboard.png with the browser test (real broker, real Chromium)
+	@$(PY) kafka-docker/main.py fetch-jars
+	@UPDATE_SCREENSHOT=1 $(PY) -m pytest -q tests/integration/test_dashboard_browser.py $(PYTEST_ARGS)
+	@echo "docs/dashboard.png updated"
 
 test: $(STAMP) browser ## Run every test (unit, then integration against a real Kafka broker)
 	@$(PY) kafka-docker/main.py fetch-jars
