@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-RUN_DIR = ROOT / ".run"
+RUN_DIR = Path(os.environ.get("STACK_RUN_DIR", ROOT / ".run")).resolve()  # another folder: for tests
 ADMIN_KEY_FILE = RUN_DIR / "ml-api-key"
 PYTHON = sys.executable
 RUN_MARK = "──── make up: run started "
@@ -58,6 +58,11 @@ def processor_metrics_url() -> str | None:
     port = os.environ.get("PROCESSOR_METRICS_PORT", "9108")
     host = os.environ.get("PROCESSOR_METRICS_HOST", "127.0.0.1")
     return None if port == "0" else f"http://{host}:{port}"
+
+
+def shown(path: Path) -> Path:
+    """A path as the user types it: relative to the repository when it is inside."""
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
@@ -201,7 +206,7 @@ def last_log_line(service: Service) -> str:
 
 
 def wait_until(check: Callable[[], bool], what: str, service: Service, timeout_s: float = 60.0) -> None:
-    log = service.log_file.relative_to(ROOT)
+    log = shown(service.log_file)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if check():
@@ -266,7 +271,7 @@ def up(follow: bool) -> None:
             if new_pid:
                 started.append(service)
             state = f"started (pid {new_pid}" if new_pid else f"already running (pid {running_pid(service)}"
-            print(f"{service.name}: {state}, log {service.log_file.relative_to(ROOT)})")
+            print(f"{service.name}: {state}, log {shown(service.log_file)})")
             if service is ML_SERVICE:
                 wait_until(lambda: http_ok(f"{ml_service_url()}/ready"), "ready", service)
                 print(f"ml-service: ready at {ml_service_url()}")
@@ -311,8 +316,7 @@ def logs() -> None:
         log.seek(run_start)
         mark = log.readline().decode(errors="replace").strip("─ \n").removeprefix("make up: ")
     print(
-        f"Following {path.relative_to(ROOT)}, {mark or 'its last lines'} "
-        "(Ctrl-C stops following; the services keep running)",
+        f"Following {shown(path)}, {mark or 'its last lines'} (Ctrl-C stops following; the services keep running)",
         flush=True,
     )
     try:
@@ -320,13 +324,15 @@ def logs() -> None:
             size = path.stat().st_size
             log.seek(max(run_start, size - 4000))  # nothing of an earlier run
             log.readline()  # the run's mark, or a partial line
-            if not is_running(PROCESSOR):
-                print("(the processor is not running: these are its last lines; `make up` starts it)", flush=True)
+            following = is_running(PROCESSOR)
             while True:
                 line = log.readline()
                 if line:
                     sys.stdout.buffer.write(line)
                     sys.stdout.flush()
+                elif not following:
+                    print("(the processor is not running: those were its last lines; `make up` starts it)")
+                    return
                 else:
                     time.sleep(0.2)
     except KeyboardInterrupt:
@@ -356,7 +362,7 @@ def status() -> int:
             alive = http_ok(f"{processor_metrics_url()}/health")
             detail = f", {processor_metrics_url()}/metrics {'healthy' if alive else 'NOT HEALTHY'}"
             healthy &= alive
-        print(f"{service.name}: running (pid {pid}{detail}, log {service.log_file.relative_to(ROOT)})")
+        print(f"{service.name}: running (pid {pid}{detail}, log {shown(service.log_file)})")
     if healthy:
         print("All parts run and are healthy.")
         return 0

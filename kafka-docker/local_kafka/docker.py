@@ -71,7 +71,7 @@ def docker_problem() -> str | None:
     info = _run(["docker", "info", "--format", "{{.ServerVersion}}"], timeout_s=15)
     if info is None or info.returncode != 0 or not info.stdout.strip():
         detail = (info.stderr.strip().splitlines() or ["no answer"])[-1] if info is not None else "no answer in 15s"
-        return f"no Docker engine answers ({detail})"
+        return f"no Docker engine answers: {detail}"
     if find_compose() is None:
         return "no Docker Compose is installed (need `docker compose`, or docker-compose 1.27+)"
     return None
