@@ -115,8 +115,8 @@ def up() -> None:
     started = time.monotonic()
     settings = KafkaSettings()
     mode = requested_mode()
-    if mode == "auto" and remembered_mode() is not None and running_mode() is not None:
-        mode = remembered_mode() or "local"  # keep the broker that runs
+    if mode == "auto":
+        mode = running_mode() or mode  # keep the broker that runs
     if mode == "docker":
         problem = docker_problem()
         if problem is not None:
@@ -166,7 +166,7 @@ def status() -> int:
         where = f"local KRaft, pid {LocalBroker().pid()}" if mode == "local" else "docker compose"
         print(f"kafka: up at {settings.kafka_bootstrap_servers} ({where})")
         return 0
-    if remembered_mode() is None and requested_mode() == "auto":
+    if remembered_mode() is None:  # `up` did not start one, or `down` stopped it
         print("kafka: not running")
         return 2
     print(f"kafka: DOWN ({settings.kafka_bootstrap_servers}, {mode} mode)")
