@@ -139,7 +139,9 @@ def up() -> None:
             print(f"Kafka: using the local KRaft broker ({problem}; KAFKA_MODE=docker|local chooses)", flush=True)
             _local_up()
     created = ensure_topics(settings)
-    topics = ", ".join([settings.logs_topic, settings.predictions_topic, settings.dlq_topic])
+    topics = ", ".join(
+        [settings.logs_topic, settings.predictions_topic, settings.dlq_topic, settings.repartition_topic]
+    )
     print(f"Topics ready: {topics}" + (f" (created {', '.join(created)})" if created else ""))
     print(f"kafka-up took {time.monotonic() - started:.1f}s")
 
