@@ -96,7 +96,11 @@ def running_mode() -> str | None:
 def _docker_up(settings: KafkaSettings) -> None:
     compose = usable_compose()
     print(f"Kafka: starting ZooKeeper + Kafka with {compose.name} (images are pulled on first use) ...", flush=True)
-    compose_up(compose, lambda: broker_answers(settings))
+    try:
+        compose_up(compose, lambda: broker_answers(settings))
+    except BrokerError:
+        compose_down(compose)  # leave no half-created network or container behind
+        raise
     remember("docker")
     print(f"Kafka (docker compose) is up at {settings.kafka_bootstrap_servers}")
 
@@ -133,7 +137,6 @@ def up() -> None:
             try:
                 _docker_up(settings)
             except BrokerError as exc:
-                compose_down(usable_compose())  # leave no half-created network or container behind
                 problem = f"Docker could not start it: {exc}"
         if problem is not None:
             print(f"Kafka: using the local KRaft broker ({problem}; KAFKA_MODE=docker|local chooses)", flush=True)
@@ -147,9 +150,7 @@ def up() -> None:
 
 
 def down() -> None:
-    mode = requested_mode()
-    modes = [mode] if mode != "auto" else [remembered_mode() or "local"]
-    if "docker" in modes:
+    if current_mode() == "docker":
         compose = usable_compose()
         if not compose_down(compose):
             raise BrokerError(f"{compose.name} down failed; see `{compose.name} ps`")

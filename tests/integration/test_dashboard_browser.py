@@ -89,6 +89,7 @@ class VerdictStream:
         return Verdict(
             event_id=f"{service}-{uuid.uuid4().hex[:12]}",
             timestamp=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at)),
+            event_time=at,
             service=service,
             latency_ms=round(latency, 2),
             error_rate=round(min(error, 1.0), 4),
@@ -99,7 +100,9 @@ class VerdictStream:
         )
 
     def send(self, verdict: Verdict, at: float) -> None:
-        self.producer.send(self.topic, key=verdict.key(), value=verdict.to_json(), timestamp_ms=int(at * 1000))
+        self.producer.send(
+            self.topic, key=verdict.service.encode(), value=verdict.to_json(), timestamp_ms=int(at * 1000)
+        )
 
     def send_history(self, now: float) -> None:
         """A few minutes of past traffic, stamped in the past, with a handful of anomalies in it."""
