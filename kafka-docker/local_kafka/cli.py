@@ -125,7 +125,7 @@ def up() -> None:
         problem = docker_problem()
         if problem is not None:
             raise BrokerError(
-                f"KAFKA_MODE=docker, but {problem}: start the Docker engine (or install Compose), "
+                f"KAFKA_MODE=docker, but {problem} — start the Docker engine (or install Compose), "
                 "or run with KAFKA_MODE=local (a real Kafka from its Maven jars, needs Java 17+)"
             )
         _docker_up(settings)

@@ -68,13 +68,26 @@ def docker_problem() -> str | None:
     """Why Docker cannot run the broker here (None when it can): no client, no engine, or no usable Compose."""
     if shutil.which("docker") is None:
         return "the docker command is not installed"
-    info = _run(["docker", "info", "--format", "{{.ServerVersion}}"], timeout_s=15)
-    if info is None or info.returncode != 0 or not info.stdout.strip():
-        detail = (info.stderr.strip().splitlines() or ["no answer"])[-1] if info is not None else "no answer in 15s"
-        return f"no Docker engine answers: {detail}"
+    info = _run(["docker", "info"], timeout_s=15)
+    if info is None or info.returncode != 0:
+        return f"no Docker engine answers: {_engine_error(info) if info is not None else 'no answer in 15s'}"
     if find_compose() is None:
         return "no Docker Compose is installed (need `docker compose`, or docker-compose 1.27+)"
     return None
+
+
+def _engine_error(info: subprocess.CompletedProcess[str]) -> str:
+    """The line of a failed ``docker info`` that says why (clients differ in where they print it and what else)."""
+
+    def lines(text: str) -> list[str]:
+        return [line.strip().removeprefix("ERROR: ") for line in text.splitlines() if line.strip()]
+
+    why = [
+        line
+        for line in lines(info.stdout + "\n" + info.stderr)
+        if re.search(r"Cannot connect|permission denied|error during connect", line)
+    ]
+    return (why or lines(info.stderr) or ["no answer"])[0]
 
 
 def _last_line(text: str) -> str:

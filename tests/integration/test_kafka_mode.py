@@ -26,8 +26,10 @@ KAFKA_CLI = Path(__file__).resolve().parents[2] / "kafka-docker" / "main.py"
 FAKE_DOCKER = """#!/bin/sh
 echo "docker $*" >> "$FAKE_LOG"
 case "$1" in
-  info) [ "$FAKE_ENGINE" = up ] && echo 20.10.24 && exit 0
-        echo "Cannot connect to the Docker daemon at unix:///fake.sock. Is the docker daemon running?" >&2; exit 1 ;;
+  info) [ "$FAKE_ENGINE" = up ] && echo "Server Version: 20.10.24" && exit 0
+        echo "errors pretty printing info" >&2
+        echo "ERROR: Cannot connect to the Docker daemon at unix:///fake.sock. Is the docker daemon running?" >&2
+        exit 1 ;;
   compose) [ -n "$FAKE_PLUGIN" ] && [ "$2" = version ] && echo "$FAKE_PLUGIN" && exit 0
            echo "docker: unknown command: docker compose" >&2; exit 1 ;;
   inspect) echo false ;;
@@ -141,6 +143,6 @@ def test_docker_mode_without_an_engine_fails_at_once_saying_what_to_do(fake_dock
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         "error: KAFKA_MODE=docker, but no Docker engine answers: Cannot connect to the Docker daemon at "
-        "unix:///fake.sock. Is the docker daemon running?: start the Docker engine (or install Compose), "
+        "unix:///fake.sock. Is the docker daemon running? — start the Docker engine (or install Compose), "
         "or run with KAFKA_MODE=local (a real Kafka from its Maven jars, needs Java 17+)"
     ]
