@@ -10,6 +10,7 @@ import argparse
 import functools
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -198,11 +199,14 @@ def is_running(service: Service) -> bool:
 
 
 def last_log_line(service: Service) -> str:
+    """The line of the service's current run that most likely says why it stopped (its last error line)."""
     try:
-        lines = [line.strip() for line in service.log_file.read_text(errors="replace").splitlines() if line.strip()]
+        text = service.log_file.read_text(errors="replace")
     except OSError:
         return ""
-    return lines[-1][:200] if lines and not lines[-1].startswith(RUN_MARK) else ""
+    lines = [line.strip() for line in text[text.rfind(RUN_MARK) + 1 :].splitlines()[1:] if line.strip()]
+    errors = [line for line in lines if re.search(r"\berror\b|Error\b|in use|refused", line)]
+    return (errors or lines or [""])[-1][:200]
 
 
 def wait_until(check: Callable[[], bool], what: str, service: Service, timeout_s: float = 60.0) -> None:
@@ -278,7 +282,10 @@ def up(follow: bool) -> None:
             else:
                 time.sleep(1.0)
                 wait_until(functools.partial(is_running, service), "running", service, timeout_s=5)
-    except (SystemExit, KeyboardInterrupt):
+    except (SystemExit, KeyboardInterrupt) as exc:
+        if isinstance(exc, SystemExit) and isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)  # the reason first, then what is undone
+            exc = SystemExit(1)
         # Leave nothing half-started: stop what this run started, keep what was already running.
         for service in reversed(started):
             stop(service)
@@ -288,7 +295,7 @@ def up(follow: bool) -> None:
             stopped.append("kafka")
         if stopped:
             print(f"make up stopped what it had started: {', '.join(stopped)}", file=sys.stderr)
-        raise
+        raise exc from None
     print("All services are up. `make logs` follows the processor, `make status` checks health, `make down` stops.")
     if follow:
         logs()

@@ -81,3 +81,21 @@ def test_status_with_nothing_running_is_a_summary_and_exit_0(stack_env: dict[str
         "simulator: not running",
         "Nothing runs: `make up` starts everything.",
     ]
+
+
+def test_a_service_that_fails_to_start_is_named_with_its_reason_and_what_up_started_is_stopped(
+    stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    from ml_service.model import FORMAT_VERSION
+
+    # A model file that needs no training (the ML service exits on its settings before it reads the file).
+    Path(stack_env["MODEL_PATH"]).write_bytes(b"not read")
+    Path(stack_env["MODEL_PATH"]).with_suffix(".json").write_text(f'{{"format": {FORMAT_VERSION}}}')
+    result = stack({**stack_env, "ML_WORKERS": "many"}, "up", "--follow", "0")
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[0].startswith("error: ml-service exited while starting: pydantic_core._pydantic_core.ValidationError")
+    assert lines[0].endswith(f"see {tmp_path / 'run' / 'ml-service.log'}")
+    assert lines[-1] == "make up stopped what it had started: ml-service, kafka"
+    assert "Kafka (local KRaft) stopped" in result.stdout
+    assert not (tmp_path / "kafka" / "broker.pid").exists() and not list((tmp_path / "run").glob("*.pid"))
