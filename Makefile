@@ -97,7 +97,7 @@ test-faults: $(STAMP) ## Run the fault tests alone (kills, outages, broker bounc
 lint: $(STAMP) ## ruff (lint + format check) and mypy on the packages
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/ruff format --check .
-	@$(VENV)/bin/mypy eventbus kafka-docker/local_kafka fastapi-ml-service/ml_service log-simulator/log_simulator processor/anomaly_processor scripts
+	@$(VENV)/bin/mypy eventbus streaming_detector evaluation devstack benchmarks kafka-docker/local_kafka fastapi-ml-service/ml_service log-simulator/log_simulator processor/anomaly_processor scripts
 
 format: $(STAMP) ## Format the code with ruff
 	@$(VENV)/bin/ruff format .
@@ -107,7 +107,7 @@ schemas: $(STAMP) ## Regenerate the published JSON Schemas of the event and the 
 	@$(PY) -m eventbus.schemas docs/schema
 
 eval: $(STAMP) ## Detection quality on labelled scenarios (NAB=path/to/nab adds the NAB score)
-	@$(PY) fastapi-ml-service/evaluate.py $(if $(NAB),--nab $(NAB)) $(ARGS)
+	@$(PY) -m evaluation $(if $(NAB),--nab $(NAB)) $(ARGS)
 
 bench: $(STAMP) ## Throughput, latency, HTTP rates and memory beside the original design (ARGS="--quick")
 	@$(PY) kafka-docker/main.py fetch-jars

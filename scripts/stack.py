@@ -12,7 +12,6 @@ import json
 import os
 import re
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +21,9 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from devstack.processes import http_status, stop_pid
+from devstack.processes import wait_until as devstack_wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_DIR = Path(os.environ.get("STACK_RUN_DIR", ROOT / ".run")).resolve()  # another folder: for tests
@@ -141,11 +143,7 @@ def running_pid(service: Service) -> int | None:
 
 
 def http_ok(url: str, timeout: float = 2.0) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
+    return http_status(url, timeout) == 200
 
 
 def start(service: Service) -> int | None:
@@ -184,12 +182,7 @@ def stop(service: Service, timeout_s: float = 20.0) -> bool:
     if pid is None:
         service.pid_file.unlink(missing_ok=True)
         return False
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
-        time.sleep(0.2)
-    if Path(f"/proc/{pid}").exists():
-        os.kill(pid, signal.SIGKILL)
+    stop_pid(pid, timeout_s)
     service.pid_file.unlink(missing_ok=True)
     return True
 
@@ -211,15 +204,12 @@ def last_log_line(service: Service) -> str:
 
 def wait_until(check: Callable[[], bool], what: str, service: Service, timeout_s: float = 60.0) -> None:
     log = shown(service.log_file)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        if running_pid(service) is None:
-            reason = last_log_line(service)
-            raise SystemExit(f"error: {service.name} exited while starting{': ' + reason if reason else ''}; see {log}")
-        time.sleep(0.3)
-    raise SystemExit(f"error: {service.name} not {what} after {timeout_s:.0f}s; see {log}")
+    outcome = devstack_wait_until(check, lambda: is_running(service), timeout_s, poll_s=0.3)
+    if outcome == "exited":
+        reason = last_log_line(service)
+        raise SystemExit(f"error: {service.name} exited while starting{': ' + reason if reason else ''}; see {log}")
+    if outcome == "timeout":
+        raise SystemExit(f"error: {service.name} not {what} after {timeout_s:.0f}s; see {log}")
 
 
 def model_path() -> Path:

@@ -13,8 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from eventbus import KafkaSettings, ensure_topics
-from eventbus._clients import wait_for_broker
+from eventbus import KafkaSettings, ensure_topics, wait_for_broker
 from eventbus.errors import BrokerUnavailableError
 from local_kafka.broker import BrokerError, LocalBroker, LocalBrokerConfig, ensure_jars, port_in_use
 from local_kafka.docker import Compose, compose_down, compose_up, docker_problem, find_compose

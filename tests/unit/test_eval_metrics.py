@@ -4,10 +4,10 @@ import json
 
 import numpy as np
 import pytest
-from ml_service.evaluation.cli import main
-from ml_service.evaluation.metrics import evaluate, overall
-from ml_service.evaluation.scenarios import Incident
 
+from evaluation.cli import main
+from evaluation.quality import evaluate, overall
+from evaluation.scenarios import Incident
 from eventbus import LogEvent
 
 
@@ -44,8 +44,8 @@ def test_eval_cli_prints_the_table_and_writes_json(tmp_path, capsys) -> None:
 
 
 def test_a_row_without_incidents_shows_false_alert_rates_not_precision() -> None:
-    from ml_service.evaluation.cli import TABLE_HEADER, _row
-    from ml_service.evaluation.metrics import ScenarioMetrics
+    from evaluation.cli import TABLE_HEADER, _row
+    from evaluation.quality import ScenarioMetrics
 
     normal = ScenarioMetrics("normal", 6000, 0, 0, 1, 0, 6000, 1, ())
     cells = dict(zip(TABLE_HEADER.split(), _row(normal).split(), strict=True))

@@ -1,9 +1,9 @@
 """``make eval``: replay labelled scenarios (and optionally a NAB corpus) through the processor's scoring path.
 
-The scenarios and NAB files go through ``ContextDetector.score_arrays`` in micro-batches of ``--batch``
-events: the tracker, context model and gate the processor's ``ContextualScorer`` runs (tracker and gate in
-the processor, the model in the ML service), with state carried across batches as in the processor.
-``tests/unit/test_eval_path.py`` checks that the processor's scorer reaches the same verdicts.
+The scenarios and NAB files go through ``ContextualScorer`` in micro-batches of ``--batch`` events, the
+composition the processor runs, over ``InProcessModel`` (the context model the ML service serves, in this
+process), with state carried across batches as in the processor. ``tests/unit/test_eval_path.py`` checks that
+the processor's HTTP path reaches the same verdicts.
 """
 
 import argparse
@@ -14,25 +14,52 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from ml_service.detector import ContextDetector, DetectorOutput, TrainingConfig, train_context_model
-from ml_service.evaluation.metrics import ScenarioMetrics, evaluate, overall
-from ml_service.evaluation.nab import PROFILES, category_scores, load_corpus, score_corpus
-from ml_service.evaluation.scenarios import SCENARIO_NAMES, build_scenario
+from evaluation.nab import PROFILES, category_scores, load_corpus, score_corpus
+from evaluation.quality import ScenarioMetrics, evaluate, overall
+from evaluation.scenarios import SCENARIO_NAMES, build_scenario
+from streaming_detector import ContextualScorer, TrainingConfig, in_process_scorer, train_context_model
+from streaming_detector.scorer import Event
 
 
-def replay(
-    detector: ContextDetector, services: Sequence[str], latency: np.ndarray, error: np.ndarray, batch: int
-) -> DetectorOutput:
-    """Feed a stream to the detector in micro-batches, as the processor does; concatenate the outputs."""
-    parts = [
-        detector.score_arrays(services[i : i + batch], latency[i : i + batch], error[i : i + batch])
-        for i in range(0, len(services), batch)
+class Replay(NamedTuple):
+    """Per event of a replayed stream: the alert, whether its service was warm, and the NAB-ranked score."""
+
+    anomaly: np.ndarray  # bool
+    score: np.ndarray  # float: higher = more anomalous; 0.0 while the service warms up
+    warm: np.ndarray  # bool: scored in its service's context
+    alert_score: np.ndarray  # float: the score, 0 while muted by the cool-down
+
+
+class ColumnEvent(NamedTuple):
+    """An event as the scorer reads it, without the schema's validation (a NAB value may be negative)."""
+
+    event_id: str
+    service: str
+    latency_ms: float
+    error_rate: float
+
+
+def replay(scorer: ContextualScorer, events: Sequence[Event], batch: int) -> Replay:
+    """Feed a stream to the scorer in micro-batches, as the processor does; concatenate the verdicts."""
+    verdicts = [verdict for i in range(0, len(events), batch) for verdict in scorer.score(events[i : i + batch])]
+    return Replay(
+        np.array([v.anomaly for v in verdicts], dtype=bool),
+        np.array([v.score for v in verdicts], dtype=np.float64),
+        np.array([v.in_context for v in verdicts], dtype=bool),
+        np.array([v.alert_score for v in verdicts], dtype=np.float64),
+    )
+
+
+def column_events(services: Sequence[str], latency_ms: Sequence[float], error_rate: Sequence[float]) -> list[Event]:
+    """Events given column-wise, numbered in stream order."""
+    return [
+        ColumnEvent(str(i), service, latency, error)
+        for i, (service, latency, error) in enumerate(zip(services, latency_ms, error_rate, strict=True))
     ]
-    return DetectorOutput(*(np.concatenate([getattr(p, f) for p in parts]) for f in DetectorOutput._fields))
 
 
 def run_scenarios(
@@ -42,13 +69,7 @@ def run_scenarios(
     for name in names:
         scenario = build_scenario(name, seed)
         events = scenario.events
-        output = replay(
-            ContextDetector.from_metadata(forest, metadata),
-            [e.service for e in events],
-            np.array([e.latency_ms for e in events]),
-            np.array([e.error_rate for e in events]),
-            batch,
-        )
+        output = replay(in_process_scorer(forest, metadata, cache_events=batch), events, batch)
         results.append(evaluate(name, events, scenario.incidents, output.anomaly, output.warm))
     return results
 
@@ -62,13 +83,9 @@ def run_nab(forest: Any, metadata: dict[str, Any], path: Path, batch: int) -> di
     corpus = load_corpus(path)
     scores = {}
     for k, series in enumerate(corpus, 1):
-        output = replay(
-            ContextDetector.from_metadata(forest, metadata),
-            [series.service] * len(series.values),
-            series.values,
-            np.zeros(len(series.values)),
-            batch,
-        )
+        values = series.values.tolist()
+        events = column_events([series.service] * len(values), values, [0.0] * len(values))
+        output = replay(in_process_scorer(forest, metadata, cache_events=batch), events, batch)
         scores[series.name] = output.alert_score
         if k % 10 == 0:
             print(f"  NAB: {k}/{len(corpus)} files scored", flush=True)
