@@ -133,13 +133,19 @@ def admin_key() -> str | None:
 
 
 def running_pid(service: Service) -> int | None:
-    """The service's pid if that process is alive and still runs our ``main.py`` (pids get reused)."""
+    """The service's pid if that process is alive and still runs our ``main.py`` (pids get reused).
+
+    A process forked a moment ago has no command line until it executes Python: it counts as ours, a zombie
+    (exited, not yet reaped) does not."""
     try:
         pid = int(service.pid_file.read_text().strip())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except (FileNotFoundError, ValueError, ProcessLookupError):
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ValueError, ProcessLookupError, IndexError):
         return None
-    return pid if b"main.py" in cmdline else None
+    if state == "Z":
+        return None
+    return pid if not cmdline or b"main.py" in cmdline.split(b"\0") else None
 
 
 def http_ok(url: str, timeout: float = 2.0) -> bool:
