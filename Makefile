@@ -12,10 +12,11 @@ TOPIC ?= logs
 ARGS ?=
 NAB ?=
 PYTEST_ARGS ?=
+SECURE ?= 0
 
 .DEFAULT_GOAL := help
 .PHONY: help install browser kafka-up kafka-down consume train serve process simulate up down logs status \
-        test test-unit test-integration test-faults lint format eval bench soak clean
+        test test-unit test-integration test-faults lint format eval bench soak clean cluster-up cluster-down cluster-status
 
 help: ## List every target with one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-17s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -113,3 +114,13 @@ soak: $(STAMP) ## The whole pipeline at a steady rate (DURATION=600 s, RATE=500/
 clean: ## Remove the virtualenv, the broker's files and jars, run files and caches
 	@$(PY) kafka-docker/main.py down 2>/dev/null || true
 	rm -rf $(VENV) $(RUN_DIR) kafka-docker/.local kafka-docker/libs .pytest_cache .ruff_cache .mypy_cache
+
+cluster-up: $(STAMP) ## Start three local KRaft brokers (RF 3, min.insync 2); SECURE=1 for TLS + SASL/SCRAM
+	@KAFKA_MODE=local $(PY) kafka-docker/main.py fetch-jars
+	@KAFKA_CLUSTER_SECURE=$(SECURE) $(PY) kafka-docker/main.py cluster-up
+
+cluster-down: $(STAMP) ## Stop the local three-broker cluster
+	@$(PY) kafka-docker/main.py cluster-down
+
+cluster-status: $(STAMP) ## Show which cluster nodes run and which one leads the controller quorum
+	@$(PY) kafka-docker/main.py cluster-status

@@ -53,8 +53,17 @@ def make_admin(settings: KafkaSettings, **overrides: Any) -> KafkaAdminClient:
     return _connect(KafkaAdminClient, configs)
 
 
+def topic_replication(brokers: int) -> tuple[int, int]:
+    """(replication factor, min.insync.replicas) for ``brokers`` brokers: three copies where the cluster allows,
+    and a write (acks=all) needs two of them, so one broker may fail without losing or refusing anything."""
+    replication = max(1, min(3, brokers))
+    return replication, 2 if replication >= 3 else 1
+
+
 def ensure_topics(settings: KafkaSettings, timeout_s: float = 30.0) -> list[str]:
-    """Create ``logs`` (several partitions), ``predictions`` and ``logs.dlq`` if missing; return those created."""
+    """Create ``logs`` (several partitions), ``predictions`` and ``logs.dlq`` if missing; return those created.
+
+    They are replicated as the cluster allows (``topic_replication``)."""
     wanted = {
         settings.logs_topic: settings.logs_partitions,
         settings.predictions_topic: settings.logs_partitions,
@@ -65,10 +74,12 @@ def ensure_topics(settings: KafkaSettings, timeout_s: float = 30.0) -> list[str]
         existing = set(admin.list_topics())
         missing = {name: n for name, n in wanted.items() if name not in existing}
         if missing:
+            replication, min_isr = topic_replication(len(admin.describe_cluster()["brokers"]))
+            options = {"replication_factor": replication, "configs": {"min.insync.replicas": str(min_isr)}}
             # Another process may create a topic between our list and our create.
             with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(
-                    {name: {"num_partitions": n, "replication_factor": 1} for name, n in missing.items()},
+                    {name: {"num_partitions": n, **options} for name, n in missing.items()},
                     timeout_ms=int(timeout_s * 1000),
                 )
         return sorted(missing)

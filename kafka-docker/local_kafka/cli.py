@@ -1,5 +1,8 @@
 """``python kafka-docker/main.py up|down|status|topics|consume``: the broker for ``make``.
 
+``cluster-up`` / ``cluster-down`` / ``cluster-status`` run a three-broker local cluster instead
+(``local_kafka.cluster``; ``KAFKA_CLUSTER_SECURE=1`` for TLS + SASL/SCRAM listeners).
+
 ``KAFKA_MODE`` picks the broker: ``docker`` (docker compose), ``local`` (KRaft from the Maven jars)
 or ``auto`` (default: docker when ``docker info`` succeeds, else local).
 """
@@ -14,6 +17,7 @@ import time
 from eventbus import KafkaSettings, ensure_topics
 from eventbus._clients import wait_for_broker
 from eventbus.errors import BrokerUnavailableError
+from local_kafka import cluster_cli
 from local_kafka.broker import KAFKA_DOCKER_DIR, BrokerError, LocalBroker, ensure_jars
 
 COMPOSE_FILE = KAFKA_DOCKER_DIR / "docker-compose.yml"
@@ -113,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("status", help="say whether the broker answers")
     sub.add_parser("topics", help="create the topics if missing")
     sub.add_parser("fetch-jars", help="resolve the broker's jars with Maven (first run only)")
+    cluster_cli.add_commands(sub)
     consume_parser = sub.add_parser("consume", help="Kafka's console consumer on a topic")
     consume_parser.add_argument("topic")
     consume_parser.add_argument("args", nargs=argparse.REMAINDER, help="passed to the console consumer")
@@ -131,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
             ensure_topics(KafkaSettings())
         elif options.command == "consume":
             return consume(options.topic, options.args)
+        elif options.command in cluster_cli.COMMANDS:
+            return cluster_cli.run(options.command)
     except (BrokerError, BrokerUnavailableError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
