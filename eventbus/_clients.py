@@ -61,17 +61,22 @@ def topic_replication(brokers: int) -> tuple[int, int]:
 
 
 def ensure_topics(settings: KafkaSettings, timeout_s: float = 30.0) -> list[str]:
-    """Create ``logs`` (several partitions), ``predictions`` and ``logs.dlq`` if missing; return those created.
-
+    """Create ``logs`` (several partitions), ``predictions``, ``logs.dlq`` and the repartition topic if missing;
+    return those created. The repartition topic gets as many partitions as ``logs`` has, so that a service's
+    partition has the same number in both and one consumer owns both (the processor assigns by range).
     They are replicated as the cluster allows (``topic_replication``)."""
-    wanted = {
-        settings.logs_topic: settings.logs_partitions,
-        settings.predictions_topic: settings.logs_partitions,
-        settings.dlq_topic: 1,
-    }
     admin = make_admin(settings)
     try:
         existing = set(admin.list_topics())
+        logs_partitions = settings.logs_partitions
+        if settings.logs_topic in existing:
+            logs_partitions = _partition_count(admin, settings.logs_topic) or logs_partitions
+        wanted = {
+            settings.logs_topic: settings.logs_partitions,
+            settings.predictions_topic: settings.logs_partitions,
+            settings.dlq_topic: 1,
+            settings.repartition_topic: logs_partitions,
+        }
         missing = {name: n for name, n in wanted.items() if name not in existing}
         if missing:
             replication, min_isr = topic_replication(len(admin.describe_cluster()["brokers"]))
@@ -85,6 +90,13 @@ def ensure_topics(settings: KafkaSettings, timeout_s: float = 30.0) -> list[str]
         return sorted(missing)
     finally:
         admin.close()
+
+
+def _partition_count(admin: KafkaAdminClient, topic: str) -> int | None:
+    for described in admin.describe_topics([topic]):
+        if described.get("name", described.get("topic")) == topic and not described.get("error_code"):
+            return len(described.get("partitions") or ()) or None
+    return None
 
 
 def _connect(client_class: type, configs: dict[str, Any]) -> Any:

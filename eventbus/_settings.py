@@ -20,6 +20,11 @@ class KafkaSettings(BaseSettings):
     logs_topic: str = Field(default="logs", description="Topic the simulator writes log events to.")
     predictions_topic: str = Field(default="predictions", description="Topic the processor writes verdicts to.")
     dlq_topic: str = Field(default="logs.dlq", description="Topic bad messages are dead-lettered to.")
+    repartition_topic: str = Field(
+        default="logs.by-service",
+        description="Internal topic the processor re-keys events by service through, when their key is not their "
+        "service (a keyless producer's), so that each service's state lives in one processor.",
+    )
     logs_partitions: int = Field(default=3, ge=1, description="Partitions of the logs topic when it is created.")
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         default="PLAINTEXT", description="Security protocol for a staging or production cluster."
@@ -42,6 +47,7 @@ class KafkaSettings(BaseSettings):
             "LOGS_TOPIC": self.logs_topic,
             "PREDICTIONS_TOPIC": self.predictions_topic,
             "DLQ_TOPIC": self.dlq_topic,
+            "REPARTITION_TOPIC": self.repartition_topic,
             "LOGS_PARTITIONS": str(self.logs_partitions),
         }
 

@@ -7,8 +7,9 @@ a rebalance the new owner rebuilds a service's state from the stream, and the se
 stateless point model until it is warm again (``ContextConfig.warmup_events`` events).
 
 Each event advances the state exactly once, however often the pipeline asks for it: its features and,
-once scored, its final verdict are cached by ``event_id``, so a batch retried while the ML service is down,
-bisected after a 4xx, or redelivered after a failed commit gets the same features and the same verdict.
+once scored, its final verdict are cached by the event's id (its ``event_id``, or the one derived from
+where its message sits), so a batch retried while the ML service is down, bisected after a 4xx, or
+redelivered after a failed commit gets the same features and the same verdict.
 """
 
 import itertools
@@ -96,7 +97,9 @@ class ContextualScorer:
     def score(self, events: Sequence[LogEvent]) -> list[Score]:
         spec, tracker, gate = self._model()
         contexts = self._learn(events, tracker)
-        verdicts: list[Score | None] = [self._verdicts.get(event.event_id) for event in events]
+        verdicts: list[Score | None] = [
+            self._verdicts.get(event.id) if event.id is not None else None for event in events
+        ]
         todo = [i for i, verdict in enumerate(verdicts) if verdict is None]
         if todo:
             pending = [events[i] for i in todo]
@@ -115,7 +118,9 @@ class ContextualScorer:
                     if alert is not scores[j].anomaly:
                         scores[j] = Score(alert, scores[j].score, scores[j].model_version)
             for i, event, score in zip(todo, pending, scores, strict=True):
-                verdicts[i] = self._verdicts[event.event_id] = score
+                verdicts[i] = score
+                if event.id is not None:
+                    self._verdicts[event.id] = score
             if any(score.model_version != spec.version for score in scores):
                 self._model_changed()
         return [verdict for verdict in verdicts if verdict is not None]
@@ -174,7 +179,7 @@ class ContextualScorer:
         contexts: list[Context | None] = []
         new: list[int] = []
         for i, event in enumerate(events):
-            context = cache.get(event.event_id, _UNSEEN)
+            context = cache.get(event.id, _UNSEEN) if event.id is not None else _UNSEEN
             if context is _UNSEEN:
                 new.append(i)
                 contexts.append(None)
@@ -188,7 +193,9 @@ class ContextualScorer:
             # Tuples of floats: the garbage collector stops tracking them, a cache of lists it would scan.
             rows = map(tuple, features.round(CONTEXT_DECIMALS).tolist())
             for i, event, row, is_warm in zip(new, fresh, rows, warm.tolist(), strict=True):
-                contexts[i] = cache[event.event_id] = row if is_warm else None
+                contexts[i] = row if is_warm else None
+                if event.id is not None:
+                    cache[event.id] = contexts[i]
             self._evict()
         return contexts
 

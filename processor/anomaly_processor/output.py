@@ -36,16 +36,10 @@ def printable(text: str) -> str:
 
 
 def event_line(event: LogEvent, score: Score) -> str:
-    """``Log: {...}, Anomaly: True (score 0.93, model v1)``, as the original design printed it, plus the score."""
-    log = orjson.dumps(
-        {
-            "timestamp": event.timestamp,
-            "service": event.service,
-            "latency_ms": event.latency_ms,
-            "error_rate": event.error_rate,
-            "event_id": event.event_id,
-        }
-    ).decode()
+    """``Log: {...}, Anomaly: True (score 11.7, model v1)``, as the original design printed it, plus the score.
+
+    The event is shown with the fields the producer sent, as sent."""
+    log = printable(orjson.dumps(event.as_sent()).decode())
     text = f"Log: {log}, Anomaly: {score.anomaly} (score {score.score:.4g}, model {printable(score.model_version)})"
     return f"{ANOMALY_MARK} {text}" if score.anomaly else text
 

@@ -21,7 +21,20 @@ GOOD = {
 def test_public_surface_is_pinned() -> None:
     assert sorted(eventbus.__all__) == sorted(
         [
+            "EVENT_MAX_BYTES",
             "LABEL_NORMAL",
+            "TIMESTAMP_TEXT_MAX",
+            "VERDICT_FIELDS",
+            "ErrorRate",
+            "EventId",
+            "EventOrigin",
+            "Label",
+            "LatencyMs",
+            "ServiceName",
+            "Timestamp",
+            "epoch_seconds",
+            "event_object",
+            "validate_event",
             "BadEventError",
             "BrokerUnavailableError",
             "EventBusError",
@@ -68,7 +81,10 @@ def test_integer_latency_is_accepted_and_label_defaults_to_normal() -> None:
         (orjson.dumps({**GOOD, "error_rate": 1.5}), "error_rate"),
         (orjson.dumps({k: v for k, v in GOOD.items() if k != "service"}), "service"),
         (orjson.dumps({**GOOD, "service": ""}), "service"),
-        (orjson.dumps({**GOOD, "surprise": 1}), "surprise"),
+        (orjson.dumps({**GOOD, "timestamp": "half past nine"}), "timestamp"),
+        (orjson.dumps({**GOOD, "timestamp": -3}), "timestamp"),
+        (orjson.dumps({**GOOD, "timestamp": [1]}), "timestamp"),
+        (orjson.dumps({**GOOD, "host": "x" * 70_000}), "limit"),
     ],
 )
 def test_bad_messages_raise_with_a_reason_naming_the_problem(raw: bytes, named: str) -> None:
