@@ -32,7 +32,7 @@ from eventbus._schema import (
     validate_event,
 )
 from eventbus._settings import KafkaSettings
-from eventbus.errors import BadEventError, BrokerUnavailableError, EventBusError
+from eventbus.errors import BadEventError, BrokerRefusedError, BrokerUnavailableError, EventBusError
 
 __all__ = [
     "EVENT_MAX_BYTES",
@@ -50,6 +50,7 @@ __all__ = [
     "event_object",
     "validate_event",
     "BadEventError",
+    "BrokerRefusedError",
     "BrokerUnavailableError",
     "EventBusError",
     "KafkaSettings",

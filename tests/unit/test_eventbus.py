@@ -36,6 +36,7 @@ def test_public_surface_is_pinned() -> None:
             "event_object",
             "validate_event",
             "BadEventError",
+            "BrokerRefusedError",
             "BrokerUnavailableError",
             "EventBusError",
             "KafkaSettings",
