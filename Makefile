@@ -16,8 +16,8 @@ SECURE ?= 0
 
 .DEFAULT_GOAL := help
 .PHONY: help install browser kafka-up kafka-down consume train serve process simulate up down logs status \
-        test test-unit test-integration test-faults lint format eval bench soak clean cluster-up cluster-down cluster-status \
-        images stack-up stack-down test-containers
+        test test-unit test-integration test-faults lint format schemas eval bench soak clean cluster-up cluster-down \
+        cluster-status images stack-up stack-down test-containers
 
 help: ## List every target with one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-17s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -98,6 +98,9 @@ lint: $(STAMP) ## ruff (lint + format check) and mypy on the packages
 format: $(STAMP) ## Format the code with ruff
 	@$(VENV)/bin/ruff format .
 	@$(VENV)/bin/ruff check --fix .
+
+schemas: $(STAMP) ## Regenerate the published JSON Schemas of the event and the verdict (docs/schema/)
+	@$(PY) -m eventbus.schemas docs/schema
 
 eval: $(STAMP) ## Detection quality on labelled scenarios (NAB=path/to/nab adds the NAB score)
 	@$(PY) fastapi-ml-service/evaluate.py $(if $(NAB),--nab $(NAB)) $(ARGS)

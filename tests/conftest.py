@@ -70,6 +70,7 @@ def fresh_topics(bootstrap: str) -> KafkaSettings:
         logs_topic=f"logs-{suffix}",
         predictions_topic=f"predictions-{suffix}",
         dlq_topic=f"logs.dlq-{suffix}",
+        repartition_topic=f"logs.by-service-{suffix}",
         logs_partitions=3,
     )
     ensure_topics(settings)

@@ -415,7 +415,7 @@ class Pipeline:
             record = decoded.event_records[index]
             log.warning(
                 "scorer rejected event %s at %s[%d]@%d: %s",
-                decoded.events[index].id,
+                decoded.events[index].event_id,
                 record.topic,
                 record.partition,
                 record.offset,
