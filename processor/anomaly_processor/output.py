@@ -14,8 +14,8 @@ from typing import TextIO
 
 import orjson
 
+from anomaly_processor.ml_client import Score
 from anomaly_processor.records import ConsumedRecord
-from anomaly_processor.scoring import Score
 from anomaly_processor.settings import PrintMode
 from eventbus import LogEvent
 

@@ -16,7 +16,7 @@ from typing import Literal, Protocol
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from anomaly_processor.scoring import Score
+from anomaly_processor.ml_client import Score
 from eventbus import EVENT_MAX_BYTES, BadEventError, EventOrigin, LogEvent, event_object, validate_event
 
 PREVIEW_MAX_CHARS = 200

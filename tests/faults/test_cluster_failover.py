@@ -18,10 +18,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.partitioner.default import murmur2
 from local_kafka.cluster import ClusterConfig, LocalCluster
 
-from eventbus import KafkaSettings
-from tests.conftest import fresh_topics
-from tests.faults.conftest import Rig
-from tests.faults.harness import (
+from devstack.harness import (
     REPO_ROOT,
     SIMULATOR_SUMMARY,
     Child,
@@ -30,6 +27,9 @@ from tests.faults.harness import (
     tally_ids,
     wait_progress,
 )
+from eventbus import KafkaSettings
+from tests.conftest import fresh_topics
+from tests.faults.conftest import Rig
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

@@ -13,9 +13,7 @@ import pytest
 from kafka.partitioner.default import murmur2
 from local_kafka import LocalBroker, LocalBrokerConfig
 
-from tests.conftest import free_port, fresh_topics
-from tests.faults.conftest import Rig
-from tests.faults.harness import (
+from devstack.harness import (
     REPO_ROOT,
     SIMULATOR_SUMMARY,
     Child,
@@ -28,6 +26,8 @@ from tests.faults.harness import (
     tally_ids,
     wait_progress,
 )
+from tests.conftest import free_port, fresh_topics
+from tests.faults.conftest import Rig
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

@@ -6,14 +6,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from anomaly_processor.context import CONTEXT_DECIMALS, ContextualScorer
 from anomaly_processor.errors import ScoringConfigError, ScoringRejectedError, ScoringUnavailableError
+from anomaly_processor.ml_client import CONTEXT_DECIMALS, Contexts, HttpScorer, Score
 from anomaly_processor.pipeline import score_isolating
-from anomaly_processor.scoring import Contexts, HttpScorer, Score
-from ml_service.detector import ContextConfig, ContextTracker
 from pydantic import BaseModel
 
 from eventbus import LogEvent
+from streaming_detector import ContextConfig, ContextTracker, ContextualScorer
 
 WARMUP = 5
 THRESHOLD = 9.0

@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 import orjson
 import pytest
+from anomaly_processor.ml_client import Score
 from anomaly_processor.records import (
     PREVIEW_MAX_CHARS,
     VALUE_MAX_BYTES,
@@ -16,10 +17,9 @@ from anomaly_processor.records import (
     decode_event,
     verdict_json,
 )
-from anomaly_processor.scoring import Score
-from log_simulator.profiles import generate_normal_events
 
 from eventbus import EVENT_MAX_BYTES, BadEventError, EventOrigin, LogEvent, Verdict, parse_event
+from streaming_detector.profiles import generate_normal_events
 
 VALID = generate_normal_events(1, seed=3)[0].to_json()
 
