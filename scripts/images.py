@@ -141,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if shutil.which("docker") is None:
             raise BuildError("docker is not installed")
+        if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
+            raise BuildError("the Docker engine does not answer (`docker info` fails): start dockerd")
         if options.only != "kafka":
             base = options.python_base or PYTHON_BASE
             if not options.python_base and not image_exists(PYTHON_BASE):
