@@ -8,7 +8,7 @@
 3. Kafka's jars from Maven Central (``kafka-docker/pom.xml``), the same as the local broker's.
 4. ``docker build``: log-pipeline/ml-service, log-pipeline/processor, log-pipeline/simulator, log-pipeline/kafka.
 
-Everything is staged under ``build/images``; nothing inside a build reaches the network.
+Everything is staged in a temporary folder; nothing inside a build reaches the network.
 """
 
 import argparse
@@ -17,12 +17,14 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 STAGING = REPO / "staging"
-BUILD = REPO / "build" / "images"
+# Outside the repository: the staged copies and the root filesystems are not part of the source tree.
+BUILD = Path(tempfile.gettempdir()) / "log-pipeline-images"
 SUITE = "bookworm"
 PYTHON_BASE = f"log-pipeline/debian-python:{SUITE}"
 JAVA_BASE = f"log-pipeline/debian-java:{SUITE}"
@@ -96,7 +98,10 @@ def stage_python() -> Path:
     context = BUILD / "python"
     shutil.rmtree(context, ignore_errors=True)
     (context / "services").mkdir(parents=True)
+    leftover = not (REPO / "build").exists()
     run([sys.executable, "-m", "pip", "wheel", "-q", "--wheel-dir", str(context / "wheels"), str(REPO)])
+    if leftover:  # setuptools builds the project's wheel in the source tree
+        shutil.rmtree(REPO / "build", ignore_errors=True)
     for folder in SERVICES.values():
         for source in (REPO / folder).glob("*.py"):
             (context / "services" / folder).mkdir(exist_ok=True)
