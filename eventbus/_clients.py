@@ -8,8 +8,9 @@ from typing import Any
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 
+from eventbus._refusals import watch_refusals
 from eventbus._settings import KafkaSettings
-from eventbus.errors import BrokerUnavailableError
+from eventbus.errors import BrokerRefusedError, BrokerUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ def make_producer(settings: KafkaSettings, **overrides: Any) -> KafkaProducer:
     }
     configs.update(settings.client_configs())
     configs.update(overrides)
-    return _connect(KafkaProducer, configs)
+    return _connect(KafkaProducer, configs, settings)
 
 
 def make_consumer(settings: KafkaSettings, *topics: str, group_id: str | None, **overrides: Any) -> KafkaConsumer:
@@ -40,7 +41,7 @@ def make_consumer(settings: KafkaSettings, *topics: str, group_id: str | None, *
     }
     configs.update(settings.client_configs())
     configs.update(overrides)
-    consumer = _connect(KafkaConsumer, configs)
+    consumer = _connect(KafkaConsumer, configs, settings)
     if topics:
         consumer.subscribe(list(topics))
     return consumer
@@ -50,13 +51,21 @@ def make_admin(settings: KafkaSettings, **overrides: Any) -> KafkaAdminClient:
     configs: dict[str, Any] = {"client_id": "log-pipeline-admin"}
     configs.update(settings.client_configs())
     configs.update(overrides)
-    return _connect(KafkaAdminClient, configs)
+    return _connect(KafkaAdminClient, configs, settings)
+
+
+def topic_replication(brokers: int) -> tuple[int, int]:
+    """(replication factor, min.insync.replicas) for ``brokers`` brokers: three copies where the cluster allows,
+    and a write (acks=all) needs two of them, so one broker may fail without losing or refusing anything."""
+    replication = max(1, min(3, brokers))
+    return replication, 2 if replication >= 3 else 1
 
 
 def ensure_topics(settings: KafkaSettings, timeout_s: float = 30.0) -> list[str]:
     """Create ``logs`` (several partitions), ``predictions``, ``logs.dlq`` and the repartition topic if missing;
     return those created. The repartition topic gets as many partitions as ``logs`` has, so that a service's
-    partition has the same number in both and one consumer owns both (the processor assigns by range)."""
+    partition has the same number in both and one consumer owns both (the processor assigns by range).
+    They are replicated as the cluster allows (``topic_replication``)."""
     admin = make_admin(settings)
     try:
         existing = set(admin.list_topics())
@@ -71,10 +80,12 @@ def ensure_topics(settings: KafkaSettings, timeout_s: float = 30.0) -> list[str]
         }
         missing = {name: n for name, n in wanted.items() if name not in existing}
         if missing:
+            replication, min_isr = topic_replication(len(admin.describe_cluster()["brokers"]))
+            options = {"replication_factor": replication, "configs": {"min.insync.replicas": str(min_isr)}}
             # Another process may create a topic between our list and our create.
             with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(
-                    {name: {"num_partitions": n, "replication_factor": 1} for name, n in missing.items()},
+                    {name: {"num_partitions": n, **options} for name, n in missing.items()},
                     timeout_ms=int(timeout_s * 1000),
                 )
         return sorted(missing)
@@ -84,33 +95,44 @@ def ensure_topics(settings: KafkaSettings, timeout_s: float = 30.0) -> list[str]
 
 def _partition_count(admin: KafkaAdminClient, topic: str) -> int | None:
     for described in admin.describe_topics([topic]):
-        if described.get("topic") == topic and not described.get("error_code"):
+        if described.get("name", described.get("topic")) == topic and not described.get("error_code"):
             return len(described.get("partitions") or ()) or None
     return None
 
 
-def _connect(client_class: type, configs: dict[str, Any]) -> Any:
-    try:
-        return client_class(**configs)
-    except KafkaTimeoutError:
-        raise BrokerUnavailableError(f"no Kafka broker answered at {','.join(configs['bootstrap_servers'])}") from None
+def _connect(client_class: type, configs: dict[str, Any], settings: KafkaSettings) -> Any:
+    with watch_refusals(settings) as watch:
+        try:
+            return client_class(**configs)
+        except KafkaTimeoutError:
+            if watch.reason:
+                raise BrokerRefusedError(watch.reason) from None
+            raise BrokerUnavailableError(
+                f"no Kafka broker answered at {','.join(configs['bootstrap_servers'])}"
+            ) from None
 
 
 def wait_for_broker(settings: KafkaSettings, timeout_s: float) -> None:
-    """Block until the broker answers a metadata request, or raise ``BrokerUnavailableError``."""
+    """Block until the broker answers a metadata request, or raise ``BrokerUnavailableError``;
+    ``BrokerRefusedError`` at once if it answers but refuses us (retrying cannot fix that)."""
     deadline = time.monotonic() + timeout_s
     last_error: Exception | None = None
     while time.monotonic() < deadline:
-        try:
-            admin = KafkaAdminClient(**settings.client_configs(), bootstrap_timeout_ms=2000, request_timeout_ms=3000)
+        with watch_refusals(settings) as watch:
             try:
-                admin.list_topics()
-                return
-            finally:
-                admin.close()
-        except (KafkaError, OSError) as exc:
-            last_error = exc
-            time.sleep(0.5)
+                admin = KafkaAdminClient(
+                    **settings.client_configs(), bootstrap_timeout_ms=2000, request_timeout_ms=3000
+                )
+                try:
+                    admin.list_topics()
+                    return
+                finally:
+                    admin.close()
+            except (KafkaError, OSError) as exc:
+                last_error = exc
+        if watch.reason:
+            raise BrokerRefusedError(watch.reason)
+        time.sleep(0.5)
     raise BrokerUnavailableError(
         f"Kafka at {settings.kafka_bootstrap_servers} did not answer within {timeout_s:.0f}s ({last_error})"
     )

@@ -33,6 +33,10 @@ def run_in_fresh_python(code: str, *args: str) -> str:
     return out.stdout
 
 
+# The container tests build images and run compose (minutes, a Docker engine): only `make test-containers`.
+collect_ignore = [] if os.environ.get("CONTAINER_TESTS") else ["containers"]
+
+
 @pytest.fixture
 def unused_port() -> int:
     return free_port()

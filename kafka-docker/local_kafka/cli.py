@@ -1,5 +1,8 @@
 """``python kafka-docker/main.py up|down|status|topics|consume``: the broker for ``make``.
 
+``cluster-up`` / ``cluster-down`` / ``cluster-status`` run a three-broker local cluster instead
+(``local_kafka.cluster``; ``KAFKA_CLUSTER_SECURE=1`` for TLS + SASL/SCRAM listeners).
+
 ``KAFKA_MODE`` picks the broker: ``docker`` (docker compose), ``local`` (KRaft from the Maven jars)
 or ``auto`` (default: docker when an engine answers, a usable Compose is installed and the broker really
 comes up in its container; else local, with a one-line note saying why). The mode ``up`` chose is
@@ -15,6 +18,7 @@ from pathlib import Path
 
 from eventbus import KafkaSettings, ensure_topics, wait_for_broker
 from eventbus.errors import BrokerUnavailableError
+from local_kafka import cluster_cli
 from local_kafka.broker import BrokerError, LocalBroker, LocalBrokerConfig, ensure_jars, port_in_use
 from local_kafka.docker import Compose, compose_down, compose_up, docker_problem, find_compose
 
@@ -239,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("status", help="say whether the broker answers")
     sub.add_parser("topics", help="create the topics if missing")
     sub.add_parser("fetch-jars", help="resolve the broker's jars with Maven (first run only)")
+    cluster_cli.add_commands(sub)
     consume_parser = sub.add_parser("consume", help="Kafka's console consumer on a topic")
     consume_parser.add_argument(
         "--idle-s", type=float, default=DEFAULT_IDLE_S, help="stop after this many seconds without a message (0: never)"
@@ -261,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
             ensure_topics(KafkaSettings())
         elif options.command == "consume":
             return consume(options.topic, options.args, options.idle_s)
+        elif options.command in cluster_cli.COMMANDS:
+            return cluster_cli.run(options.command)
     except (BrokerError, BrokerUnavailableError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
