@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import stack_environment
 
 pytestmark = pytest.mark.integration
 
@@ -105,20 +105,7 @@ def test_every_readme_command_is_run_or_has_a_reason_not_to_be() -> None:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """``make up FOLLOW=0`` on free ports and in folders of its own; ``make down`` must stop it all."""
     home = tmp_path_factory.mktemp("stack")
-    kafka_port = free_port()
-    env = {
-        **os.environ,
-        "KAFKA_MODE": "local",
-        "KAFKA_LOCAL_DIR": str(home / "kafka"),
-        "KAFKA_LOCAL_PORT": str(kafka_port),
-        "KAFKA_LOCAL_CONTROLLER_PORT": str(free_port()),
-        "KAFKA_BOOTSTRAP_SERVERS": f"localhost:{kafka_port}",
-        "ML_PORT": str(free_port()),
-        "PROCESSOR_METRICS_PORT": str(free_port()),
-        "STACK_RUN_DIR": str(home / "run"),
-        "MODEL_PATH": str(home / "model.joblib"),
-        "IDLE_S": "2",
-    }
+    env = {**stack_environment(home), "IDLE_S": "2"}
     for name in ("ML_API_KEY", "ML_SERVICE_URL", "ML_SCORING_API_KEY", "LOGS_TOPIC", "PREDICTIONS_TOPIC"):
         env.pop(name, None)
     up = subprocess.run(["make", "up", "FOLLOW=0"], cwd=REPO, env=env, capture_output=True, text=True, timeout=240)

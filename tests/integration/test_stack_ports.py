@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import stack_environment
 
 pytestmark = pytest.mark.integration
 
@@ -18,19 +18,7 @@ STACK = Path(__file__).resolve().parents[2] / "scripts" / "stack.py"
 
 @pytest.fixture
 def stack_env(tmp_path: Path) -> dict[str, str]:
-    kafka_port = free_port()
-    return {
-        **os.environ,
-        "KAFKA_MODE": "local",
-        "KAFKA_LOCAL_DIR": str(tmp_path / "kafka"),
-        "KAFKA_LOCAL_PORT": str(kafka_port),
-        "KAFKA_LOCAL_CONTROLLER_PORT": str(free_port()),
-        "KAFKA_BOOTSTRAP_SERVERS": f"localhost:{kafka_port}",
-        "ML_PORT": str(free_port()),
-        "PROCESSOR_METRICS_PORT": str(free_port()),
-        "STACK_RUN_DIR": str(tmp_path / "run"),
-        "MODEL_PATH": str(tmp_path / "model.joblib"),
-    }
+    return stack_environment(tmp_path)
 
 
 @pytest.fixture
