@@ -9,13 +9,16 @@ STAMP := $(VENV)/.installed
 RUN_DIR := .run
 FOLLOW ?= 1
 TOPIC ?= logs
+IDLE_S ?= 10
 ARGS ?=
 NAB ?=
 PYTEST_ARGS ?=
+SECURE ?= 0
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser kafka-up kafka-down consume train serve process simulate up down logs status bench-state flood \
-        test test-unit test-integration test-faults lint format schemas eval bench soak clean
+.PHONY: help install browser kafka-up kafka-down consume train serve process simulate up down logs status screenshot \
+        bench-state flood test test-unit test-integration test-faults lint format schemas eval bench soak clean \
+        cluster-up cluster-down cluster-status images stack-up stack-down test-containers
 
 help: ## List every target with one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-17s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -36,11 +39,11 @@ kafka-up: $(STAMP) ## Start Kafka (Docker if an engine runs, else a local KRaft 
 kafka-down: $(STAMP) ## Stop Kafka
 	@$(PY) kafka-docker/main.py down
 
-consume: $(STAMP) ## Kafka's console consumer: make consume TOPIC=logs ARGS="--from-beginning --max-messages 10"
-	@$(PY) kafka-docker/main.py consume $(TOPIC) $(ARGS)
+consume: $(STAMP) ## Kafka's console consumer: make consume TOPIC=logs ARGS="--from-beginning" (ends after IDLE_S=10 s idle)
+	@$(PY) kafka-docker/main.py consume --idle-s $(IDLE_S) $(TOPIC) $(ARGS)
 
-train: $(STAMP) ## Train the model on realistic normal traffic (fastapi-ml-service/model.joblib + model.json)
-	@cd fastapi-ml-service && ../$(PY) save_model.py $(ARGS)
+train: $(STAMP) ## Train the model (fastapi-ml-service/model.joblib + model.json); a running ML service reloads it
+	@$(PY) scripts/stack.py train $(ARGS)
 
 serve: $(STAMP) ## Run the ML service in the foreground (http://127.0.0.1:8000)
 	@cd fastapi-ml-service && ../$(PY) main.py
@@ -72,6 +75,11 @@ browser: ## Install Debian's Chromium for the dashboard's browser test (apt-get,
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null \
 	    || { echo "error: could not install chromium; install it (apt-get install chromium) and re-run"; exit 1; }; \
 	fi
+
+screenshot: $(STAMP) browser ## Regenerate docs/dashboard.png with the browser test (real broker, real Chromium)
+	@$(PY) kafka-docker/main.py fetch-jars
+	@UPDATE_SCREENSHOT=1 $(PY) -m pytest -q tests/integration/test_dashboard_browser.py $(PYTEST_ARGS)
+	@echo "docs/dashboard.png updated"
 
 test: $(STAMP) browser ## Run every test (unit, then integration against a real Kafka broker)
 	@$(PY) kafka-docker/main.py fetch-jars
@@ -126,3 +134,30 @@ soak: $(STAMP) ## The whole pipeline at a steady rate (DURATION=600 s, RATE=500/
 clean: ## Remove the virtualenv, the broker's files and jars, run files and caches
 	@$(PY) kafka-docker/main.py down 2>/dev/null || true
 	rm -rf $(VENV) $(RUN_DIR) kafka-docker/.local kafka-docker/libs .pytest_cache .ruff_cache .mypy_cache
+
+cluster-up: $(STAMP) ## Start three local KRaft brokers (RF 3, min.insync 2); SECURE=1 for TLS + SASL/SCRAM
+	@KAFKA_MODE=local $(PY) kafka-docker/main.py fetch-jars
+	@KAFKA_CLUSTER_SECURE=$(SECURE) $(PY) kafka-docker/main.py cluster-up
+
+cluster-down: $(STAMP) ## Stop the local three-broker cluster
+	@$(PY) kafka-docker/main.py cluster-down
+
+cluster-status: $(STAMP) ## Show which cluster nodes run and which one leads the controller quorum
+	@$(PY) kafka-docker/main.py cluster-status
+
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+CLUSTER ?= 0
+STACK_FILES := -f staging/compose.yml $(if $(filter 1,$(CLUSTER)),-f staging/compose.cluster.yml)
+
+images: $(STAMP) ## Build the images with no registry: Debian base (debootstrap), host wheelhouse, Maven jars
+	@$(PY) scripts/images.py $(ARGS)
+
+stack-up: ## Everything in containers with compose (CLUSTER=1: three brokers, RF 3); run `make images` first
+	@$(COMPOSE) -p log-pipeline $(STACK_FILES) up -d
+	@$(COMPOSE) -p log-pipeline $(STACK_FILES) ps
+
+stack-down: ## Stop and remove the compose stack (its volumes stay; add ARGS=-v to drop them)
+	@$(COMPOSE) -p log-pipeline $(STACK_FILES) down --remove-orphans $(ARGS)
+
+test-containers: $(STAMP) ## Build every image, run the stack (one node, then three), check verdicts (not in CI)
+	@CONTAINER_TESTS=1 $(PY) -m pytest -s tests/containers $(PYTEST_ARGS)

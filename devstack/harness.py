@@ -9,6 +9,7 @@ import contextlib
 import http.client
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -31,6 +32,8 @@ from streaming_detector.profiles import DEFAULT_SERVICES, generate_normal_events
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SERVICE_DIR = REPO_ROOT / "fastapi-ml-service"
 PROCESSOR_MAIN = REPO_ROOT / "processor" / "main.py"
+# The log simulator's last line: what it sent, and what Kafka acknowledged or refused.
+SIMULATOR_SUMMARY = re.compile(r"Summary: sent (\d+) .*?delivered (\d+), failed (\d+)")
 RESULTS_FILE = Path(os.environ.get("FAULTS_RESULTS", REPO_ROOT / "bench-results" / "faults.json"))
 
 
@@ -364,6 +367,7 @@ class Collector(threading.Thread):
         self.verdicts_by_service: Counter[str] = Counter()
         self.scored_by_service: Counter[str] = Counter()  # verdicts with a non-zero score
         self.verdict_log: list[tuple[float, str, str, float]] = []  # (arrival, event id, service, score)
+        self.flow: list[tuple[float, str, float]] = []  # (arrival, service, event time), both epoch seconds
         self._lock = threading.Lock()
         self._halt = threading.Event()
         self.error: BaseException | None = None
@@ -406,6 +410,7 @@ class Collector(threading.Thread):
                     if score != 0.0:
                         self.scored_by_service[service] += 1
                     self.verdict_log.append((now, event_id, service, score))
+                    self.flow.append((time.time(), service, float(data.get("event_time") or 0.0)))
                 else:
                     key = data["key"] if data["key_encoding"] == "utf-8" else f"b64:{data['key']}"
                     self.dead[key] += 1
@@ -446,6 +451,53 @@ class Collector(threading.Thread):
     def total_verdicts(self) -> int:
         with self._lock:
             return sum(self.verdicts.values())
+
+    def recovered_at(self, since: float, services: Iterable[str]) -> float | None:
+        """When (epoch seconds) every one of ``services`` had a verdict for an event made after ``since``."""
+        firsts: dict[str, float] = {}
+        with self._lock:
+            for arrival, service, event_time in self.flow:
+                if event_time > since and service not in firsts:
+                    firsts[service] = arrival
+        wanted = set(services)
+        return max(firsts[s] for s in wanted) if wanted <= set(firsts) else None
+
+    def wait_recovered(self, since: float, services: Iterable[str], timeout_s: float) -> float:
+        """Seconds from ``since`` until every service's new events get verdicts again."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            at = self.recovered_at(since, services)
+            if at is not None:
+                return at - since
+            time.sleep(0.1)
+        raise AssertionError(f"verdicts for new events of every service did not resume within {timeout_s}s")
+
+
+def wait_progress(collector: Collector, verdicts: int, timeout_s: float = 60, what: str = "") -> None:
+    """Wait until ``verdicts`` more verdicts have arrived: the pipeline is flowing."""
+    target = collector.total_verdicts() + verdicts
+    collector.wait_until(lambda c: sum(c.verdicts.values()) >= target, timeout_s, what or f"{verdicts} more verdicts")
+
+
+def read_event_ids(settings: KafkaSettings) -> list[str]:
+    """Every event id in the logs topic, read from its start to its end."""
+    consumer = KafkaConsumer(**settings.client_configs(), enable_auto_commit=False)
+    try:
+        partitions = [
+            TopicPartition(settings.logs_topic, p)
+            for p in sorted(consumer.partitions_for_topic(settings.logs_topic) or ())
+        ]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        ends = consumer.end_offsets(partitions)
+        ids: list[str] = []
+        deadline = time.monotonic() + 60
+        while any(consumer.position(tp) < ends[tp] for tp in partitions) and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=200).values():
+                ids.extend(orjson.loads(r.value)["event_id"] for r in records)
+        return ids
+    finally:
+        consumer.close(autocommit=False)
 
 
 # -- the tally -----------------------------------------------------------------------------------------------

@@ -25,9 +25,21 @@ LOOPBACK = "127.0.0.1"
 
 def free_port() -> int:
     """A TCP port of 127.0.0.1 nothing listens on now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct TCP ports of 127.0.0.1 nothing listens on now (held together while chosen, so that
+    none is picked twice)."""
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sockets.append(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sockets[-1].bind((LOOPBACK, 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def http_status(url: str, timeout_s: float = 2.0, body: bytes | None = None) -> int | None:

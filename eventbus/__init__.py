@@ -35,7 +35,7 @@ from eventbus._schema import (
     validate_event,
 )
 from eventbus._settings import KafkaSettings
-from eventbus.errors import BadEventError, BrokerUnavailableError, EventBusError
+from eventbus.errors import BadEventError, BrokerRefusedError, BrokerUnavailableError, EventBusError
 
 __all__ = [
     "EVENT_MAX_BYTES",
@@ -56,6 +56,7 @@ __all__ = [
     "time_cell_seconds",
     "validate_event",
     "BadEventError",
+    "BrokerRefusedError",
     "BrokerUnavailableError",
     "EventBusError",
     "KafkaSettings",

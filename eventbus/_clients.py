@@ -8,8 +8,9 @@ from typing import Any
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 
+from eventbus._refusals import watch_refusals
 from eventbus._settings import KafkaSettings
-from eventbus.errors import BrokerUnavailableError
+from eventbus.errors import BrokerRefusedError, BrokerUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ def make_producer(settings: KafkaSettings, **overrides: Any) -> KafkaProducer:
     }
     configs.update(settings.client_configs())
     configs.update(overrides)
-    return _connect(KafkaProducer, configs)
+    return _connect(KafkaProducer, configs, settings)
 
 
 def make_consumer(settings: KafkaSettings, *topics: str, group_id: str | None, **overrides: Any) -> KafkaConsumer:
@@ -43,7 +44,7 @@ def make_consumer(settings: KafkaSettings, *topics: str, group_id: str | None, *
     }
     configs.update(settings.client_configs())
     configs.update(overrides)
-    consumer = _connect(KafkaConsumer, configs)
+    consumer = _connect(KafkaConsumer, configs, settings)
     if topics:
         consumer.subscribe(list(topics))
     return consumer
@@ -53,15 +54,22 @@ def make_admin(settings: KafkaSettings, **overrides: Any) -> KafkaAdminClient:
     configs: dict[str, Any] = {"client_id": "log-pipeline-admin"}
     configs.update(settings.client_configs())
     configs.update(overrides)
-    return _connect(KafkaAdminClient, configs)
+    return _connect(KafkaAdminClient, configs, settings)
+
+
+def topic_replication(brokers: int) -> tuple[int, int]:
+    """(replication factor, min.insync.replicas) for ``brokers`` brokers: three copies where the cluster allows,
+    and a write (acks=all) needs two of them, so one broker may fail without losing or refusing anything."""
+    replication = max(1, min(3, brokers))
+    return replication, 2 if replication >= 3 else 1
 
 
 def ensure_topics(settings: KafkaSettings, timeout_s: float = 30.0) -> list[str]:
     """Create ``logs`` (several partitions), ``predictions``, ``logs.dlq``, the repartition topic and the state
     changelog if missing; return those created. The repartition topic and the changelog get as many partitions
     as ``logs`` has, so that a service's partition has the same number in all three and one consumer owns them
-    (the processor assigns by range). The changelog is compacted (the last state of each service is kept) and
-    replicated as far as the cluster allows (up to 3 copies)."""
+    (the processor assigns by range). All are replicated as the cluster allows (``topic_replication``); the
+    changelog is compacted (the last state of each service is kept)."""
     admin = make_admin(settings)
     try:
         existing = set(admin.list_topics())
@@ -77,16 +85,18 @@ def ensure_topics(settings: KafkaSettings, timeout_s: float = 30.0) -> list[str]
         }
         missing = {name: n for name, n in wanted.items() if name not in existing}
         if missing:
-            brokers = len(admin.describe_cluster().get("brokers") or ()) or 1
+            replication, min_isr = topic_replication(len(admin.describe_cluster().get("brokers") or ()))
             specs: dict[str, dict[str, Any]] = {
-                name: {"num_partitions": n, "replication_factor": 1} for name, n in missing.items()
-            }
-            if settings.state_topic in specs:
-                specs[settings.state_topic] = {
-                    "num_partitions": logs_partitions,
-                    "replication_factor": min(3, brokers),
-                    "configs": STATE_TOPIC_CONFIGS,
+                name: {
+                    "num_partitions": n,
+                    "replication_factor": replication,
+                    "configs": {
+                        "min.insync.replicas": str(min_isr),
+                        **(STATE_TOPIC_CONFIGS if name == settings.state_topic else {}),
+                    },
                 }
+                for name, n in missing.items()
+            }
             # Another process may create a topic between our list and our create.
             with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(specs, timeout_ms=int(timeout_s * 1000))
@@ -97,34 +107,45 @@ def ensure_topics(settings: KafkaSettings, timeout_s: float = 30.0) -> list[str]
 
 def _partition_count(admin: KafkaAdminClient, topic: str) -> int | None:
     for described in admin.describe_topics([topic]):
-        # kafka-python 2 names the topic "topic", 3 "name"
-        if described.get("topic", described.get("name")) == topic and not described.get("error_code"):
+        # kafka-python 3 names the topic "name", 2 "topic"
+        if described.get("name", described.get("topic")) == topic and not described.get("error_code"):
             return len(described.get("partitions") or ()) or None
     return None
 
 
-def _connect(client_class: type, configs: dict[str, Any]) -> Any:
-    try:
-        return client_class(**configs)
-    except KafkaTimeoutError:
-        raise BrokerUnavailableError(f"no Kafka broker answered at {','.join(configs['bootstrap_servers'])}") from None
+def _connect(client_class: type, configs: dict[str, Any], settings: KafkaSettings) -> Any:
+    with watch_refusals(settings) as watch:
+        try:
+            return client_class(**configs)
+        except KafkaTimeoutError:
+            if watch.reason:
+                raise BrokerRefusedError(watch.reason) from None
+            raise BrokerUnavailableError(
+                f"no Kafka broker answered at {','.join(configs['bootstrap_servers'])}"
+            ) from None
 
 
 def wait_for_broker(settings: KafkaSettings, timeout_s: float) -> None:
-    """Block until the broker answers a metadata request, or raise ``BrokerUnavailableError``."""
+    """Block until the broker answers a metadata request, or raise ``BrokerUnavailableError``;
+    ``BrokerRefusedError`` at once if it answers but refuses us (retrying cannot fix that)."""
     deadline = time.monotonic() + timeout_s
     last_error: Exception | None = None
     while time.monotonic() < deadline:
-        try:
-            admin = KafkaAdminClient(**settings.client_configs(), bootstrap_timeout_ms=2000, request_timeout_ms=3000)
+        with watch_refusals(settings) as watch:
             try:
-                admin.list_topics()
-                return
-            finally:
-                admin.close()
-        except (KafkaError, OSError) as exc:
-            last_error = exc
-            time.sleep(0.5)
+                admin = KafkaAdminClient(
+                    **settings.client_configs(), bootstrap_timeout_ms=2000, request_timeout_ms=3000
+                )
+                try:
+                    admin.list_topics()
+                    return
+                finally:
+                    admin.close()
+            except (KafkaError, OSError) as exc:
+                last_error = exc
+        if watch.reason:
+            raise BrokerRefusedError(watch.reason)
+        time.sleep(0.5)
     raise BrokerUnavailableError(
         f"Kafka at {settings.kafka_bootstrap_servers} did not answer within {timeout_s:.0f}s ({last_error})"
     )

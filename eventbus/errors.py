@@ -4,7 +4,8 @@
 
     EventBusError
     ├── BadEventError            a message is not a valid log event: data, dead-letter it
-    └── BrokerUnavailableError   Kafka did not answer in time: a condition, retry it
+    ├── BrokerUnavailableError   Kafka did not answer in time: a condition, retry it
+    └── BrokerRefusedError       Kafka answered but refused us (credentials, TLS): configuration, stop
 """
 
 
@@ -22,3 +23,10 @@ class BadEventError(EventBusError):
 
 class BrokerUnavailableError(EventBusError):
     """The Kafka broker could not be reached."""
+
+
+class BrokerRefusedError(EventBusError):
+    """Kafka answered but refused this client (wrong credentials, no TLS, an untrusted certificate).
+
+    Retrying cannot help; the message is one line saying which setting to fix, and never holds a secret.
+    """

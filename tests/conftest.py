@@ -18,7 +18,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from local_kafka import LocalBroker, LocalBrokerConfig
 
 from devstack.harness import fresh_topics
-from devstack.processes import free_port
+from devstack.processes import free_port, free_ports
 from eventbus import KafkaSettings, make_consumer, make_producer
 
 
@@ -31,6 +31,28 @@ def run_in_fresh_python(code: str, *args: str) -> str:
     out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     return out.stdout
+
+
+# The container tests build images and run compose (minutes, a Docker engine): only `make test-containers`.
+collect_ignore = [] if os.environ.get("CONTAINER_TESTS") else ["containers"]
+
+
+def stack_environment(home: Path) -> dict[str, str]:
+    """The environment of a ``make up`` of its own: a local broker, services and run files under ``home``, on
+    distinct free ports."""
+    kafka_port, controller_port, ml_port, metrics_port = free_ports(4)
+    return {
+        **os.environ,
+        "KAFKA_MODE": "local",
+        "KAFKA_LOCAL_DIR": str(home / "kafka"),
+        "KAFKA_LOCAL_PORT": str(kafka_port),
+        "KAFKA_LOCAL_CONTROLLER_PORT": str(controller_port),
+        "KAFKA_BOOTSTRAP_SERVERS": f"localhost:{kafka_port}",
+        "ML_PORT": str(ml_port),
+        "PROCESSOR_METRICS_PORT": str(metrics_port),
+        "STACK_RUN_DIR": str(home / "run"),
+        "MODEL_PATH": str(home / "model.joblib"),
+    }
 
 
 @pytest.fixture

@@ -16,6 +16,12 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
+from typing import TYPE_CHECKING, Any
+
+from eventbus._clients import topic_replication
+
+if TYPE_CHECKING:
+    from local_kafka.security import ScramTls
 
 KAFKA_DOCKER_DIR = Path(__file__).resolve().parent.parent
 CONFIG_DIR = KAFKA_DOCKER_DIR / "config"
@@ -34,6 +40,12 @@ def new_cluster_id() -> str:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         if not cluster_id.startswith("-"):
             return cluster_id
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
 
 
 class BrokerError(Exception):
@@ -59,6 +71,13 @@ class LocalBrokerConfig:
         default_factory=lambda: tuple(os.environ.get("KAFKA_LOCAL_JVM_OPTS", DEFAULT_JVM_OPTIONS).split())
     )
     start_timeout_s: float = field(default_factory=lambda: float(os.environ.get("KAFKA_START_TIMEOUT", 90)))
+    # A cluster's node: its id, every controller as "id@host:port", the shared cluster id, and the replication
+    # of Kafka's internal topics. The defaults are a one-node cluster of its own.
+    node_id: int = 1
+    voters: tuple[str, ...] = ()
+    cluster_id: str | None = None
+    replication: int = 1
+    security: "ScramTls | None" = None
 
     @property
     def bootstrap(self) -> str:
@@ -157,21 +176,41 @@ class LocalBroker:
     def is_running(self) -> bool:
         return self.pid() is not None
 
+    def client_configs(self) -> dict[str, Any]:
+        """kafka-python keyword arguments that reach this broker (with credentials when it demands them)."""
+        security = self.config.security
+        return {"bootstrap_servers": self.config.bootstrap, **(security.client_configs() if security else {})}
+
     def _write_properties(self) -> None:
+        cfg = self.config
         template = Template((CONFIG_DIR / "server.properties.template").read_text())
-        self.config.properties_file.write_text(
-            template.substitute(
-                host=self.config.host,
-                port=self.config.port,
-                controller_port=self.config.controller_port,
-                data_dir=self.config.data_dir,
-            )
+        if cfg.voters:
+            quorum = "controller.quorum.voters=" + ",".join(cfg.voters)
+        else:
+            quorum = f"controller.quorum.bootstrap.servers={cfg.host}:{cfg.controller_port}"
+        text = template.substitute(
+            node_id=cfg.node_id,
+            quorum=quorum,
+            protocol=cfg.security.protocol if cfg.security else "PLAINTEXT",
+            host=cfg.host,
+            port=cfg.port,
+            controller_port=cfg.controller_port,
+            data_dir=cfg.data_dir,
+            replication=cfg.replication,
+            min_isr=topic_replication(cfg.replication)[1],
         )
+        if cfg.security:
+            text += "".join(f"{line}\n" for line in cfg.security.broker_properties())
+        cfg.properties_file.write_text(text)
+        cfg.properties_file.chmod(0o600)  # it may hold the inter-broker password
 
     def _format_storage(self, java: str) -> None:
         if (self.config.data_dir / "meta.properties").exists():
             return
-        cluster_id = new_cluster_id()
+        cluster_id = self.config.cluster_id or new_cluster_id()
+        # Static voters (a cluster) need no flag; a node alone is its own quorum.
+        quorum_args = [] if self.config.voters else ["--standalone"]
+        scram_args = self.config.security.format_args() if self.config.security else []
         result = subprocess.run(
             [
                 java,
@@ -184,7 +223,8 @@ class LocalBroker:
                 cluster_id,
                 "--config",
                 str(self.config.properties_file),
-                "--standalone",
+                *quorum_args,
+                *scram_args,
             ],
             capture_output=True,
             text=True,
@@ -194,10 +234,16 @@ class LocalBroker:
 
     def start(self) -> bool:
         """Start the broker and wait until it answers metadata requests; False if it already ran."""
+        process = self.launch()
+        self.wait_ready(process)
+        return process is not None
+
+    def launch(self) -> "subprocess.Popen[bytes] | None":
+        """Start the broker's process without waiting for it (None if it already ran): a cluster's nodes
+        only answer once a majority of controllers is up, so they are launched together, then waited for."""
         cfg = self.config
         if self.is_running():
-            self._wait_ready(None)
-            return False
+            return None
         for port in (cfg.port, cfg.controller_port):
             if port_in_use(cfg.host, port):
                 raise BrokerError(
@@ -232,10 +278,10 @@ class LocalBroker:
                 start_new_session=True,
             )
         cfg.pid_file.write_text(str(process.pid))
-        self._wait_ready(process)
-        return True
+        return process
 
-    def _wait_ready(self, process: subprocess.Popen[bytes] | None) -> None:
+    def wait_ready(self, process: "subprocess.Popen[bytes] | None" = None) -> None:
+        """Wait until the broker answers a metadata request (``process``: ours, to notice an early exit)."""
         from kafka import KafkaAdminClient
         from kafka.errors import KafkaError
 
@@ -250,7 +296,7 @@ class LocalBroker:
             if port_in_use(cfg.host, cfg.port):
                 try:
                     admin = KafkaAdminClient(
-                        bootstrap_servers=cfg.bootstrap, bootstrap_timeout_ms=3000, request_timeout_ms=5000
+                        **self.client_configs(), bootstrap_timeout_ms=3000, request_timeout_ms=5000
                     )
                     try:
                         admin.list_topics()

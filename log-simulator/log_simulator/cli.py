@@ -24,7 +24,15 @@ from typing import Any
 from kafka.errors import KafkaError
 from pydantic import ValidationError
 
-from eventbus import BrokerUnavailableError, KafkaSettings, LogEvent, ensure_topics, make_producer, wait_for_broker
+from eventbus import (
+    BrokerRefusedError,
+    BrokerUnavailableError,
+    KafkaSettings,
+    LogEvent,
+    ensure_topics,
+    make_producer,
+    wait_for_broker,
+)
 from log_simulator.errors import ConfigurationError, SimulatorError
 from log_simulator.generator import TrafficGenerator, parse_services
 from log_simulator.pacing import RatePacer, SchedulePacer
@@ -101,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
         producer = connect(kafka, settings.connect_timeout, stop)
     except BrokerUnavailableError as exc:
         print(f"log-simulator: {exc}. Is Kafka running? (python kafka-docker/main.py up)", file=sys.stderr)
+        return 3
+    except BrokerRefusedError as exc:  # credentials or TLS: waiting cannot fix it
+        print(f"log-simulator: {exc}", file=sys.stderr)
         return 3
     if producer is None:
         print("log-simulator: stopped before Kafka answered; nothing was sent")

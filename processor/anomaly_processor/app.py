@@ -26,7 +26,15 @@ from anomaly_processor.pipeline import Pipeline, consumer_overrides, producer_ov
 from anomaly_processor.retry import Backoff, retry_after
 from anomaly_processor.settings import ProcessorSettings
 from anomaly_processor.workers import WORKER_FLAG, Supervisor, watch_parent
-from eventbus import BrokerUnavailableError, KafkaSettings, ensure_topics, make_consumer, make_producer, wait_for_broker
+from eventbus import (
+    BrokerRefusedError,
+    BrokerUnavailableError,
+    KafkaSettings,
+    ensure_topics,
+    make_consumer,
+    make_producer,
+    wait_for_broker,
+)
 from streaming_detector.scorer import DEFAULT_CACHE_EVENTS, ContextualScorer
 
 log = logging.getLogger("anomaly_processor")
@@ -147,7 +155,11 @@ def run(
     """Connect (retrying), process until ``stop`` is set, close; the exit code. Any ``Scorer`` fits here."""
     remote = scorer if isinstance(scorer, HttpScorer | ContextualScorer) else None
     name = scorer_name or (remote.base_url if remote else type(scorer).__name__)
-    clients = connect(settings, kafka, printer, stop)
+    try:
+        clients = connect(settings, kafka, printer, stop)
+    except BrokerRefusedError as exc:  # credentials or TLS: waiting cannot fix it
+        print(f"processor: {exc}", file=sys.stderr, flush=True)
+        return 3
     if clients is None:
         return 0
     consumer, producer = clients

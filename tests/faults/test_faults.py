@@ -5,28 +5,27 @@ something mid-stream, and checks by id that every event has a verdict in ``predi
 letter in ``logs.dlq``. Each prints its tally and records it in ``bench-results/faults.json``.
 """
 
-import re
 import sys
 import time
 from pathlib import Path
 
-import orjson
 import pytest
-from kafka import KafkaConsumer, TopicPartition
 from kafka.partitioner.default import murmur2
 from local_kafka import LocalBroker, LocalBrokerConfig
 
 from devstack.harness import (
     REPO_ROOT,
+    SIMULATOR_SUMMARY,
     Child,
     Collector,
     FaultyProxy,
     SteadyProducer,
     kafka_env,
     make_tally,
+    read_event_ids,
     tally_ids,
+    wait_progress,
 )
-from eventbus import KafkaSettings
 from tests.conftest import free_port, fresh_topics
 from tests.faults.conftest import Rig
 
@@ -39,12 +38,6 @@ BATCH_MAX = 200
 # at most every second: a kill then redoes up to a second of traffic).
 PER_BATCH = {"BATCH_MAX": str(BATCH_MAX), "STATE_COMMIT_INTERVAL_MS": "0"}
 SERVICES = ("auth", "payment", "orders", "search", "cart", "email", "billing", "gateway", "inventory")
-
-
-def wait_progress(collector: Collector, verdicts: int, timeout_s: float = 60, what: str = "") -> None:
-    """Wait until ``verdicts`` more verdicts have arrived: the pipeline is flowing."""
-    target = collector.total_verdicts() + verdicts
-    collector.wait_until(lambda c: sum(c.verdicts.values()) >= target, timeout_s, what or f"{verdicts} more verdicts")
 
 
 def finish(rig: Rig, producer: SteadyProducer, collector: Collector, timeout_s: float = 120) -> None:
@@ -216,9 +209,6 @@ def test_three_processors_one_killed_the_others_take_over(rig: Rig) -> None:
         assert all(score != 0.0 for score in scores[-10:]), f"{service}: {scores[-10:]}"
 
 
-SIMULATOR_SUMMARY = re.compile(r"Summary: sent (\d+) .*?delivered (\d+), failed (\d+)")
-
-
 def test_sigterm_to_each_service_exits_0_and_loses_nothing(rig: Rig) -> None:
     """SIGTERM to the processor, the ML service and the log simulator in turn, mid-stream."""
     started = time.monotonic()
@@ -261,24 +251,3 @@ def test_sigterm_to_each_service_exits_0_and_loses_nothing(rig: Rig) -> None:
     assert len(logged) == delivered == len(set(logged)), "the simulator's count differs from the logs topic"
     assert not missing and tally.lost == 0, rig.diagnostics()
     assert tally.duplicates == 0  # a clean stop commits exactly what it produced: nothing is redone
-
-
-def read_event_ids(settings: KafkaSettings) -> list[str]:
-    """Every event id in the logs topic, read from its start to its end."""
-    consumer = KafkaConsumer(**settings.client_configs(), enable_auto_commit=False)
-    try:
-        partitions = [
-            TopicPartition(settings.logs_topic, p)
-            for p in sorted(consumer.partitions_for_topic(settings.logs_topic) or ())
-        ]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        ends = consumer.end_offsets(partitions)
-        ids: list[str] = []
-        deadline = time.monotonic() + 60
-        while any(consumer.position(tp) < ends[tp] for tp in partitions) and time.monotonic() < deadline:
-            for records in consumer.poll(timeout_ms=200).values():
-                ids.extend(orjson.loads(r.value)["event_id"] for r in records)
-        return ids
-    finally:
-        consumer.close(autocommit=False)

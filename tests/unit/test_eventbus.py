@@ -41,6 +41,7 @@ def test_public_surface_is_pinned() -> None:
             "time_cell_seconds",
             "validate_event",
             "BadEventError",
+            "BrokerRefusedError",
             "BrokerUnavailableError",
             "EventBusError",
             "KafkaSettings",

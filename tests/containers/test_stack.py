@@ -1,0 +1,141 @@
+"""The whole pipeline in containers, built from nothing but the package registries (``make test-containers``).
+
+Builds every image (``scripts/images.py``), starts the stack with compose, once on one KRaft node and once on
+three brokers, sends the original design's events (float timestamp, no id, no key) from the host and
+checks that each gets exactly one verdict, and that the ML service answers the original curl.
+"""
+
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+
+from tests.conftest import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+EVENTS = 200
+
+
+def compose_command() -> list[str]:
+    if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return ["docker", "compose"]
+    assert shutil.which("docker-compose"), "neither `docker compose` nor `docker-compose` is installed"
+    return ["docker-compose"]
+
+
+@pytest.fixture(scope="module")
+def images() -> None:
+    started = time.monotonic()
+    subprocess.run(
+        [sys.executable, "scripts/images.py", *os.environ.get("IMAGES_ARGS", "").split()], cwd=REPO, check=True
+    )
+    print(f"[containers] images built in {time.monotonic() - started:.0f}s", flush=True)
+
+
+class Stack:
+    def __init__(self, files: list[str]) -> None:
+        self.project = f"lp-test-{uuid.uuid4().hex[:6]}"
+        self.ports = {
+            name: free_port()
+            for name in (
+                "KAFKA_EXTERNAL_PORT",
+                "KAFKA_EXTERNAL_PORT_2",
+                "KAFKA_EXTERNAL_PORT_3",
+                "ML_PUBLISHED_PORT",
+                "PROCESSOR_PUBLISHED_PORT",
+            )
+        }
+        self.env = {**os.environ, **{k: str(v) for k, v in self.ports.items()}, "SIMULATOR_RATE": "20"}
+        self.base = [*compose_command(), "-p", self.project] + [a for f in files for a in ("-f", f"staging/{f}")]
+
+    def compose(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*self.base, *args], cwd=REPO, env=self.env, text=True, capture_output=True, check=check)
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.ports['KAFKA_EXTERNAL_PORT']}"
+
+
+@pytest.fixture(params=[["compose.yml"], ["compose.yml", "compose.cluster.yml"]], ids=["one-node", "three-brokers"])
+def stack(request: pytest.FixtureRequest, images: None) -> Iterator[Stack]:
+    made = Stack(request.param)
+    started = time.monotonic()
+    up = made.compose("up", "-d", check=False)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr + made.compose("logs", "--tail=40", check=False).stdout
+        print(f"[containers] {request.node.callspec.id}: compose up (healthy) in {time.monotonic() - started:.0f}s")
+        yield made
+    finally:
+        made.compose("down", "-v", "--remove-orphans", check=False)
+
+
+def replica_counts(admin: KafkaAdminClient, topic: str) -> set[int]:
+    return {len(p["replica_nodes"]) for t in admin.describe_topics([topic]) for p in t["partitions"]}
+
+
+def test_the_original_events_get_verdicts_through_the_containers(stack: Stack) -> None:
+    started = time.monotonic()
+    curl = urllib.request.Request(
+        f"http://127.0.0.1:{stack.ports['ML_PUBLISHED_PORT']}/predict",
+        data=json.dumps({"latency_ms": 250, "error_rate": 0.4}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(curl, timeout=10) as response:
+        assert isinstance(json.loads(response.read())["anomaly"], bool)
+
+    admin = KafkaAdminClient(bootstrap_servers=stack.bootstrap)
+    brokers = len(admin.describe_cluster()["brokers"])
+    deadline = time.monotonic() + 60  # the services create the topics once they are up
+    while not (replicas := replica_counts(admin, "logs")) and time.monotonic() < deadline:
+        time.sleep(1)
+    admin.close()
+    assert replicas == {min(3, brokers)}, f"logs: replicas {replicas} on {brokers} brokers"
+
+    # The original design's simulator, verbatim in spirit: no key, no id, a float timestamp.
+
+    producer = KafkaProducer(bootstrap_servers=stack.bootstrap, acks="all")
+    sent: set[float] = set()
+    for _ in range(EVENTS):
+        log = {
+            "timestamp": time.time(),
+            "service": random.choice(["auth", "payment", "orders"]),
+            "latency_ms": random.gauss(200, 50),
+            "error_rate": random.random(),
+        }
+        sent.add(log["timestamp"])
+        producer.send("logs", orjson.dumps(log))
+        time.sleep(0.002)
+    producer.flush(30)
+    producer.close()
+
+    consumer = KafkaConsumer(bootstrap_servers=stack.bootstrap, enable_auto_commit=False)
+    partitions = [TopicPartition("predictions", p) for p in consumer.partitions_for_topic("predictions") or ()]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning(*partitions)
+    verdicts: dict[float, int] = {}
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and set(verdicts) != sent:
+        for records in consumer.poll(timeout_ms=500).values():
+            for record in records:
+                verdict = orjson.loads(record.value)
+                if verdict.get("timestamp") in sent:
+                    assert isinstance(verdict["anomaly"], bool)
+                    verdicts[verdict["timestamp"]] = verdicts.get(verdict["timestamp"], 0) + 1
+    consumer.close()
+    print(
+        f"[containers] brokers={brokers} sent={EVENTS} verdicts={sum(verdicts.values())} "
+        f"lost={len(sent - set(verdicts))} in {time.monotonic() - started:.0f}s"
+    )
+    assert set(verdicts) == sent, stack.compose("logs", "--tail=40", "processor", check=False).stdout
+    assert set(verdicts.values()) == {1}
