@@ -20,7 +20,6 @@ failed commit gets the same features and the same verdict.
 
 import itertools
 import logging
-from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
@@ -29,7 +28,8 @@ import numpy as np
 
 from streaming_detector.errors import ScoringConfigError, ScoringRejectedError, ScoringUnavailableError
 from streaming_detector.gate import AlertGate, GateConfig
-from streaming_detector.state import StateMismatchError, StateStore, decode_state, encode_state, with_cooldown
+from streaming_detector.memory import ServiceMemory
+from streaming_detector.state import StateStore
 from streaming_detector.tracker import ContextConfig, ContextTracker
 
 log = logging.getLogger(__name__)
@@ -146,10 +146,7 @@ class ContextualScorer:
     ) -> None:
         if cache_events < 1:
             raise ValueError(f"cache_events must be positive, got {cache_events}")
-        if max_services is not None and (max_services < 1 or store is None):
-            raise ValueError("max_services needs a store to move state to, and must be positive")
-        self.store = store
-        self.max_services = max_services
+        self.memory = ServiceMemory(store, max_services)  # which services' state is in memory, the others in store
         self.client = client
         self.base_url = client.base_url
         self.cache_events = cache_events
@@ -159,9 +156,6 @@ class ContextualScorer:
         # event id -> (its service, the features sent: None while warming up)
         self._contexts: dict[str, tuple[str, Context | None]] = {}
         self._verdicts: dict[str, Score] = {}  # event id -> final verdict, once scored
-        self._in_memory: OrderedDict[str, None] = OrderedDict()  # services in the tracker, least recent first
-        self._dirty: set[str] = set()  # services whose state changed since ``take_dirty``
-        self.evicted = 0  # services moved out of memory to make room
 
     def ready(self) -> bool:
         return self.client.ready()
@@ -207,91 +201,40 @@ class ContextualScorer:
         _, tracker, gate = self._model()
         tracker.load_state_dict(state["tracker"])
         gate.load_state_dict(state["gate"])
-        self._in_memory = OrderedDict.fromkeys(tracker.names)
+        self.memory.reset(tracker.names)
 
     # -- the state of single services (the processor's changelog) -----------------------------------------
 
     def keep_state_in(self, store: StateStore, max_services: int) -> None:
         """From now on, at most ``max_services`` services in memory; the others in ``store``."""
-        if max_services < 1:
-            raise ValueError(f"max_services must be positive, got {max_services}")
-        self.store, self.max_services = store, max_services
+        self.memory.keep_in(store, max_services)
 
     def take_dirty(self) -> set[str]:
         """The services whose state changed since the last call."""
-        dirty, self._dirty = self._dirty, set()
-        return dirty
+        return self.memory.take_dirty()
 
     def export(self, service: str) -> bytes | None:
         """``service``'s state as bytes (from memory, else from the store); None if it has none."""
-        if self.tracker is not None and self.gate is not None and service in self.tracker:
-            arrays = self.tracker.export(service)
-            return encode_state(self.tracker.config, arrays, self.gate.cooldown.get(service, 0))
-        data = self.store.get(service) if self.store is not None else None
-        if data is not None and self.gate is not None and service in self.gate.cooldown:
-            data = with_cooldown(data, self.gate.cooldown[service])  # the gate counted on after it left memory
-        return data
+        return self.memory.export(service, self.tracker, self.gate)
 
     def forget(self, which: Callable[[str], bool]) -> int:
         """Drop from memory, without saving, every service ``which`` selects, and the cached features and
         verdicts of its events (whoever owns it now restores it); returns how many were in memory."""
-        dropped = [name for name in self._in_memory if which(name)]
-        for name in dropped:
-            self._drop(name)
-        if self.gate is not None:
-            self.gate.cooldown = {name: left for name, left in self.gate.cooldown.items() if not which(name)}
-        self._dirty = {name for name in self._dirty if not which(name)}
+        dropped = self.memory.forget(which, self.tracker, self.gate)
         stale = [event_id for event_id, (service, _) in self._contexts.items() if which(service)]
         for event_id in stale:
             del self._contexts[event_id]
             self._verdicts.pop(event_id, None)
-        return len(dropped)
+        return dropped
 
     def services_in_memory(self) -> int:
-        return len(self._in_memory)
-
-    def _drop(self, name: str) -> None:
-        """Out of memory. A running cool-down stays with the gate, which decides for the whole batch after it
-        was learned (a service may leave memory in between); the gate's count wins over the stored one."""
-        del self._in_memory[name]
-        if self.tracker is not None and name in self.tracker:
-            self.tracker.remove(name)
-        if self.gate is not None and self.gate.cooldown.get(name, 1) <= 0:
-            del self.gate.cooldown[name]
-
-    def _bring_in(self, names: set[str], tracker: ContextTracker, gate: AlertGate) -> None:
-        """Make ``names`` the most recently seen services in memory: load those that are not from the store,
-        first moving the least recently seen others out if there is no room for them."""
-        missing = [name for name in names if name not in self._in_memory]
-        if self.max_services is not None:
-            overflow = len(self._in_memory) + len(missing) - self.max_services
-            for name in list(itertools.islice((n for n in self._in_memory if n not in names), max(overflow, 0))):
-                data = self.export(name)
-                assert self.store is not None and data is not None
-                self.store.put(name, data)
-                self._drop(name)
-                self.evicted += 1
-        for name in missing:
-            self._in_memory[name] = None
-            data = self.store.get(name) if self.store is not None else None
-            if data is None:
-                continue
-            try:
-                arrays, cooldown = decode_state(tracker.config, data)
-            except StateMismatchError as exc:
-                log.warning("state of service %r discarded, it warms up again: %s", name, exc)
-                continue
-            tracker.restore(name, arrays)
-            if cooldown > 0 and name not in gate.cooldown:
-                gate.cooldown[name] = cooldown
-        for name in names:
-            self._in_memory.move_to_end(name)
+        return len(self.memory.in_memory)
 
     def _advance(self, events: Sequence[Event], tracker: ContextTracker, gate: AlertGate) -> tuple[Any, Any]:
         """``tracker.features`` of ``events``, in runs of at most ``max_services`` distinct services, each run's
         services brought into memory first (so memory stays bounded however many services a batch holds)."""
         names = [e.service for e in events]
-        limit = self.max_services or len(names) or 1
+        limit = self.memory.max_services or len(names) or 1
         rows, warm = [], []
         start = 0
         while start < len(names):
@@ -300,12 +243,12 @@ class ContextualScorer:
             while stop < len(names) and (names[stop] in run or len(run) < limit):
                 run.add(names[stop])
                 stop += 1
-            self._bring_in(run, tracker, gate)
+            self.memory.bring_in(run, tracker, gate)
             part = events[start:stop]
             r, w = tracker.features(names[start:stop], [e.latency_ms for e in part], [e.error_rate for e in part])
             rows.append(r)
             warm.append(w)
-            self._dirty.update(run)
+            self.memory.dirty.update(run)
             start = stop
         if len(rows) == 1:
             return rows[0], warm[0]
@@ -326,8 +269,7 @@ class ContextualScorer:
             if self.tracker is not None:
                 log.warning("context configuration changed with model %s: every service warms up again", spec.version)
             self.tracker = ContextTracker(spec.tracker)
-            self._in_memory.clear()
-            self._dirty.clear()
+            self.memory.reset()
             self._contexts.clear()  # cached features were computed with the old configuration
             self._verdicts.clear()
         gate = AlertGate(spec.gate)

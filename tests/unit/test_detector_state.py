@@ -27,8 +27,7 @@ def scorer_with(model, store=None, max_services=None):
     forest, metadata = model
     scorer = in_process_scorer(forest, metadata)
     if store is not None:
-        scorer.store = store
-        scorer.max_services = max_services
+        scorer.memory.keep_in(store, max_services)
     return scorer
 
 
@@ -93,7 +92,7 @@ def test_memory_is_capped_and_evicted_services_come_back_as_they_left(model, eve
     capped = scorer_with(model, MemoryStateStore(), max_services=2)
     got = replay(capped, events, 97)
     assert_same(unbounded, got)
-    assert capped.services_in_memory() <= 2 and capped.evicted > 0
+    assert capped.services_in_memory() <= 2 and capped.memory.evicted > 0
 
 
 def test_forgotten_services_are_redone_from_the_stored_state(model, events) -> None:
@@ -105,7 +104,7 @@ def test_forgotten_services_are_redone_from_the_stored_state(model, events) -> N
     for service in scorer.take_dirty():
         data = scorer.export(service)
         assert data is not None
-        scorer.store.put(service, data)  # type: ignore[union-attr]
+        scorer.memory.store.put(service, data)  # type: ignore[union-attr]
     first = replay(scorer, events[half:], 200)  # learned, then "lost" before it was committed
     scorer.forget(lambda service: True)
     again = replay(scorer, events[half:], 200)
