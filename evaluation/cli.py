@@ -41,6 +41,7 @@ class ColumnEvent(NamedTuple):
     service: str
     latency_ms: float
     error_rate: float
+    event_time: float | None = None
 
 
 def replay(scorer: ContextualScorer, events: Sequence[Event], batch: int) -> Replay:
@@ -54,11 +55,17 @@ def replay(scorer: ContextualScorer, events: Sequence[Event], batch: int) -> Rep
     )
 
 
-def column_events(services: Sequence[str], latency_ms: Sequence[float], error_rate: Sequence[float]) -> list[Event]:
+def column_events(
+    services: Sequence[str],
+    latency_ms: Sequence[float],
+    error_rate: Sequence[float],
+    event_time: Sequence[float | None] | None = None,
+) -> list[Event]:
     """Events given column-wise, numbered in stream order."""
+    times = [None] * len(services) if event_time is None else event_time
     return [
-        ColumnEvent(str(i), service, latency, error)
-        for i, (service, latency, error) in enumerate(zip(services, latency_ms, error_rate, strict=True))
+        ColumnEvent(str(i), service, latency, error, time)
+        for i, (service, latency, error, time) in enumerate(zip(services, latency_ms, error_rate, times, strict=True))
     ]
 
 
@@ -84,7 +91,8 @@ def run_nab(forest: Any, metadata: dict[str, Any], path: Path, batch: int) -> di
     scores = {}
     for k, series in enumerate(corpus, 1):
         values = series.values.tolist()
-        events = column_events([series.service] * len(values), values, [0.0] * len(values))
+        times = series.timestamps.astype("int64").astype(float).tolist()
+        events = column_events([series.service] * len(values), values, [0.0] * len(values), times)
         output = replay(in_process_scorer(forest, metadata, cache_events=batch), events, batch)
         scores[series.name] = output.alert_score
         if k % 10 == 0:

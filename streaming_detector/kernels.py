@@ -55,10 +55,11 @@ def forest_path_lengths(x, feature, threshold, children, leaf_value, roots, max_
 
 @numba.njit(cache=True, nogil=True)
 def advance_context(
-    ids, values, raw, errors, rows, warm,
-    counts, numbers, recent, learned, arrival, ordered,
+    ids, values, raw, errors, times, rows, warm,
+    counts, numbers, recent, learned, arrival, ordered, season_day, season_max,
     warmup, a_f, a_s, a_m, a_l, clip, err_floor_sq, weight_max, weight_events, surprise_alpha,
     history, history_every, min_history, quantile, max_tail,
+    bin_seconds, season_days, season_weeks, season_evidence,
 ):  # fmt: skip
     """Score then learn each event in order (``ContextTracker.features``): fills ``rows`` and ``warm``."""
     for i in range(ids.shape[0]):
@@ -70,6 +71,7 @@ def advance_context(
         surprise = _surprise(
             ctx, recent[s], learned, arrival[s], ordered[s], s, count, raw[i], e, err_floor_sq, surprise_alpha,
             history, history_every, min_history, quantile, max_tail,
+            times[i], season_day[s], season_max[s], bin_seconds, season_days, season_weeks, season_evidence,
         )  # fmt: skip
         counts[s] = count + 1
         if count < warmup:
@@ -118,6 +120,7 @@ def advance_context(
 def _surprise(
     ctx, recent, learned, arrival, ordered, s, count, y, e, err_floor_sq, long_alpha,
     history, history_every, min_history, quantile, max_tail,
+    time, season_day, season_max, bin_seconds, season_days, season_weeks, evidence,
 ):  # fmt: skip
     """The largest calibrated surprisal of this raw event (0.0 while too young), then learn it.
 
@@ -127,6 +130,11 @@ def _surprise(
     while one earlier incident alone does not make the next one routine. Then, every ``history_every``
     events, the signal joins its history (the oldest value leaves once there are ``history``). Every
     signal's history holds as many values, so the largest bulk surprisal is that of the highest rank.
+
+    Time, not counts: a signal in the tail that this service reached at the same hour (or the next or previous
+    one, by the event's time) on ``evidence`` of the last ``season_days`` days, or on ``evidence`` of the same
+    weekdays of the last ``season_weeks`` weeks, is routine whatever the event rate: its surprisal is at most
+    its rank among those days. The signals then join the hour's maxima (``_learn_season``).
     """
     width = recent.shape[0]
     best = 0.0
@@ -142,6 +150,13 @@ def _surprise(
         shifted = (total + y) / (kept + 1)
         # The step is ranked as it is: a running spread that drifts would make a routine jump look larger
         # once the service turns quieter.
+        day = -1
+        hour = 0
+        if time == time:  # not NaN: the event has a time
+            cell = int(math.floor(time / bin_seconds))
+            bins = season_max.shape[1]
+            day = cell // bins
+            hour = cell - day * bins
         signals = (
             abs(y - mean) / spread,
             abs(step),
@@ -169,6 +184,11 @@ def _surprise(
                     if size >= 2 and value <= sorted_values[size - 2]:  # seen twice: its rank is the answer
                         position = np.searchsorted(sorted_values[:size], value)
                         tail_value = min(tail_value, _rank_surprisal(size, position))
+                    if day >= 0 and tail_value > 1.0:
+                        days, weeks, sd, sm = season_days, season_weeks, season_day, season_max
+                        by_day = _season_surprisal(sd, sm, day, hour, signal, value, 1, days, evidence)
+                        by_week = _season_surprisal(sd, sm, day, hour, signal, value, 7, weeks, evidence)
+                        tail_value = min(tail_value, by_day, by_week)
                     if tail_value > best:
                         best = tail_value
                 else:
@@ -188,8 +208,49 @@ def _surprise(
             learned[s] = done + 1
         if best == 0.0 and size >= min_history:
             best = _rank_surprisal(size, highest)
+        if day >= 0:
+            _learn_season(season_day, season_max, day, hour, signals)
     _learn_raw(ctx, recent, count + 1, y, e, long_alpha)
     return best
+
+
+@numba.njit(cache=True, nogil=True)
+def _season_surprisal(season_day, season_max, day, hour, signal, value, every, back, evidence):
+    """-log of the share of the days ``day - every``, ``day - 2 * every``, ... (``back`` of them) whose hour
+    ``hour`` or a neighbouring one reached ``value``; infinite when fewer than ``evidence`` did (one earlier
+    incident at this hour does not make the next one routine). Days the service sent nothing do not count."""
+    ring = season_day.shape[0]
+    bins = season_max.shape[1]
+    found = 0
+    for k in range(1, back + 1):
+        d = day - k * every
+        for offset in range(-1, 2):
+            cell = d * bins + hour + offset
+            cell_day = cell // bins
+            slot = cell_day % ring
+            if season_day[slot] == cell_day and season_max[slot, cell - cell_day * bins, signal] >= value:
+                found += 1
+                break
+    if found < evidence:
+        return math.inf
+    return math.log((back + 1) / (found + 1))
+
+
+@numba.njit(cache=True, nogil=True)
+def _learn_season(season_day, season_max, day, hour, signals):
+    """The hour's maxima of each signal, in a ring of days: a day's slot is cleared when a newer day takes it;
+    an event older than the ring (or than the day now in its slot) is not learned."""
+    ring = season_day.shape[0]
+    slot = day % ring
+    held = season_day[slot]
+    if held > day:
+        return
+    if held < day:
+        season_day[slot] = day
+        season_max[slot, :, :] = -math.inf
+    for signal in range(N_SIGNALS):
+        if signals[signal] > season_max[slot, hour, signal]:
+            season_max[slot, hour, signal] = signals[signal]
 
 
 @numba.njit(cache=True, nogil=True)
