@@ -45,7 +45,7 @@ class Replay(NamedTuple):
 class ColumnEvent(NamedTuple):
     """An event as the scorer reads it, without the schema's validation (a NAB value may be negative)."""
 
-    id: str
+    event_id: str
     service: str
     latency_ms: float
     error_rate: float

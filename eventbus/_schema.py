@@ -28,8 +28,8 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainValidator,
-    PrivateAttr,
     ValidationError,
+    ValidationInfo,
     WithJsonSchema,
     field_validator,
 )
@@ -99,17 +99,26 @@ def _check_timestamp(value: Any) -> int | float | str:
     return value
 
 
-Timestamp = Annotated[
-    int | float | str,
-    PlainValidator(_check_timestamp),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "number", "minimum": 0, "description": "epoch seconds (or ms, us, ns: by magnitude)"},
-                {"type": "string", "minLength": 1, "maxLength": TIMESTAMP_TEXT_MAX, "format": "date-time"},
-            ]
-        }
-    ),
+_TIMESTAMP_FORMS: list[dict[str, Any]] = [
+    {"type": "number", "minimum": 0, "description": "epoch seconds (or ms, us, ns: by magnitude)"},
+    {"type": "string", "minLength": 1, "maxLength": TIMESTAMP_TEXT_MAX, "format": "date-time"},
+]
+Timestamp = Annotated[int | float | str, PlainValidator(_check_timestamp), WithJsonSchema({"anyOf": _TIMESTAMP_FORMS})]
+
+
+def _timestamp_or_origins(value: Any, info: ValidationInfo) -> int | float | str | None:
+    """A timestamp sent; or, for an event without one validated with an ``EventOrigin``, the message's time."""
+    if value is None:
+        return info.context.time_s if isinstance(info.context, EventOrigin) else None
+    return _check_timestamp(value)
+
+
+# Validated even when absent, so that the message's time stands in (the field then stays "unset": not as sent).
+_EventTimestamp = Annotated[
+    int | float | str | None,
+    PlainValidator(_timestamp_or_origins),
+    WithJsonSchema({"anyOf": [*_TIMESTAMP_FORMS, {"type": "null"}]}),
+    Field(validate_default=True),
 ]
 
 
@@ -118,7 +127,7 @@ class _Event(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True, strict=True)
 
-    timestamp: Timestamp | None = None  # first, as the original design sends it: lines print fields as sent
+    timestamp: _EventTimestamp = None  # first, as the original design sends it: lines print fields as sent
     service: ServiceName
     latency_ms: LatencyMs
     error_rate: ErrorRate
@@ -129,30 +138,23 @@ class LogEvent(_Event):
     """One log event as a producer sends it; fields beyond these are kept in ``model_extra``.
 
     Validated with ``context=EventOrigin(...)`` (as the processor does), an event without its own id or time
-    takes the message's: ``id`` and ``event_time`` are then always set.
+    takes the message's: ``event_id`` and ``event_time`` are then always set, and ``as_sent()`` still leaves
+    them out.
     """
 
-    event_id: EventId | None = None
-    _id: str | None = PrivateAttr(default=None)
-    _event_time: float | None = PrivateAttr(default=None)
+    event_id: Annotated[EventId | None, Field(validate_default=True)] = None
 
-    def model_post_init(self, context: Any, /) -> None:
-        origin = context if isinstance(context, EventOrigin) else None
-        self._id = self.event_id if self.event_id is not None else origin and origin.event_id
-        if self.timestamp is not None:
-            self._event_time = epoch_seconds(self.timestamp)
-        elif origin is not None:
-            self._event_time = origin.time_s
-
-    @property
-    def id(self) -> str | None:
-        """``event_id``, or the one derived from where the message sits; None for an event built in code without one."""
-        return self._id
+    @field_validator("event_id")
+    @classmethod
+    def _derived_id(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None and isinstance(info.context, EventOrigin):
+            return info.context.event_id
+        return value
 
     @property
     def event_time(self) -> float | None:
         """When it happened, in epoch seconds: from ``timestamp``, else the message's time (None if unknown)."""
-        return self._event_time
+        return None if self.timestamp is None else epoch_seconds(self.timestamp)
 
     def key(self) -> bytes:
         return self.service.encode()

@@ -12,9 +12,9 @@ a rebalance the new owner rebuilds a service's state from the stream, and the se
 stateless point model until it is warm again (``ContextConfig.warmup_events`` events).
 
 Each event advances the state exactly once, however often the pipeline asks for it: its features and,
-once scored, its final verdict are cached by the event's id (its ``event_id``, or the one derived from
-where its message sits), so a batch retried while the ML service is down, bisected after a 4xx, or
-redelivered after a failed commit gets the same features and the same verdict.
+once scored, its final verdict are cached by ``event_id`` (the processor derives one for an event sent
+without), so a batch retried while the ML service is down, bisected after a 4xx, or redelivered after a
+failed commit gets the same features and the same verdict.
 """
 
 import itertools
@@ -62,7 +62,7 @@ class Event(Protocol):
     """What the scorer reads of an event (``eventbus.LogEvent`` has it, so does any record with these fields)."""
 
     @property
-    def id(self) -> str | None: ...  # its event_id, or one derived from where its message sits; None: not cached
+    def event_id(self) -> str | None: ...  # the cache key; the processor derives one for an event sent without
 
     @property
     def service(self) -> str: ...
@@ -158,9 +158,7 @@ class ContextualScorer:
     def score(self, events: Sequence[Event]) -> list[Score]:
         spec, tracker, gate = self._model()
         contexts = self._learn(events, tracker)
-        verdicts: list[Score | None] = [
-            self._verdicts.get(event.id) if event.id is not None else None for event in events
-        ]
+        verdicts: list[Score | None] = [self._verdicts.get(_event_id(event)) for event in events]
         todo = [i for i, verdict in enumerate(verdicts) if verdict is None]
         if todo:
             pending = [events[i] for i in todo]
@@ -178,9 +176,7 @@ class ContextualScorer:
                 for j, alert, muted in zip(warm, gated.anomaly.tolist(), gated.suppressed.tolist(), strict=True):
                     scores[j] = Score(alert, scores[j].score, scores[j].model_version, True, muted)
             for i, event, score in zip(todo, pending, scores, strict=True):
-                verdicts[i] = score
-                if event.id is not None:
-                    self._verdicts[event.id] = score
+                verdicts[i] = self._verdicts[_event_id(event)] = score
             if any(score.model_version != spec.version for score in scores):
                 self._model_changed()
         return [verdict for verdict in verdicts if verdict is not None]
@@ -245,7 +241,7 @@ class ContextualScorer:
         contexts: list[Context | None] = []
         new: list[int] = []
         for i, event in enumerate(events):
-            context = cache.get(event.id, _UNSEEN) if event.id is not None else _UNSEEN
+            context = cache.get(_event_id(event), _UNSEEN)
             if context is _UNSEEN:
                 new.append(i)
                 contexts.append(None)
@@ -263,9 +259,7 @@ class ContextualScorer:
             # Tuples of floats: the garbage collector stops tracking them, a cache of lists it would scan.
             rows = map(tuple, (features if decimals is None else features.round(decimals)).tolist())
             for i, event, row, is_warm in zip(new, fresh, rows, warm.tolist(), strict=True):
-                contexts[i] = row if is_warm else None
-                if event.id is not None:
-                    cache[event.id] = contexts[i]
+                contexts[i] = cache[_event_id(event)] = row if is_warm else None
             self._evict()
         return contexts
 
@@ -278,3 +272,10 @@ class ContextualScorer:
         for event_id in oldest:
             del self._contexts[event_id]
             self._verdicts.pop(event_id, None)
+
+
+def _event_id(event: Event) -> str:
+    """The key of an event's cached features and verdict (the pipeline gives every event one)."""
+    if event.event_id is None:
+        raise ValueError(f"ContextualScorer needs events with an event_id: {event!r:.200}")
+    return event.event_id

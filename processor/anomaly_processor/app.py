@@ -23,7 +23,7 @@ from anomaly_processor.metrics import MetricsServer, ProcessorMetrics
 from anomaly_processor.ml_client import HttpScorer, Scorer
 from anomaly_processor.output import Printer
 from anomaly_processor.pipeline import Pipeline, consumer_overrides, producer_overrides
-from anomaly_processor.retry import Backoff
+from anomaly_processor.retry import Backoff, retry_after
 from anomaly_processor.settings import ProcessorSettings
 from anomaly_processor.workers import WORKER_FLAG, Supervisor, watch_parent
 from eventbus import BrokerUnavailableError, KafkaSettings, ensure_topics, make_consumer, make_producer, wait_for_broker
@@ -200,10 +200,10 @@ def connect(
                 raise
             return consumer, producer
         except (BrokerUnavailableError, KafkaError, OSError) as exc:
-            delay = backoff.next_delay()
-            log.warning("Kafka not available (%s); retrying in %.1fs", exc, delay)
-            printer.retry(f"Kafka unavailable at {kafka.kafka_bootstrap_servers}, retrying in {delay:.1f}s")
-            stop.wait(delay)
+            shown = f"Kafka unavailable at {kafka.kafka_bootstrap_servers}, retrying in {{delay}}s"
+            retry_after(
+                backoff, stop.wait, printer, log, "Kafka not available (%s); retrying in %.1fs", exc, shown=shown
+            )
     return None
 
 

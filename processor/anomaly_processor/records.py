@@ -99,7 +99,7 @@ def verdict_json(event: LogEvent, score: Score) -> bytes:
     """``Verdict(**event.as_sent(), event_id=..., event_time=..., **score._asdict()).to_json()``, without
     building the model: the event is validated already and ``score`` was checked by ``decode_scores``."""
     verdict = event.as_sent()
-    verdict["event_id"] = event.id
+    verdict["event_id"] = event.event_id
     verdict["event_time"] = event.event_time
     verdict["anomaly"] = score.anomaly
     verdict["score"] = score.score

@@ -244,3 +244,8 @@ def test_the_batch_answer_is_the_json_of_the_verdicts(pattern: str) -> None:
     answer = scoring_lane.verdicts_json(anomaly, score, version)
     assert json.loads(answer) == expected
     assert answer == json.dumps(expected, separators=(",", ":")).encode()
+
+
+def test_a_deeply_nested_unknown_field_is_left_to_pydantic_not_an_error() -> None:
+    deep = b'{"a":' * 100_000 + b"1" + b"}" * 100_000
+    assert columns_from_json(b'[{"latency_ms": 1, "error_rate": 0, "extra": ' + deep + b"}]", 10) is None

@@ -210,7 +210,7 @@ ORIGINAL = {"timestamp": 1_767_225_600.5, "service": "auth", "latency_ms": 187.3
 def test_the_original_designs_event_is_scored_with_an_id_from_where_it_sits() -> None:
     batch = decode_batch([record(orjson.dumps(ORIGINAL), key=None, offset=12)])
     [event] = batch.events
-    assert event.id == "logs:2:12" and event.event_time == 1_767_225_600.5
+    assert event.event_id == "logs:2:12" and event.event_time == 1_767_225_600.5
     verdict = orjson.loads(verdict_json(event, Score(False, 0.2, "m")))
     assert verdict == {**ORIGINAL, "event_id": "logs:2:12", "event_time": 1_767_225_600.5} | {
         "anomaly": False,
@@ -255,7 +255,7 @@ def test_fields_a_producer_adds_are_carried_unchanged_into_the_verdict() -> None
 def test_a_redelivered_message_gets_the_same_id_and_a_rekeyed_one_keeps_its_first_place() -> None:
     first = decode_event(orjson.dumps(ORIGINAL), EventOrigin("logs", 1, 99, 0.0))
     again = decode_event(orjson.dumps(ORIGINAL), EventOrigin("logs", 1, 99, 5.0))
-    assert first.id == again.id == "logs:1:99"
+    assert first.event_id == again.event_id == "logs:1:99"
     rekeyed = Record("logs.by-service", 0, 3, 0, b"auth", orjson.dumps(ORIGINAL), [("origin", b"logs:1:99")])
     [event] = decode_batch([rekeyed]).events
-    assert event.id == "logs:1:99"
+    assert event.event_id == "logs:1:99"

@@ -102,7 +102,8 @@ def columns_from_json(body: bytes, max_items: int) -> ScoringColumns | None:
     """The columns of a JSON array of at most ``max_items`` valid requests, or None if not certainly valid."""
     try:
         items = _DECODER.decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):  # invalid UTF-8 in a string
+    # Invalid UTF-8 in a string is a UnicodeDecodeError; a deeply nested unknown field, skipped, a RecursionError.
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError):
         return None
     count = len(items)
     if count > max_items or not all(map(_readable_time, items)):
