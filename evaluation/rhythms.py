@@ -45,7 +45,7 @@ MEDIAN_MS = 200.0
 class RhythmEvent(NamedTuple):
     """An event as the scorer reads it (``streaming_detector.scorer.Event``)."""
 
-    id: str
+    event_id: str
     service: str
     latency_ms: float
     error_rate: float
