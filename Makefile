@@ -9,12 +9,13 @@ STAMP := $(VENV)/.installed
 RUN_DIR := .run
 FOLLOW ?= 1
 TOPIC ?= logs
+IDLE_S ?= 10
 ARGS ?=
 NAB ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser kafka-up kafka-down consume train serve process simulate up down logs status \
+.PHONY: help install browser kafka-up kafka-down consume train serve process simulate up down logs status screenshot \
         test test-unit test-integration test-faults lint format schemas eval bench soak clean
 
 help: ## List every target with one line each
@@ -36,11 +37,11 @@ kafka-up: $(STAMP) ## Start Kafka (Docker if an engine runs, else a local KRaft 
 kafka-down: $(STAMP) ## Stop Kafka
 	@$(PY) kafka-docker/main.py down
 
-consume: $(STAMP) ## Kafka's console consumer: make consume TOPIC=logs ARGS="--from-beginning --max-messages 10"
-	@$(PY) kafka-docker/main.py consume $(TOPIC) $(ARGS)
+consume: $(STAMP) ## Kafka's console consumer: make consume TOPIC=logs ARGS="--from-beginning" (ends after IDLE_S=10 s idle)
+	@$(PY) kafka-docker/main.py consume --idle-s $(IDLE_S) $(TOPIC) $(ARGS)
 
-train: $(STAMP) ## Train the model on realistic normal traffic (fastapi-ml-service/model.joblib + model.json)
-	@cd fastapi-ml-service && ../$(PY) save_model.py $(ARGS)
+train: $(STAMP) ## Train the model (fastapi-ml-service/model.joblib + model.json); a running ML service reloads it
+	@$(PY) scripts/stack.py train $(ARGS)
 
 serve: $(STAMP) ## Run the ML service in the foreground (http://127.0.0.1:8000)
 	@cd fastapi-ml-service && ../$(PY) main.py
@@ -72,6 +73,11 @@ browser: ## Install Debian's Chromium for the dashboard's browser test (apt-get,
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null \
 	    || { echo "error: could not install chromium; install it (apt-get install chromium) and re-run"; exit 1; }; \
 	fi
+
+screenshot: $(STAMP) browser ## Regenerate docs/dashboard.png with the browser test (real broker, real Chromium)
+	@$(PY) kafka-docker/main.py fetch-jars
+	@UPDATE_SCREENSHOT=1 $(PY) -m pytest -q tests/integration/test_dashboard_browser.py $(PYTEST_ARGS)
+	@echo "docs/dashboard.png updated"
 
 test: $(STAMP) browser ## Run every test (unit, then integration against a real Kafka broker)
 	@$(PY) kafka-docker/main.py fetch-jars

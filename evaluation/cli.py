@@ -171,11 +171,28 @@ def run_nab(forest: Any, metadata: dict[str, Any], path: Path, batch: int) -> di
     return {**results, "categories_standard": categories, "verdicts": as_published}
 
 
+TABLE_HEADER = (
+    f"{'scenario':<16} {'events':>7} {'incid':>5} {'found':>5} {'alerts':>6} {'true':>5} {'false':>5} "
+    f"{'prec':>6} {'recall':>6} {'F1':>6} {'FPR%':>7} {'false/h':>7} {'false/d':>7} {'delay':>6}"
+)
+TABLE_LEGEND = (
+    "incid: incidents injected; found: incidents with at least one alert; alerts = true (on an incident's events;\n"
+    "  one incident may raise several, e.g. a slow drift that keeps rising) + false (on healthy events).\n"
+    "prec = true/alerts, recall = found/incid, F1 their harmonic mean ('-' where a scenario has no incident).\n"
+    "FPR% = false alerts per 100 healthy events; false/h, false/d = false alerts an hour / a day for one service\n"
+    "  sending 1 event/s (FPR x 3,600 / x 86,400); delay = events of the service from an incident's start to\n"
+    "  its first alert. Every alert outside an incident's events is false: no grace period after an incident."
+)
+
+
 def _row(m: ScenarioMetrics) -> str:
     delay = "-" if math.isnan(m.mean_delay) else f"{m.mean_delay:.1f}"
+    # Without incidents, precision and recall say nothing: the false-alert rates are the figures.
+    quality = f"{m.precision:>6.3f} {m.recall:>6.3f} {m.f1:>6.3f}" if m.incidents else f"{'-':>6} {'-':>6} {'-':>6}"
+    fpr = m.false_positive_rate
     return (
-        f"{m.name:<16} {m.events:>7} {m.incidents:>5} {m.detected:>5} {m.alerts:>6} {m.precision:>6.3f} "
-        f"{m.recall:>6.3f} {m.f1:>6.3f} {100 * m.false_positive_rate:>7.3f} {delay:>7}"
+        f"{m.name:<16} {m.events:>7} {m.incidents:>5} {m.detected:>5} {m.alerts:>6} {m.true_alerts:>5} "
+        f"{m.false_alerts:>5} {quality} {100 * fpr:>7.3f} {fpr * 3600:>7.2f} {fpr * 86400:>7.1f} {delay:>6}"
     )
 
 
@@ -217,17 +234,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Per scenario, counts summed over the seeds.
         results = [replace(overall([per_seed[s][k] for s in seeds]), name=name) for k, name in enumerate(names)]
         total = overall(results)
-        print(
-            f"\n{'scenario':<16} {'events':>7} {'incid':>5} {'found':>5} {'alerts':>6} {'prec':>6} {'recall':>6} "
-            f"{'F1':>6} {'FPR%':>7} {'delay':>7}   (seeds {args.seed})"
-        )
+        print(f"\n{TABLE_HEADER}   (seeds {args.seed})")
         for m in [*results, total]:
             print(_row(m))
         if len(seeds) > 1:
             for seed, seed_results in per_seed.items():
                 print(_row(replace(overall(seed_results), name=f"overall seed {seed}")))
-        print("(delay: events of the service from an incident's start to its first alert;")
-        print(" every alert outside an incident's events counts as false: no grace period after an incident)")
+        print(TABLE_LEGEND)
         report["scenarios"] = [
             {
                 **asdict(m),

@@ -46,3 +46,17 @@ def test_eval_cli_prints_the_table_and_writes_json(tmp_path, capsys) -> None:
     [nightly] = report["rhythms"]
     assert nightly["rate"] == "1/5min" and nightly["false_per_day_learned"] <= 1.0
     assert [point["threshold"] for point in report["sensitivity"]["1/5min"]] == [7.0, 8.0, 9.0, 10.0, 11.0, 12.0]
+
+
+def test_a_row_without_incidents_shows_false_alert_rates_not_precision() -> None:
+    from evaluation.cli import TABLE_HEADER, _row
+    from evaluation.quality import ScenarioMetrics
+
+    normal = ScenarioMetrics("normal", 6000, 0, 0, 1, 0, 6000, 1, ())
+    cells = dict(zip(TABLE_HEADER.split(), _row(normal).split(), strict=True))
+    assert (cells["prec"], cells["recall"], cells["F1"]) == ("-", "-", "-")
+    assert (cells["alerts"], cells["true"], cells["false"]) == ("1", "0", "1")
+    assert float(cells["false/d"]) == 14.4  # 1 in 6,000 healthy events, for a service at 1 event/s
+    incidents = ScenarioMetrics("slow_drift", 4500, 3, 3, 16, 16, 4000, 0, (70, 80, 85))
+    cells = dict(zip(TABLE_HEADER.split(), _row(incidents).split(), strict=True))
+    assert (cells["alerts"], cells["true"], cells["false"], cells["prec"]) == ("16", "16", "0", "1.000")
