@@ -73,6 +73,9 @@ class Event(Protocol):
     @property
     def error_rate(self) -> float: ...
 
+    @property
+    def event_time(self) -> float | None: ...  # when it happened, epoch seconds (None: unknown)
+
 
 class ModelClient(Protocol):
     """Where the context model runs: ``model_info`` describes it as ``GET /model`` does, ``score`` scores events.
@@ -247,7 +250,10 @@ class ContextualScorer:
         if new:
             fresh = [events[i] for i in new] if len(new) < len(events) else events
             features, warm = tracker.features(
-                [e.service for e in fresh], [e.latency_ms for e in fresh], [e.error_rate for e in fresh]
+                [e.service for e in fresh],
+                [e.latency_ms for e in fresh],
+                [e.error_rate for e in fresh],
+                [e.event_time for e in fresh],
             )
             decimals = self.client.context_decimals
             # Tuples of floats: the garbage collector stops tracking them, a cache of lists it would scan.

@@ -15,6 +15,7 @@ The vector has two parts:
 The model (``ContextModel``, run by the ML service) blends the forest's verdict with ``surprise`` by ``history_weight``.
 """
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -37,7 +38,7 @@ CONTEXT_FEATURES = (
     *FOREST_FEATURES,
     *HISTORY_FEATURES,
 )  # the vector the processor sends: the forest's, then the history's
-N_SIGNALS = 4  # calibrated signals: level distance, step size, recent-mean shift, error excess
+N_SIGNALS = 5  # calibrated signals: level distance, step size, recent-mean shift, error excess, hour's level
 
 
 @dataclass(frozen=True)
@@ -69,11 +70,23 @@ class ContextConfig:
     # Beyond this quantile of the history an exponential tail is extrapolated (0.75-0.9 score alike).
     tail_quantile: float = 0.8
     max_tail: float = 20.0  # tail term when the history's top is flat (any excess is unprecedented)
+    # Time, not counts (by the event's own time): a tail signal that reached its value in the same hour (or
+    # a neighbouring one) on half (and at least ``season_evidence``) of the last ``season_days`` days, or of
+    # the same weekdays of the last ``season_weeks`` weeks, is routine whatever the event rate: a daily cycle,
+    # a nightly job.
+    season_bin_seconds: int = 3600
+    season_days: int = 7
+    season_weeks: int = 4
+    season_evidence: int = 2
+    # ... within this factor of the hour's maximum on those days: an hour's maximum is itself noisy.
+    season_margin: float = 1.5
     # history_weight = max * n / (n + events): a young service is judged by the forest; a mature one a little
     # more by its own history than by the forest. More lets repeated incidents in a long history hide the next.
     history_weight_max: float = 0.55
     # Half of the maximum after this many events: the forest keeps more say while the history is short.
     history_weight_events: float = 800.0
+    # ... or after this many days of the service's event times, if sooner: a slow service's days count too.
+    history_weight_days: float = 1.0
 
 
 # One service's numbers in ``ContextTracker``'s state, by column: the features' baselines, then the
@@ -93,7 +106,18 @@ NUMBERS = (
     "raw_var",
     "raw_error_mean",
     "raw_error_var",
+    "first_time",  # the earliest event time seen (0: none yet)
+    "hour_cell",  # 1 + the hour (since the epoch) whose baseline ``hour_usual`` holds (0: none)
+    "hour_usual",  # that hour's baseline level (NaN: too few days)
 )
+
+
+_EMPTY = {"_season_day": -1, "_season_max": -np.inf}  # what a new service's row starts with (else 0)
+
+
+def season_ring(config: "ContextConfig") -> int:
+    """Days of hourly maxima a service keeps: enough for the daily and the weekly look back."""
+    return max(config.season_days, 7 * config.season_weeks) + 1
 
 
 def transform(values: np.ndarray, config: ContextConfig) -> np.ndarray:
@@ -130,14 +154,29 @@ class ContextTracker:
         self._learned = np.zeros(capacity, dtype=np.int64)  # values ever added to each signal's history
         self._arrival = np.zeros((capacity, N_SIGNALS, cfg.history), dtype=np.float64)  # ring
         self._ordered = np.zeros((capacity, N_SIGNALS, cfg.history), dtype=np.float64)  # sorted
+        # Each signal's maximum per hour of the last days (a ring of days, by the event's time).
+        ring, bins = season_ring(cfg), 86_400 // cfg.season_bin_seconds
+        self._season_day = np.full((capacity, ring), -1, dtype=np.int64)  # the day each slot holds (-1: none)
+        self._season_max = np.full((capacity, ring, bins, N_SIGNALS), -np.inf, dtype=np.float64)
+        self._season_level = np.zeros((capacity, ring, bins, 2), dtype=np.float64)  # sum and count of log values
 
     def _add(self, name: str) -> int:
         slot = len(self.names)
         if slot == len(self._counts):
             grown = 2 * slot
-            for attr in ("_counts", "_numbers", "_recent", "_learned", "_arrival", "_ordered"):
+            for attr in (
+                "_counts",
+                "_numbers",
+                "_recent",
+                "_learned",
+                "_arrival",
+                "_ordered",
+                "_season_day",
+                "_season_max",
+                "_season_level",
+            ):
                 old = getattr(self, attr)
-                new = np.zeros((grown, *old.shape[1:]), dtype=old.dtype)
+                new = np.full((grown, *old.shape[1:]), _EMPTY.get(attr, 0), dtype=old.dtype)
                 new[:slot] = old
                 setattr(self, attr, new)
         self.names.append(name)
@@ -145,9 +184,17 @@ class ContextTracker:
         return slot
 
     def features(
-        self, services: Sequence[str], latency_ms: Iterable[float], error_rate: Iterable[float]
+        self,
+        services: Sequence[str],
+        latency_ms: Iterable[float],
+        error_rate: Iterable[float],
+        event_time: Iterable[float | None] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """``(context (n, len(CONTEXT_FEATURES)), warm (n,) bool)`` for events given column-wise, in stream order."""
+        """``(context (n, len(CONTEXT_FEATURES)), warm (n,) bool)`` for events given column-wise, in stream order.
+
+        ``event_time``: each event's time in epoch seconds (None, or not given: unknown, so the event is judged
+        by its service's recent events only).
+        """
         cfg = self.config
         get = self._index.get
         slots = [get(name) for name in services]
@@ -157,14 +204,23 @@ class ContextTracker:
         raw = np.fromiter(latency_ms, dtype=np.float64)
         errors = np.fromiter(error_rate, dtype=np.float64)
         n = len(ids)
+        times = (
+            np.full(n, np.nan)
+            if event_time is None
+            else np.array([np.nan if t is None else t for t in event_time], dtype=np.float64)
+        )
+        times[~np.isfinite(times)] = np.nan
         rows = np.zeros((n, len(CONTEXT_FEATURES)), dtype=np.float64)
         warm = np.zeros(n, dtype=np.bool_)
         self._advance(
-            ids, transform(raw, cfg), raw, errors, rows, warm,
+            ids, transform(raw, cfg), raw, errors, times, rows, warm,
             self._counts, self._numbers, self._recent, self._learned, self._arrival, self._ordered,
+            self._season_day, self._season_max, self._season_level,
             cfg.warmup_events, cfg.fast_alpha, cfg.slow_alpha, cfg.medium_alpha, cfg.long_alpha, cfg.clip_sigmas,
-            cfg.error_floor**2, cfg.history_weight_max, cfg.history_weight_events, cfg.surprise_alpha,
-            cfg.history, cfg.history_every, cfg.min_history, cfg.tail_quantile, cfg.max_tail,
+            cfg.error_floor**2, cfg.history_weight_max, cfg.history_weight_events, cfg.history_weight_days,
+            cfg.surprise_alpha, cfg.history, cfg.history_every, cfg.min_history, cfg.tail_quantile, cfg.max_tail,
+            float(cfg.season_bin_seconds), cfg.season_days, cfg.season_weeks, cfg.season_evidence,
+            cfg.season_margin,
         )  # fmt: skip
         return rows, warm
 
@@ -182,7 +238,7 @@ class ContextTracker:
         for name, service in services.items():
             slot = self._add(name)
             count = self._counts[slot] = int(service["count"])
-            self._numbers[slot] = [float(service[column]) for column in NUMBERS]
+            self._numbers[slot] = [math.nan if service[k] is None else float(service[k]) for k in NUMBERS]
             width = self._recent.shape[1]
             recent = [float(v) for v in service["recent"]][-width:]
             for j, value in enumerate(recent):  # event ``count - len(recent) + j`` sits at that index mod width
@@ -193,6 +249,13 @@ class ContextTracker:
                 for j, value in enumerate(values):
                     self._arrival[slot, signal, (learned - len(values) + j) % self.config.history] = value
                 self._ordered[slot, signal, : len(values)] = sorted(values)
+            ring = self._season_day.shape[1]
+            for day, season in service["season"].items():
+                self._season_day[slot, int(day) % ring] = int(day)
+                self._season_max[slot, int(day) % ring] = [
+                    [-math.inf if v is None else float(v) for v in hour] for hour in season["max"]
+                ]
+                self._season_level[slot, int(day) % ring] = season["level"]
 
     def _state(self, slot: int) -> dict[str, Any]:
         count, learned, history = int(self._counts[slot]), int(self._learned[slot]), self.config.history
@@ -200,13 +263,24 @@ class ContextTracker:
         size = min(learned, history)
         return {
             "count": count,
-            **dict(zip(NUMBERS, self._numbers[slot].tolist(), strict=True)),
+            **{k: v if v == v else None for k, v in zip(NUMBERS, self._numbers[slot].tolist(), strict=True)},
             "recent": [float(self._recent[slot, j % width]) for j in range(count - min(count, width), count)],
             "learned": learned,
             "history": [
                 [float(self._arrival[slot, signal, j % history]) for j in range(learned - size, learned)]
                 for signal in range(N_SIGNALS)
             ],
+            # day -> per hour, each signal's maximum (None: no event in that hour) and the sum and count of levels
+            "season": {
+                str(day): {
+                    "max": [
+                        [v if v > -math.inf else None for v in hour] for hour in self._season_max[slot, k].tolist()
+                    ],
+                    "level": self._season_level[slot, k].tolist(),
+                }
+                for k, day in enumerate(self._season_day[slot].tolist())
+                if day >= 0
+            },
         }
 
 
