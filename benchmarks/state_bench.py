@@ -6,7 +6,7 @@
 Starts its own local KRaft broker and the project's ML service (temp folder, free ports) and stops them by pid.
 Throughput: one pass over the same pre-filled topic through the real ``Pipeline`` (HTTP scoring, produce,
 commit, in this process), alternating STATE_CHANGELOG=1 / 0 (each with a fresh group and state topic), the
-first batch excluded. Restore: ``--services`` full-history states (4,000 events each, ~128 KiB) in the
+first batch excluded. Restore: ``--services`` full-history states (4,000 events each, ~160 KiB) in the
 changelog; the time to read them into the local store on assignment, then to bring each into memory (its first
 event scored). A benchmark, not a test.
 """

@@ -14,7 +14,7 @@ from eventbus.errors import BrokerRefusedError, BrokerUnavailableError
 
 log = logging.getLogger(__name__)
 
-# The changelog keeps the last state of each service; a state is up to ~128 KiB (a full history).
+# The changelog keeps the last state of each service; a state is up to ~195 KiB (a full history, 4 weeks of hours).
 STATE_TOPIC_CONFIGS = {"cleanup.policy": "compact", "max.message.bytes": str(4 * 1024 * 1024)}
 
 

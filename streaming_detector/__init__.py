@@ -22,8 +22,12 @@ framework and no Kafka client. Its pieces::
   deviations in the service's own spread, so ONE forest, trained once on simulated healthy traffic of many
   services, serves a 20 ms and a 2 s service. ``surprise`` is the service's own history speaking: how rare
   this event's signals are among that service's last 4,000 events (tail surprisal, nats), which
-  fits any shape of normal (bimodal caches, tweet counts, CPU percentages). The score is a blend in nats,
-  ``(1 - w) * forest + w * surprise``, where ``w`` grows from 0 (new service: the forest decides) to 0.55:
+  fits any shape of normal (bimodal caches, tweet counts, CPU percentages). Time, not counts: by each
+  event's own ``event_time``, a signal the service reached at the same hour on most of the last days (or
+  same weekdays) is routine, and a fifth signal measures the distance from that hour's usual level, so a
+  daily cycle or a nightly job is routine at any event rate while an incident at the quiet hour is not.
+  The score is a blend in nats, ``(1 - w) * forest + w * surprise``, where ``w`` grows from 0 (new service:
+  the forest decides) to 0.55 (half after 800 events or one day of event time, whichever comes first):
   the forest alone misreads real series; history alone is fooled by short histories and by repeated
   incidents in a long one (figures in ``docs/tuning.md``).
 * Warm-up: a service's first ``ContextConfig.warmup_events`` events are learned but not scored in context

@@ -30,6 +30,9 @@ from streaming_detector.tracker import N_SIGNALS, NUMBERS
     RAW_VAR,
     RAW_ERROR_MEAN,
     RAW_ERROR_VAR,
+    FIRST_TIME,
+    HOUR_CELL,
+    HOUR_USUAL,
 ) = range(len(NUMBERS))
 
 
@@ -55,10 +58,11 @@ def forest_path_lengths(x, feature, threshold, children, leaf_value, roots, max_
 
 @numba.njit(cache=True, nogil=True)
 def advance_context(
-    ids, values, raw, errors, rows, warm,
-    counts, numbers, recent, learned, arrival, ordered,
-    warmup, a_f, a_s, a_m, a_l, clip, err_floor_sq, weight_max, weight_events, surprise_alpha,
+    ids, values, raw, errors, times, rows, warm,
+    counts, numbers, recent, learned, arrival, ordered, season_day, season_max, season_level,
+    warmup, a_f, a_s, a_m, a_l, clip, err_floor_sq, weight_max, weight_events, weight_days, surprise_alpha,
     history, history_every, min_history, quantile, max_tail,
+    bin_seconds, season_days, season_weeks, season_evidence, season_margin,
 ):  # fmt: skip
     """Score then learn each event in order (``ContextTracker.features``): fills ``rows`` and ``warm``."""
     for i in range(ids.shape[0]):
@@ -70,8 +74,13 @@ def advance_context(
         surprise = _surprise(
             ctx, recent[s], learned, arrival[s], ordered[s], s, count, raw[i], e, err_floor_sq, surprise_alpha,
             history, history_every, min_history, quantile, max_tail,
+            y, times[i], season_day[s], season_max[s], season_level[s],
+            bin_seconds, season_days, season_weeks, season_evidence, season_margin,
         )  # fmt: skip
         counts[s] = count + 1
+        time = times[i]
+        if time == time and (ctx[FIRST_TIME] <= 0.0 or time < ctx[FIRST_TIME]):
+            ctx[FIRST_TIME] = time
         if count < warmup:
             _learn_warmup(ctx, count + 1, y, e)
             continue
@@ -94,7 +103,12 @@ def advance_context(
         row[4] = math.log((fast_var + 1e-12 * sd) / (slow_var + 1e-12 * sd) + 1e-12)
         row[5] = e_dev / math.sqrt(ctx[ERROR_VAR] + err_floor_sq)
         row[6] = surprise
-        row[7] = weight_max * count / (count + weight_events)
+        # The history earns its say by events and by time, whichever is further: a day of a slow service
+        # holds its daily rhythm as a thousand events of a fast one do.
+        by_events = count / (count + weight_events)
+        span = (time - ctx[FIRST_TIME]) / 86_400.0 if time == time else 0.0
+        by_time = span / (span + weight_days) if span > 0.0 else 0.0
+        row[7] = weight_max * max(by_events, by_time)
         warm[i] = True
         # Learn: an outlier pulls the baselines no further than ``clip`` spreads, so an incident
         # does not become the new normal at once, yet a lasting shift is absorbed in time.
@@ -118,6 +132,7 @@ def advance_context(
 def _surprise(
     ctx, recent, learned, arrival, ordered, s, count, y, e, err_floor_sq, long_alpha,
     history, history_every, min_history, quantile, max_tail,
+    level, time, season_day, season_max, season_level, bin_seconds, season_days, season_weeks, evidence, margin,
 ):  # fmt: skip
     """The largest calibrated surprisal of this raw event (0.0 while too young), then learn it.
 
@@ -127,6 +142,18 @@ def _surprise(
     while one earlier incident alone does not make the next one routine. Then, every ``history_every``
     events, the signal joins its history (the oldest value leaves once there are ``history``). Every
     signal's history holds as many values, so the largest bulk surprisal is that of the highest rank.
+
+    Time, not counts: a signal in the tail that this service reached at the same hour (or the next or previous
+    one, by the event's time) on half (and at least ``evidence``) of the last ``season_days`` days, or of the
+    same weekdays of the last ``season_weeks`` weeks, is routine whatever the event rate: its surprisal is at
+    most its rank among those days. The signals then join the hour's maxima (``_learn_season``).
+
+    The fifth signal is the hour's own baseline: the distance of ``level`` (the event's log value) from the
+    median of that hour's mean level on the last ``season_days`` days (until ``evidence`` days have one, or
+    for an event without a time: from the service's recent level, so the signal's history is never empty),
+    so a level that is normal at the busy hour stands out at the quiet one, at any event rate. It is judged
+    once ``evidence`` earlier days hold its maximum at that hour (a fresh baseline's distances are not yet
+    ranked against what that hour usually shows).
     """
     width = recent.shape[0]
     best = 0.0
@@ -142,11 +169,30 @@ def _surprise(
         shifted = (total + y) / (kept + 1)
         # The step is ranked as it is: a running spread that drifts would make a routine jump look larger
         # once the service turns quieter.
+        day = -1
+        hour = 0
+        if time == time:  # not NaN: the event has a time
+            cell = int(math.floor(time / bin_seconds))
+            bins = season_max.shape[1]
+            day = cell // bins
+            hour = cell - day * bins
+        usual = math.nan
+        if day >= 0:
+            # The hour's baseline (from earlier days only) is computed once an hour a service.
+            if ctx[HOUR_CELL] != cell + 1.0:
+                ctx[HOUR_CELL] = cell + 1.0
+                ctx[HOUR_USUAL] = _hour_baseline(season_day, season_level, day, hour, season_days, evidence)
+            usual = ctx[HOUR_USUAL]
+        has_baseline = usual == usual
+        if not has_baseline:  # no hour baseline yet (or no time): the recent level stands in (a slower one
+            usual = ctx[FAST_MEAN]  # would fill this signal's history with the daily cycle's swings)
+        from_hour = abs(level - usual)
         signals = (
             abs(y - mean) / spread,
             abs(step),
             abs(shifted - mean) / spread,
             max(e - ctx[RAW_ERROR_MEAN], 0.0) / math.sqrt(ctx[RAW_ERROR_VAR] + err_floor_sq),
+            from_hour,
         )
         learn = count % history_every == 0
         done = learned[s]
@@ -169,6 +215,13 @@ def _surprise(
                     if size >= 2 and value <= sorted_values[size - 2]:  # seen twice: its rank is the answer
                         position = np.searchsorted(sorted_values[:size], value)
                         tail_value = min(tail_value, _rank_surprisal(size, position))
+                    if day >= 0 and tail_value > 1.0:
+                        days, weeks, sd, sm = season_days, season_weeks, season_day, season_max
+                        by_day, held = _season_surprisal(sd, sm, day, hour, signal, value, 1, days, evidence, margin)
+                        by_week, _ = _season_surprisal(sd, sm, day, hour, signal, value, 7, weeks, evidence, margin)
+                        tail_value = min(tail_value, by_day, by_week)
+                        if signal == N_SIGNALS - 1 and held < evidence:  # the hour's baseline is too new to judge
+                            tail_value = 0.0
                     if tail_value > best:
                         best = tail_value
                 else:
@@ -188,8 +241,80 @@ def _surprise(
             learned[s] = done + 1
         if best == 0.0 and size >= min_history:
             best = _rank_surprisal(size, highest)
+        if day >= 0:
+            _learn_season(season_day, season_max, season_level, day, hour, signals, level, has_baseline)
     _learn_raw(ctx, recent, count + 1, y, e, long_alpha)
     return best
+
+
+@numba.njit(cache=True, nogil=True)
+def _season_surprisal(season_day, season_max, day, hour, signal, value, every, back, evidence, margin):
+    """Of the days ``day - every``, ``day - 2 * every``, ... (``back`` of them), those that hold the signal's
+    maximum at hour ``hour`` or a neighbouring one (``held``; days the service sent nothing do not count) and
+    those whose maximum there reached ``value`` within a factor ``margin`` (an hour's maximum is noisy).
+    Routine when at least ``evidence`` days and half of the days held reached it (the value is within the
+    median day's maximum: one earlier incident at this hour does not make the next one routine): returns
+    -log of the share that reached it, else infinity; and ``held``."""
+    ring = season_day.shape[0]
+    bins = season_max.shape[1]
+    found = 0
+    held = 0
+    for k in range(1, back + 1):
+        d = day - k * every
+        reached = False
+        seen = False
+        for offset in range(-1, 2):
+            cell = d * bins + hour + offset
+            cell_day = cell // bins
+            slot = cell_day % ring
+            if season_day[slot] == cell_day:
+                top = season_max[slot, cell - cell_day * bins, signal]
+                seen = seen or top > -math.inf
+                reached = reached or margin * top >= value
+        found += reached
+        held += seen
+    if found < evidence or found < held - (held - 1) // 2:
+        return math.inf, held
+    return math.log((back + 1) / (found + 1)), held
+
+
+@numba.njit(cache=True, nogil=True)
+def _hour_baseline(season_day, season_level, day, hour, back, evidence):
+    """The median over the last ``back`` days of the hour's mean level (NaN when fewer than ``evidence`` have
+    one): the median, so one incident day does not move it."""
+    ring = season_day.shape[0]
+    means = np.empty(back)
+    n = 0
+    for k in range(1, back + 1):
+        d = day - k
+        slot = d % ring
+        if season_day[slot] == d and season_level[slot, hour, 1] > 0.0:
+            means[n] = season_level[slot, hour, 0] / season_level[slot, hour, 1]
+            n += 1
+    if n < evidence:
+        return math.nan
+    return np.median(means[:n])
+
+
+@numba.njit(cache=True, nogil=True)
+def _learn_season(season_day, season_max, season_level, day, hour, signals, level, has_baseline):
+    """The hour's maxima of each signal and the sum and count of its levels, in a ring of days: a day's slot
+    is cleared when a newer day takes it; an event older than the ring (or than the day now in its slot) is
+    not learned. The hour-baseline signal's maximum is kept only once the hour has a baseline."""
+    ring = season_day.shape[0]
+    slot = day % ring
+    held = season_day[slot]
+    if held > day:
+        return
+    if held < day:
+        season_day[slot] = day
+        season_max[slot, :, :] = -math.inf
+        season_level[slot, :, :] = 0.0
+    season_level[slot, hour, 0] += level
+    season_level[slot, hour, 1] += 1.0
+    for signal in range(N_SIGNALS if has_baseline else N_SIGNALS - 1):
+        if signals[signal] > season_max[slot, hour, signal]:
+            season_max[slot, hour, signal] = signals[signal]
 
 
 @numba.njit(cache=True, nogil=True)

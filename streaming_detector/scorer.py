@@ -75,6 +75,9 @@ class Event(Protocol):
     @property
     def error_rate(self) -> float: ...
 
+    @property
+    def event_time(self) -> float | None: ...  # when it happened, epoch seconds (None: unknown)
+
 
 class ModelClient(Protocol):
     """Where the context model runs: ``model_info`` describes it as ``GET /model`` does, ``score`` scores events.
@@ -245,7 +248,12 @@ class ContextualScorer:
                 stop += 1
             self.memory.bring_in(run, tracker, gate)
             part = events[start:stop]
-            r, w = tracker.features(names[start:stop], [e.latency_ms for e in part], [e.error_rate for e in part])
+            r, w = tracker.features(
+                names[start:stop],
+                [e.latency_ms for e in part],
+                [e.error_rate for e in part],
+                [e.event_time for e in part],
+            )
             rows.append(r)
             warm.append(w)
             self.memory.dirty.update(run)

@@ -6,8 +6,9 @@ The header carries a fingerprint of the ``ContextConfig`` (and of this format): 
 another configuration raises ``StateMismatchError`` and the caller lets the service warm up again, rather
 than misread arrays of another shape or meaning.
 
-Size: about 100 bytes plus 32 bytes per event of the service's history (4 signals × 8 bytes), so at most
-~128 KiB for a service with a full history (4,000 events) and a few hundred bytes for one seen a few times.
+Size: about 200 bytes, plus 40 bytes per event of the service's history (5 signals × 8 bytes), plus ~1.3 KiB
+per day of hourly maxima held (24 hours × 7 values × 8 bytes; at most 29 days): at most ~195 KiB for a service
+with a full history (4,000 events, 4 weeks of days) and a few KiB for one seen a few times.
 """
 
 import functools
@@ -21,10 +22,10 @@ import numpy as np
 
 from streaming_detector.tracker import N_SIGNALS, NUMBERS, ContextConfig, ServiceArrays
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the days of hourly maxima and levels (time-aware history)
 MAGIC = b"SDST"
-# magic, format, configuration fingerprint, events seen, history values learned, gate cool-down left
-_HEADER = struct.Struct("<4sH16sqqq")
+# magic, format, configuration fingerprint, events seen, history values learned, days held, gate cool-down left
+_HEADER = struct.Struct("<4sH16sqqqq")
 
 
 class StateMismatchError(ValueError):
@@ -34,33 +35,48 @@ class StateMismatchError(ValueError):
 @functools.cache
 def fingerprint(config: ContextConfig) -> bytes:
     """16 bytes that change with any field of ``config`` and with the snapshot format."""
-    text = json.dumps({"format": FORMAT_VERSION, "config": asdict(config)}, sort_keys=True)
+    layout = {"format": FORMAT_VERSION, "numbers": NUMBERS, "signals": N_SIGNALS}
+    text = json.dumps({**layout, "config": asdict(config)}, sort_keys=True)
     return hashlib.sha256(text.encode()).digest()[:16]
 
 
 def encode_state(config: ContextConfig, arrays: ServiceArrays, cooldown: int = 0) -> bytes:
     """A service's tracker state (and its alert gate's cool-down) as bytes."""
-    header = _HEADER.pack(MAGIC, FORMAT_VERSION, fingerprint(config), arrays.count, arrays.learned, cooldown)
-    body = np.concatenate([arrays.numbers, arrays.recent, arrays.arrival.ravel()]).astype("<f8", copy=False)
-    return header + body.tobytes()
+    days = len(arrays.days)
+    header = _HEADER.pack(MAGIC, FORMAT_VERSION, fingerprint(config), arrays.count, arrays.learned, days, cooldown)
+    parts = [arrays.numbers, arrays.recent, arrays.arrival.ravel()]
+    parts += [arrays.days.astype(np.float64), arrays.season_max.ravel(), arrays.season_level.ravel()]
+    return header + np.concatenate(parts).astype("<f8", copy=False).tobytes()
 
 
 def decode_state(config: ContextConfig, data: bytes) -> tuple[ServiceArrays, int]:
     """``(arrays, cooldown)`` from ``encode_state``'s bytes; ``StateMismatchError`` if written otherwise."""
-    if len(data) < _HEADER.size or data[:4] != MAGIC:
+    if len(data) < 6 or data[:4] != MAGIC:
         raise StateMismatchError("not a detector state snapshot")
-    magic, version, written_under, count, learned, cooldown = _HEADER.unpack_from(data)
-    if version != FORMAT_VERSION or written_under != fingerprint(config):
-        raise StateMismatchError(f"written under another context configuration (format {version})")
+    version = int.from_bytes(data[4:6], "little")
+    if version != FORMAT_VERSION or len(data) < _HEADER.size:
+        raise StateMismatchError(f"written in format {version}, this is format {FORMAT_VERSION}")
+    _, _, written_under, count, learned, days, cooldown = _HEADER.unpack_from(data)
+    if written_under != fingerprint(config):
+        raise StateMismatchError("written under another context configuration")
     values = np.frombuffer(data, dtype="<f8", offset=_HEADER.size).astype(np.float64)
-    width = max(1, config.surprise_window - 1)
-    size = min(learned, config.history)
-    if len(values) != len(NUMBERS) + width + N_SIGNALS * size:
-        raise StateMismatchError(f"{len(data)} bytes do not fit a service with {learned} values learned")
-    numbers = values[: len(NUMBERS)]
-    recent = values[len(NUMBERS) : len(NUMBERS) + width]
-    arrival = values[len(NUMBERS) + width :].reshape(N_SIGNALS, size)
-    return ServiceArrays(int(count), int(learned), numbers, recent, arrival), int(cooldown)
+    bins = 86_400 // config.season_bin_seconds
+    sizes = [len(NUMBERS), max(1, config.surprise_window - 1), N_SIGNALS * min(learned, config.history)]
+    sizes += [days, days * bins * N_SIGNALS, days * bins * 2]
+    if len(values) != sum(sizes):
+        raise StateMismatchError(f"{len(data)} bytes do not fit a service with {learned} values, {days} days")
+    numbers, recent, arrival, held, season_max, season_level = np.split(values, np.cumsum(sizes)[:-1])
+    arrays = ServiceArrays(
+        int(count),
+        int(learned),
+        numbers,
+        recent,
+        arrival.reshape(N_SIGNALS, -1),
+        held.astype(np.int64),
+        season_max.reshape(days, bins, N_SIGNALS),
+        season_level.reshape(days, bins, 2),
+    )
+    return arrays, int(cooldown)
 
 
 def with_cooldown(data: bytes, cooldown: int) -> bytes:

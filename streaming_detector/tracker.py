@@ -15,6 +15,7 @@ The vector has two parts:
 The model (``ContextModel``, run by the ML service) blends the forest's verdict with ``surprise`` by ``history_weight``.
 """
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -37,7 +38,7 @@ CONTEXT_FEATURES = (
     *FOREST_FEATURES,
     *HISTORY_FEATURES,
 )  # the vector the processor sends: the forest's, then the history's
-N_SIGNALS = 4  # calibrated signals: level distance, step size, recent-mean shift, error excess
+N_SIGNALS = 5  # calibrated signals: level distance, step size, recent-mean shift, error excess, hour's level
 
 
 @dataclass(frozen=True)
@@ -69,11 +70,23 @@ class ContextConfig:
     # Beyond this quantile of the history an exponential tail is extrapolated (0.75-0.9 score alike).
     tail_quantile: float = 0.8
     max_tail: float = 20.0  # tail term when the history's top is flat (any excess is unprecedented)
+    # Time, not counts (by the event's own time): a tail signal that reached its value in the same hour (or
+    # a neighbouring one) on half (and at least ``season_evidence``) of the last ``season_days`` days, or of
+    # the same weekdays of the last ``season_weeks`` weeks, is routine whatever the event rate: a daily cycle,
+    # a nightly job.
+    season_bin_seconds: int = 3600
+    season_days: int = 7
+    season_weeks: int = 4
+    season_evidence: int = 2
+    # ... within this factor of the hour's maximum on those days: an hour's maximum is itself noisy.
+    season_margin: float = 1.5
     # history_weight = max * n / (n + events): a young service is judged by the forest; a mature one a little
     # more by its own history than by the forest. More lets repeated incidents in a long history hide the next.
     history_weight_max: float = 0.55
     # Half of the maximum after this many events: the forest keeps more say while the history is short.
     history_weight_events: float = 800.0
+    # ... or after this many days of the service's event times, if sooner: a slow service's days count too.
+    history_weight_days: float = 1.0
 
 
 # One service's numbers in ``ContextTracker``'s state, by column: the features' baselines, then the
@@ -93,7 +106,30 @@ NUMBERS = (
     "raw_var",
     "raw_error_mean",
     "raw_error_var",
+    "first_time",  # the earliest event time seen (0: none yet)
+    "hour_cell",  # 1 + the hour (since the epoch) whose baseline ``hour_usual`` holds (0: none)
+    "hour_usual",  # that hour's baseline level (NaN: too few days)
 )
+
+
+_EMPTY = {"_season_day": -1, "_season_max": -np.inf}  # what a new service's row starts with (else 0)
+# ``ContextTracker``'s arrays with a row per service
+_ROWS = (
+    "_counts",
+    "_numbers",
+    "_recent",
+    "_learned",
+    "_arrival",
+    "_ordered",
+    "_season_day",
+    "_season_max",
+    "_season_level",
+)
+
+
+def season_ring(config: "ContextConfig") -> int:
+    """Days of hourly maxima a service keeps: enough for the daily and the weekly look back."""
+    return max(config.season_days, 7 * config.season_weeks) + 1
 
 
 @dataclass
@@ -101,7 +137,8 @@ class ServiceArrays:
     """One service's rows of ``ContextTracker``'s arrays, as they are (rings included): what a snapshot holds.
 
     ``arrival`` keeps only the filled part of each signal's history (``min(learned, history)`` values): the
-    sorted copy is rebuilt from it, so a young service's snapshot is small.
+    sorted copy is rebuilt from it, so a young service's snapshot is small. Likewise only the days of the
+    hourly ring that hold a day are kept (``days``, each at ``day % season_ring`` in the tracker).
     """
 
     count: int
@@ -109,6 +146,9 @@ class ServiceArrays:
     numbers: np.ndarray  # (len(NUMBERS),)
     recent: np.ndarray  # (max(1, surprise_window - 1),) the ring as stored
     arrival: np.ndarray  # (N_SIGNALS, min(learned, history)) the ring as stored
+    days: np.ndarray  # (d,) int64: the days held
+    season_max: np.ndarray  # (d, bins, N_SIGNALS) those days' hourly maxima
+    season_level: np.ndarray  # (d, bins, 2) those days' hourly sums and counts of log values
 
 
 def transform(values: np.ndarray, config: ContextConfig) -> np.ndarray:
@@ -145,14 +185,19 @@ class ContextTracker:
         self._learned = np.zeros(capacity, dtype=np.int64)  # values ever added to each signal's history
         self._arrival = np.zeros((capacity, N_SIGNALS, cfg.history), dtype=np.float64)  # ring
         self._ordered = np.zeros((capacity, N_SIGNALS, cfg.history), dtype=np.float64)  # sorted
+        # Each signal's maximum per hour of the last days (a ring of days, by the event's time).
+        ring, bins = season_ring(cfg), 86_400 // cfg.season_bin_seconds
+        self._season_day = np.full((capacity, ring), -1, dtype=np.int64)  # the day each slot holds (-1: none)
+        self._season_max = np.full((capacity, ring, bins, N_SIGNALS), -np.inf, dtype=np.float64)
+        self._season_level = np.zeros((capacity, ring, bins, 2), dtype=np.float64)  # sum and count of log values
 
     def _add(self, name: str) -> int:
         slot = len(self.names)
         if slot == len(self._counts):
             grown = 2 * slot
-            for attr in ("_counts", "_numbers", "_recent", "_learned", "_arrival", "_ordered"):
+            for attr in _ROWS:
                 old = getattr(self, attr)
-                new = np.zeros((grown, *old.shape[1:]), dtype=old.dtype)
+                new = np.full((grown, *old.shape[1:]), _EMPTY.get(attr, 0), dtype=old.dtype)
                 new[:slot] = old
                 setattr(self, attr, new)
         self.names.append(name)
@@ -160,9 +205,17 @@ class ContextTracker:
         return slot
 
     def features(
-        self, services: Sequence[str], latency_ms: Iterable[float], error_rate: Iterable[float]
+        self,
+        services: Sequence[str],
+        latency_ms: Iterable[float],
+        error_rate: Iterable[float],
+        event_time: Iterable[float | None] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """``(context (n, len(CONTEXT_FEATURES)), warm (n,) bool)`` for events given column-wise, in stream order."""
+        """``(context (n, len(CONTEXT_FEATURES)), warm (n,) bool)`` for events given column-wise, in stream order.
+
+        ``event_time``: each event's time in epoch seconds (None, or not given: unknown, so the event is judged
+        by its service's recent events only).
+        """
         cfg = self.config
         get = self._index.get
         slots = [get(name) for name in services]
@@ -172,14 +225,23 @@ class ContextTracker:
         raw = np.fromiter(latency_ms, dtype=np.float64)
         errors = np.fromiter(error_rate, dtype=np.float64)
         n = len(ids)
+        times = (
+            np.full(n, np.nan)
+            if event_time is None
+            else np.array([np.nan if t is None else t for t in event_time], dtype=np.float64)
+        )
+        times[~np.isfinite(times)] = np.nan
         rows = np.zeros((n, len(CONTEXT_FEATURES)), dtype=np.float64)
         warm = np.zeros(n, dtype=np.bool_)
         self._advance(
-            ids, transform(raw, cfg), raw, errors, rows, warm,
+            ids, transform(raw, cfg), raw, errors, times, rows, warm,
             self._counts, self._numbers, self._recent, self._learned, self._arrival, self._ordered,
+            self._season_day, self._season_max, self._season_level,
             cfg.warmup_events, cfg.fast_alpha, cfg.slow_alpha, cfg.medium_alpha, cfg.long_alpha, cfg.clip_sigmas,
-            cfg.error_floor**2, cfg.history_weight_max, cfg.history_weight_events, cfg.surprise_alpha,
-            cfg.history, cfg.history_every, cfg.min_history, cfg.tail_quantile, cfg.max_tail,
+            cfg.error_floor**2, cfg.history_weight_max, cfg.history_weight_events, cfg.history_weight_days,
+            cfg.surprise_alpha, cfg.history, cfg.history_every, cfg.min_history, cfg.tail_quantile, cfg.max_tail,
+            float(cfg.season_bin_seconds), cfg.season_days, cfg.season_weeks, cfg.season_evidence,
+            cfg.season_margin,
         )  # fmt: skip
         return rows, warm
 
@@ -193,29 +255,40 @@ class ContextTracker:
         """A copy of ``name``'s state (``KeyError`` if it has none here)."""
         slot = self._index[name]
         size = min(int(self._learned[slot]), self.config.history)
+        held = np.flatnonzero(self._season_day[slot] >= 0)
         return ServiceArrays(
             int(self._counts[slot]),
             int(self._learned[slot]),
             self._numbers[slot].copy(),
             self._recent[slot].copy(),
             self._arrival[slot, :, :size].copy(),
+            self._season_day[slot, held],
+            self._season_max[slot, held],
+            self._season_level[slot, held],
         )
 
     def restore(self, name: str, state: ServiceArrays) -> None:
         """Give ``name`` the state ``export`` returned (replacing any it has): it then scores as it would have."""
         history = self.config.history
         size = state.arrival.shape[1]
-        if state.recent.shape != self._recent.shape[1:] or size != min(state.learned, history):
+        if (
+            state.recent.shape != self._recent.shape[1:]
+            or size != min(state.learned, history)
+            or state.season_max.shape[1:] != self._season_max.shape[2:]
+        ):
             raise ValueError(f"state of {name!r} does not fit this configuration")
         slot = self._index[name] if name in self._index else self._add(name)
+        self._clear(slot)
         self._counts[slot] = state.count
         self._learned[slot] = state.learned
         self._numbers[slot] = state.numbers
         self._recent[slot] = state.recent
-        self._arrival[slot] = 0.0
         self._arrival[slot, :, :size] = state.arrival
-        self._ordered[slot] = 0.0
         self._ordered[slot, :, :size] = np.sort(state.arrival, axis=1)
+        held = state.days % self._season_day.shape[1]
+        self._season_day[slot, held] = state.days
+        self._season_max[slot, held] = state.season_max
+        self._season_level[slot, held] = state.season_level
 
     def remove(self, name: str) -> None:
         """Forget ``name``: the last service moves into its slot, so the arrays stay dense."""
@@ -223,14 +296,17 @@ class ContextTracker:
         last = len(self.names) - 1
         if slot != last:
             moved = self.names[last]
-            for attr in ("_counts", "_numbers", "_recent", "_learned", "_arrival", "_ordered"):
+            for attr in _ROWS:
                 array = getattr(self, attr)
                 array[slot] = array[last]
             self.names[slot] = moved
             self._index[moved] = slot
-        for attr in ("_counts", "_numbers", "_recent", "_learned", "_arrival", "_ordered"):
-            getattr(self, attr)[last] = 0  # the next service added here starts from nothing
+        self._clear(last)  # the next service added here starts from nothing
         self.names.pop()
+
+    def _clear(self, slot: int) -> None:
+        for attr in _ROWS:
+            getattr(self, attr)[slot] = _EMPTY.get(attr, 0)
 
     def state_dict(self) -> dict[str, Any]:
         """A JSON-able snapshot of every service's state and the configuration."""
@@ -246,7 +322,7 @@ class ContextTracker:
         for name, service in services.items():
             slot = self._add(name)
             count = self._counts[slot] = int(service["count"])
-            self._numbers[slot] = [float(service[column]) for column in NUMBERS]
+            self._numbers[slot] = [math.nan if service[k] is None else float(service[k]) for k in NUMBERS]
             width = self._recent.shape[1]
             recent = [float(v) for v in service["recent"]][-width:]
             for j, value in enumerate(recent):  # event ``count - len(recent) + j`` sits at that index mod width
@@ -257,6 +333,13 @@ class ContextTracker:
                 for j, value in enumerate(values):
                     self._arrival[slot, signal, (learned - len(values) + j) % self.config.history] = value
                 self._ordered[slot, signal, : len(values)] = sorted(values)
+            ring = self._season_day.shape[1]
+            for day, season in service["season"].items():
+                self._season_day[slot, int(day) % ring] = int(day)
+                self._season_max[slot, int(day) % ring] = [
+                    [-math.inf if v is None else float(v) for v in hour] for hour in season["max"]
+                ]
+                self._season_level[slot, int(day) % ring] = season["level"]
 
     def _state(self, slot: int) -> dict[str, Any]:
         count, learned, history = int(self._counts[slot]), int(self._learned[slot]), self.config.history
@@ -264,13 +347,24 @@ class ContextTracker:
         size = min(learned, history)
         return {
             "count": count,
-            **dict(zip(NUMBERS, self._numbers[slot].tolist(), strict=True)),
+            **{k: v if v == v else None for k, v in zip(NUMBERS, self._numbers[slot].tolist(), strict=True)},
             "recent": [float(self._recent[slot, j % width]) for j in range(count - min(count, width), count)],
             "learned": learned,
             "history": [
                 [float(self._arrival[slot, signal, j % history]) for j in range(learned - size, learned)]
                 for signal in range(N_SIGNALS)
             ],
+            # day -> per hour, each signal's maximum (None: no event in that hour) and the sum and count of levels
+            "season": {
+                str(day): {
+                    "max": [
+                        [v if v > -math.inf else None for v in hour] for hour in self._season_max[slot, k].tolist()
+                    ],
+                    "level": self._season_level[slot, k].tolist(),
+                }
+                for k, day in enumerate(self._season_day[slot].tolist())
+                if day >= 0
+            },
         }
 
 

@@ -49,7 +49,7 @@ from streaming_detector.tracker import HISTORY_FEATURES
 log = logging.getLogger(__name__)
 
 POINT_FEATURES: Final = ("latency_ms", "error_rate")
-FORMAT_VERSION: Final = 4  # raised whenever a saved model cannot be read as before (history: docs/tuning.md)
+FORMAT_VERSION: Final = 5  # raised whenever a saved model cannot be read as before (history: docs/tuning.md)
 VERSION_PREFIX: Final = "iforest-"
 
 

@@ -8,7 +8,7 @@ an event of it; events redelivered after a crash then advance the state exactly 
 
 A service's partition has the same number in ``LOGS_TOPIC``, ``REPARTITION_TOPIC`` and ``STATE_TOPIC`` (same
 partition count, murmur2 of the service, range assignment), so whoever owns a service's partition of the
-repartition topic owns its state. Saving a service costs up to ~128 KiB, so offsets are committed (and state
+repartition topic owns its state. Saving a service costs up to ~195 KiB, so offsets are committed (and state
 saved) at most every ``STATE_COMMIT_INTERVAL_MS``, each touched service once per commit.
 
 Memory: ``ContextualScorer`` keeps at most ``STATE_MAX_SERVICES`` services; the others are in ``LocalStateStore``,

@@ -62,7 +62,7 @@ class ProcessorSettings(BaseSettings):
     state_max_services: int = Field(
         default=1000,
         ge=1,
-        description="Most services whose state is kept in memory (~256 KiB each); the least recently seen are moved "
+        description="Most services whose state is kept in memory (~350 KiB each); the least recently seen are moved "
         "to a local file and brought back when seen again. Size it to the services a processor sees often.",
     )
     state_commit_interval_ms: int = Field(

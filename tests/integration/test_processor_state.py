@@ -155,7 +155,7 @@ def test_services_moving_to_another_processor_keep_their_history(
 
 FLOOD_SERVICES = int(os.environ.get("FLOOD_SERVICES", "3000"))  # `make flood` runs 100,000
 FLOOD_MAX_SERVICES = 100
-# The processor's peak RSS: ~150 MiB of interpreter, libraries and numba, plus ~256 KiB per service in memory.
+# The processor's peak RSS: ~150 MiB of interpreter, libraries and numba, plus ~350 KiB per service in memory.
 FLOOD_RSS_BOUND_MIB = 300
 
 

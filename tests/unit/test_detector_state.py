@@ -58,15 +58,18 @@ def test_a_service_with_a_full_history_round_trips_bit_for_bit() -> None:
     config = replace(ContextConfig(), history=200, min_history=50)
     tracker = ContextTracker(config)
     rng = np.random.default_rng(1)
-    tracker.features(["a"] * 700, rng.lognormal(5, 0.3, 700), rng.random(700) * 0.05)
+    times = 1.7e9 + 600.0 * np.arange(1000)  # an event every 10 minutes: a week of hourly maxima
+    tracker.features(["a"] * 700, rng.lognormal(5, 0.3, 700), rng.random(700) * 0.05, times[:700].tolist())
     data = encode_state(config, tracker.export("a"), cooldown=7)
     arrays, cooldown = decode_state(config, data)
+    assert cooldown == 7 and len(arrays.days) == 6  # 4.9 days, over 6 calendar days
     copy = ContextTracker(config)
+    copy.features(["b", "a"], [100.0, 1.0], [0.0, 0.0], [times[0], times[0]])  # a slot used before
+    copy.remove("a")
     copy.restore("a", arrays)
-    assert cooldown == 7
     latency, error = rng.lognormal(5, 0.3, 300), rng.random(300) * 0.05
-    a, _ = tracker.features(["a"] * 300, latency, error)
-    b, _ = copy.features(["a"] * 300, latency, error)
+    a, _ = tracker.features(["a"] * 300, latency, error, times[700:].tolist())
+    b, _ = copy.features(["a"] * 300, latency, error, times[700:].tolist())
     assert np.array_equal(a, b)
 
 

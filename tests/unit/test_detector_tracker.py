@@ -49,15 +49,17 @@ def test_a_service_context_does_not_depend_on_other_services() -> None:
 def test_snapshot_continues_the_stream_exactly_after_the_history_has_wrapped() -> None:
     services, latency, errors = stream("auth", 2600, seed=7)
     latency = np.round(latency)  # ties: equal values enter and leave the sorted history
+    times = 1_767_225_600.0 + 300.0 * np.arange(2600)  # one event every 5 minutes: nine days of hourly maxima
     split = 1777
     # 1,775 values learned into a 200-value history: it wrapped eight times, so every new value replaced an old one.
     original = ContextTracker(ContextConfig(history=200))
-    original.features(services[:split], latency[:split], errors[:split])
+    original.features(services[:split], latency[:split], errors[:split], times[:split])
     restored = ContextTracker()
-    restored.load_state_dict(json.loads(json.dumps(original.state_dict())))
+    restored.load_state_dict(json.loads(json.dumps(original.state_dict(), allow_nan=False)))
     assert restored.state_dict() == original.state_dict()
-    a = original.features(services[split:], latency[split:], errors[split:])
-    b = restored.features(services[split:], latency[split:], errors[split:])
+    assert len(original.state_dict()["services"]["auth"]["season"]) == 7  # days 0-6 of the stream
+    a = original.features(services[split:], latency[split:], errors[split:], times[split:])
+    b = restored.features(services[split:], latency[split:], errors[split:], times[split:])
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
     assert a[0][:, CONTEXT_FEATURES.index("surprise")].max() > 0.0
 

@@ -35,12 +35,17 @@ def test_metrics_count_incidents_alerts_and_delay() -> None:
 
 def test_eval_cli_prints_the_table_and_writes_json(tmp_path, capsys) -> None:
     out = tmp_path / "eval.json"
-    assert main(["--scenarios", "error_bursts", "--seed", "3", "--json", str(out)]) == 0
+    args = ["--scenarios", "error_bursts", "--rhythms", "nightly_job", "--rates", "1/5min", "--seed", "3"]
+    assert main([*args, "--json", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "error_bursts" in printed and "overall" in printed and "total runtime" in printed
+    assert "nightly_job" in printed and "sensitivity" in printed
     report = json.loads(out.read_text())
     assert report["scenarios"][-1]["name"] == "overall"
     assert report["scenarios"][0]["recall"] >= 0.75
+    [nightly] = report["rhythms"]
+    assert nightly["rate"] == "1/5min" and nightly["false_per_day_learned"] <= 1.0
+    assert [point["threshold"] for point in report["sensitivity"]["1/5min"]] == [7.0, 8.0, 9.0, 10.0, 11.0, 12.0]
 
 
 def test_a_row_without_incidents_shows_false_alert_rates_not_precision() -> None:

@@ -90,7 +90,10 @@ def reference(events: Sequence[LogEvent]) -> tuple[np.ndarray, np.ndarray, dict[
     """Features (as sent), warm flags and final state of a fresh tracker fed ``events`` exactly once."""
     tracker = ContextTracker(ContextConfig(**model_info()["context"]["context"]))
     features, warm = tracker.features(
-        [e.service for e in events], [e.latency_ms for e in events], [e.error_rate for e in events]
+        [e.service for e in events],
+        [e.latency_ms for e in events],
+        [e.error_rate for e in events],
+        [e.event_time for e in events],
     )
     return features.round(CONTEXT_DECIMALS), warm, tracker.state_dict()
 
