@@ -54,11 +54,15 @@ def make_admin(settings: KafkaSettings, **overrides: Any) -> KafkaAdminClient:
 
 
 def ensure_topics(settings: KafkaSettings, timeout_s: float = 30.0) -> list[str]:
-    """Create ``logs`` (several partitions), ``predictions`` and ``logs.dlq`` if missing; return those created."""
+    """Create ``logs`` (several partitions), ``predictions``, ``logs.dlq`` and ``incidents`` if missing.
+
+    Returns the names of those created.
+    """
     wanted = {
         settings.logs_topic: settings.logs_partitions,
         settings.predictions_topic: settings.logs_partitions,
         settings.dlq_topic: 1,
+        settings.incidents_topic: settings.logs_partitions,
     }
     admin = make_admin(settings)
     try:

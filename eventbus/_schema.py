@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from eventbus._incidents import Explanation
 from eventbus.errors import BadEventError
 
 LABEL_NORMAL = "normal"
@@ -43,6 +44,8 @@ class Verdict(LogEvent):
     anomaly: bool
     score: float
     model_version: str
+    explanation: Explanation | None = None  # why: see ``eventbus._incidents``
+    incident_id: str | None = None  # the incident this alert belongs to (alerts only)
 
     @field_validator("score")
     @classmethod

@@ -20,6 +20,9 @@ class KafkaSettings(BaseSettings):
     logs_topic: str = Field(default="logs", description="Topic the simulator writes log events to.")
     predictions_topic: str = Field(default="predictions", description="Topic the processor writes verdicts to.")
     dlq_topic: str = Field(default="logs.dlq", description="Topic bad messages are dead-lettered to.")
+    incidents_topic: str = Field(
+        default="incidents", description="Topic the processor writes incident records to (keyed by service)."
+    )
     logs_partitions: int = Field(default=3, ge=1, description="Partitions of the logs topic when it is created.")
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         default="PLAINTEXT", description="Security protocol for a staging or production cluster."
@@ -42,6 +45,7 @@ class KafkaSettings(BaseSettings):
             "LOGS_TOPIC": self.logs_topic,
             "PREDICTIONS_TOPIC": self.predictions_topic,
             "DLQ_TOPIC": self.dlq_topic,
+            "INCIDENTS_TOPIC": self.incidents_topic,
             "LOGS_PARTITIONS": str(self.logs_partitions),
         }
 

@@ -1,7 +1,7 @@
 """Per-service streaming context: ``ContextualScorer`` keeps each service's state and scores events in it.
 
 Where the state lives: in this processor process, in memory, one ``ContextTracker`` (per-service baselines)
-and one ``AlertGate`` (per-service cool-downs) for every service whose partition it consumes (events are
+and one ``AlertGate`` (the threshold) for every service whose partition it consumes (events are
 keyed by service, so a service's events all reach one consumer). Nothing is persisted: after a restart or
 a rebalance the new owner rebuilds a service's state from the stream, and the service is scored by the
 stateless point model until it is warm again (``ContextConfig.warmup_events`` events).
@@ -14,13 +14,14 @@ bisected after a 4xx, or redelivered after a failed commit gets the same feature
 import itertools
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 from ml_service.detector import AlertGate, ContextConfig, ContextTracker, GateConfig
 
 from anomaly_processor.errors import ScoringConfigError, ScoringRejectedError, ScoringUnavailableError
+from anomaly_processor.explain import PointReference, Spread, explain_context, explain_point, service_spreads
 from anomaly_processor.scoring import HttpScorer, Score
 from eventbus import LogEvent
 
@@ -44,6 +45,7 @@ class ContextSpec:
     features: tuple[str, ...]
     tracker: ContextConfig
     gate: GateConfig
+    point: PointReference | None = None  # what explains the point model's verdicts during warm-up
 
     @classmethod
     def from_model_info(cls, info: dict[str, Any], source: str) -> "ContextSpec":
@@ -59,6 +61,7 @@ class ContextSpec:
                 features=tuple(str(name) for name in context["features"]),
                 tracker=ContextConfig(**context["context"]),
                 gate=GateConfig(float(context["gate"]["threshold"]), int(context["gate"]["cooldown_events"])),
+                point=PointReference.from_model_info(info),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ScoringConfigError(
@@ -67,12 +70,13 @@ class ContextSpec:
 
 
 class ContextualScorer:
-    """A ``Scorer``: per-service context features computed here, scored by the ML service, alerts gated here.
+    """A ``Scorer``: per-service context features computed here, scored by the ML service, explained here.
 
     Warm events go to the service with their ``context`` (the context model scores them); events of services
-    still warming up go without (the point model answers). The gate then applies the cool-down to the warm
-    events' raw scores. The model description is fetched from ``GET /model`` on first use and again whenever
-    the service answers with another ``model_version``.
+    still warming up go without (the point model answers). Every event above its model's threshold is an
+    alert (no cool-down: the pipeline groups a service's consecutive alerts into one incident), and every
+    verdict carries an explanation (``anomaly_processor.explain``). The model description is fetched from
+    ``GET /model`` on first use and again whenever the service answers with another ``model_version``.
     """
 
     def __init__(self, http: HttpScorer, *, cache_events: int = DEFAULT_CACHE_EVENTS) -> None:
@@ -86,6 +90,7 @@ class ContextualScorer:
         self.gate: AlertGate | None = None
         self._contexts: dict[str, Context | None] = {}  # event id -> features sent (None: warming up)
         self._verdicts: dict[str, Score] = {}  # event id -> final verdict, once scored
+        self._spreads: dict[str, Spread] = {}  # service -> its spreads before its latest batch
 
     def ready(self) -> bool:
         return self.http.ready()
@@ -111,9 +116,21 @@ class ContextualScorer:
             if warm:
                 raw = np.array([scores[j].score for j in warm])
                 anomaly, _ = gate.decide([pending[j].service for j in warm], raw)
-                for j, alert in zip(warm, anomaly.tolist(), strict=True):
-                    if alert is not scores[j].anomaly:
-                        scores[j] = Score(alert, scores[j].score, scores[j].model_version)
+                explained = explain_context(
+                    [pending[j] for j in warm],
+                    [pending_contexts[j] or () for j in warm],
+                    raw.tolist(),
+                    self._spreads,
+                    spec.gate.threshold,
+                    tracker.config.log_values,
+                )
+                for j, alert, why in zip(warm, anomaly.tolist(), explained, strict=True):
+                    scores[j] = scores[j]._replace(anomaly=alert, explanation=why)
+            if spec.point is not None and len(warm) < len(pending):
+                cold = [j for j, context in enumerate(pending_contexts) if context is None]
+                reasons = explain_point([pending[j] for j in cold], [scores[j].score for j in cold], spec.point)
+                for j, why in zip(cold, reasons, strict=True):
+                    scores[j] = scores[j]._replace(explanation=why)
             for i, event, score in zip(todo, pending, scores, strict=True):
                 verdicts[i] = self._verdicts[event.event_id] = score
             if any(score.model_version != spec.version for score in scores):
@@ -144,17 +161,14 @@ class ContextualScorer:
             self.tracker = ContextTracker(spec.tracker)
             self._contexts.clear()  # cached features were computed with the old configuration
             self._verdicts.clear()
-        gate = AlertGate(spec.gate)
-        if self.gate is not None:
-            gate.cooldown = dict(self.gate.cooldown)
-        self.gate = gate
+        # No cool-down here: muting what follows an alert hid incidents; the pipeline's incidents group alerts.
+        self.gate = AlertGate(replace(spec.gate, cooldown_events=0))
         self.spec = spec
         log.info(
-            "context model %s: %d features, threshold %g, cool-down %d events, warm-up %d events",
+            "context model %s: %d features, threshold %g, warm-up %d events",
             spec.version,
             len(spec.features),
             spec.gate.threshold,
-            spec.gate.cooldown_events,
             spec.tracker.warmup_events,
         )
 
@@ -182,9 +196,14 @@ class ContextualScorer:
                 contexts.append(context)
         if new:
             fresh = [events[i] for i in new] if len(new) < len(events) else events
+            names = {e.service for e in fresh}
+            before = service_spreads(tracker, names)
             features, warm = tracker.features(
                 [e.service for e in fresh], [e.latency_ms for e in fresh], [e.error_rate for e in fresh]
             )
+            # Spreads explain the batch's verdicts: from before it, or after it for a service warm only since.
+            self._spreads.update(service_spreads(tracker, names - before.keys()))
+            self._spreads.update(before)
             # Tuples of floats: the garbage collector stops tracking them, a cache of lists it would scan.
             rows = map(tuple, features.round(CONTEXT_DECIMALS).tolist())
             for i, event, row, is_warm in zip(new, fresh, rows, warm.tolist(), strict=True):

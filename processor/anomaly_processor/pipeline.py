@@ -16,10 +16,11 @@ assigned partitions stay paused and the consumer keeps polling, so it stays in i
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import CommitFailedError, IllegalStateError, KafkaError, KafkaTimeoutError
 from kafka.future import Future
@@ -27,6 +28,7 @@ from kafka.partitioner.default import murmur2
 from kafka.structs import OffsetAndMetadata
 
 from anomaly_processor.errors import ScoringProtocolError, ScoringRejectedError, ScoringUnavailableError
+from anomaly_processor.incidents import IncidentTracker
 from anomaly_processor.metrics import ProcessorMetrics
 from anomaly_processor.output import Printer
 from anomaly_processor.records import (
@@ -195,6 +197,7 @@ class Pipeline:
         stop: threading.Event | None = None,
         scorer_name: str = "the scorer",
         metrics: ProcessorMetrics | None = None,
+        notify: Callable[[list[dict[str, Any]]], None] | None = None,
     ) -> None:
         self._consumer = consumer
         self._producer = producer
@@ -205,6 +208,10 @@ class Pipeline:
         self.stop = stop or threading.Event()
         self._scorer_name = scorer_name
         self.metrics = metrics or ProcessorMetrics()
+        self.incidents = IncidentTracker(
+            settings.incident_resolve_s, settings.incident_resolve_events, settings.incident_idle_resolve_s
+        )
+        self._notify = notify  # hands delivered incident records to the alerting thread (never blocks)
         self._lock = threading.Lock()
         self._epoch = 0  # counts revocations
         self._revoked_at: dict[TopicPartition, int] = {}  # partition -> epoch of its last revocation
@@ -252,6 +259,7 @@ class Pipeline:
         self._send_commit()
         records, epoch = self._poll_batch()
         if not records:
+            self._resolve_idle()
             self.printer.tick()
             return 0
         committed: int | None = None
@@ -308,6 +316,7 @@ class Pipeline:
         if scored is None:
             return None
         self.metrics.scoring_seconds.observe(time.perf_counter() - started)
+        scored.verdicts, incidents = self.incidents.observe(scored.verdicts)
         outgoing = [
             Outgoing(self._kafka.predictions_topic, event.key(), verdict_json(event, score))
             for event, score in scored.verdicts
@@ -316,12 +325,14 @@ class Pipeline:
             Outgoing(self._kafka.dlq_topic, record.key, dead_letter_json(record, reason))
             for record, reason in scored.dead_letters
         )
+        outgoing.extend(self._incident_records(incidents))
         for record, reason in scored.dead_letters:
             log.warning("dead-lettered %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason)
         if not self._deliver(outgoing):
             return None
         handled = [record for record in records if self._owned_since(record, epoch)]
         self.printer.batch(len(handled), scored.verdicts, scored.dead_letters)
+        self._announce(incidents)
         self._count(len(handled), scored)
         self._commit_later(handled, epoch)
         return len(handled)
@@ -335,6 +346,25 @@ class Pipeline:
         if anomalies:
             metrics.anomalies.inc(anomalies)
         metrics.observe_dead_letters(reason for _, reason in scored.dead_letters)
+
+    def _incident_records(self, incidents: list[dict[str, Any]]) -> list[Outgoing]:
+        topic = self._kafka.incidents_topic
+        return [Outgoing(topic, record["service"].encode(), orjson.dumps(record)) for record in incidents]
+
+    def _announce(self, incidents: list[dict[str, Any]]) -> None:
+        """Incident records acknowledged by Kafka: print them, count them, hand them to the alerting thread."""
+        if not incidents:
+            return
+        self.printer.incidents(incidents)
+        self.metrics.observe_incidents(incidents, self.incidents.open)
+        if self._notify is not None:
+            self._notify(incidents)
+
+    def _resolve_idle(self) -> None:
+        """While no events arrive, resolve the incidents of services silent for too long (wall clock)."""
+        expired = self.incidents.expire()
+        if expired and self._deliver(self._incident_records(expired)):
+            self._announce(expired)
 
     def _observe_lag(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
         """Lag of each partition just committed: the highwater the consumer last fetched minus the commit."""

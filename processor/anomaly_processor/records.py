@@ -106,6 +106,8 @@ def verdict_json(event: LogEvent, score: Score) -> bytes:
             "anomaly": score.anomaly,
             "score": score.score,
             "model_version": score.model_version,
+            "explanation": score.explanation,
+            "incident_id": score.incident_id,
         }
     )
 

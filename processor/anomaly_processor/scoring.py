@@ -35,11 +35,17 @@ Contexts = Sequence[Sequence[float] | None]
 
 
 class Score(NamedTuple):
-    """The detector's answer for one event: ``score`` is higher when more anomalous."""
+    """The detector's answer for one event: ``score`` is higher when more anomalous.
+
+    ``explanation`` (an ``eventbus.Explanation`` as a dict) says why; ``incident_id`` names the incident an
+    alert belongs to. Both are filled in the processor, never by the ML service.
+    """
 
     anomaly: bool
     score: float
     model_version: str
+    explanation: dict[str, Any] | None = None
+    incident_id: str | None = None
 
 
 class Scorer(Protocol):

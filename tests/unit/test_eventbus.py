@@ -25,6 +25,8 @@ def test_public_surface_is_pinned() -> None:
             "BadEventError",
             "BrokerUnavailableError",
             "EventBusError",
+            "Explanation",
+            "Incident",
             "KafkaSettings",
             "LogEvent",
             "Verdict",

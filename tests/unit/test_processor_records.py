@@ -182,14 +182,32 @@ def test_the_fast_decoder_agrees_with_parse_event_on_random_edits() -> None:
     assert still_valid >= 100, "the edits should leave some events valid, or acceptance is not being compared"
 
 
+WHY = {
+    "signal": "latency level",
+    "observed": 1480.0,
+    "expected": 221.5,
+    "low": 190.25,
+    "high": 260.0,
+    "unit": "ms",
+    "severity": 1.62,
+    "basis": "service",
+    "text": "latency 1,480 ms, usually 190–260 ms",
+}
+
+
 @pytest.mark.parametrize(
-    "score", [Score(True, 0.93, "iforest-1"), Score(False, 0.0, "v"), Score(False, 1e-300, "ü"), Score(True, 7.0, "x")]
+    "score",
+    [
+        Score(True, 0.93, "iforest-1"),
+        Score(False, 0.0, "v"),
+        Score(False, 1e-300, "ü"),
+        Score(True, 7.0, "x"),
+        Score(True, 14.6, "x", WHY, "inc-0123456789abcdef"),
+    ],
 )
 def test_the_verdict_record_is_the_shared_verdict_schema(score: Score) -> None:
     for event in generate_normal_events(5, seed=2):
         fast = verdict_json(event, score)
-        reference = Verdict(
-            **event.model_dump(), anomaly=score.anomaly, score=score.score, model_version=score.model_version
-        )
+        reference = Verdict(**event.model_dump(), **score._asdict())
         assert fast == reference.to_json()
         assert Verdict.model_validate_json(fast) == reference
