@@ -59,13 +59,14 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def fresh_topics(bootstrap: str) -> KafkaSettings:
-    """Settings naming new topics (logs with 3 partitions, predictions, dlq) on ``bootstrap``, created."""
+    """Settings naming new topics (logs with 3 partitions, predictions, dlq, incidents) on ``bootstrap``, created."""
     suffix = uuid.uuid4().hex[:10]
     settings = KafkaSettings(
         kafka_bootstrap_servers=bootstrap,
         logs_topic=f"logs-{suffix}",
         predictions_topic=f"predictions-{suffix}",
         dlq_topic=f"logs.dlq-{suffix}",
+        incidents_topic=f"incidents-{suffix}",
         logs_partitions=3,
     )
     ensure_topics(settings)

@@ -6,6 +6,10 @@ service's open incident, or opens one. An incident is resolved when its service 
 service and a service replayed at five-minute steps both need both), or, by the wall clock, when its service
 has sent nothing for ``idle_resolve_s`` (a service that stopped would otherwise keep it open forever).
 
+An alert of a service still warming up (scored by the point model against all services' data, before the
+service has a normal of its own) stays ``anomaly: true`` but opens no incident: about one in a hundred
+ordinary events is above the point model's threshold, so each new service would page now and then.
+
 The records (``eventbus.Incident`` as dicts) are produced to ``INCIDENTS_TOPIC`` in the same delivery as the
 batch's verdicts, before its offsets are committed. The id is derived from the service and the first alert's
 event id, so a batch handled again after a failed delivery opens the same incident. State is in memory:
@@ -92,6 +96,11 @@ class OpenIncident:
         }
 
 
+def _warming_up(score: Score) -> bool:
+    """Judged by the point model against all services' data: marked, but no incident (see the module's doc)."""
+    return score.explanation is not None and score.explanation["basis"] == "all services"
+
+
 def _severity(score: Score) -> float:
     return float(score.explanation["severity"]) if score.explanation else score.score
 
@@ -101,7 +110,7 @@ class IncidentTracker:
 
     def __init__(
         self,
-        resolve_after_s: float = 30.0,
+        resolve_after_s: float = 60.0,
         resolve_events: int = 10,
         idle_resolve_s: float = 300.0,
         clock: Callable[[], float] = time.time,
@@ -122,7 +131,7 @@ class IncidentTracker:
         open_ = self.open
         for event, score in verdicts:
             incident = open_.get(event.service)
-            if not score.anomaly:
+            if not score.anomaly or _warming_up(score):
                 if incident is not None:
                     incident.last_seen = now
                     incident.normal_since_alert += 1

@@ -67,7 +67,7 @@ class ProcessorSettings(BaseSettings):
         "process, and an even split keeps them equally busy), at most two per CPU.",
     )
     incident_resolve_s: float = Field(
-        default=30.0,
+        default=60.0,
         ge=0,
         description="An incident is resolved once its service has been normal this long (event time) ...",
     )

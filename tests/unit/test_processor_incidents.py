@@ -133,3 +133,11 @@ def test_a_warming_service_is_explained_against_the_point_model_s_training_data(
     assert (why["expected"], why["low"], why["high"]) == (200.0, 100.0, 300.0)
     assert why["severity"] == pytest.approx(1.2)
     assert why["text"] == "latency 900 ms, usually 100–300 ms (all services: this one is still warming up)"
+
+
+def test_alerts_of_a_service_still_warming_up_are_marked_but_open_no_incident() -> None:
+    tracker = IncidentTracker()
+    why = {"basis": "all services", "severity": 1.2, "signal": "latency level", "text": "latency 900 ms"}
+    out, records = tracker.observe([(event("new", 0, 900.0), Score(True, 0.72, "v1", why))])
+    assert out[0][1].anomaly and out[0][1].incident_id is None
+    assert records == [] and tracker.open == {}
