@@ -103,7 +103,7 @@ def incidents_on_topic(reader: KafkaConsumer, done: Callable[[list[Incident]], b
 def test_a_level_shift_pages_once_and_resolves_and_a_silence_mutes_the_next(
     kafka_settings: KafkaSettings,
     producer_factory: Callable[..., KafkaProducer],
-    topic_reader: Callable[[str], KafkaConsumer],
+    topic_reader: Callable[[str], KafkaConsumer],  # noqa: F811 - the imported fixture
     start_processor: Callable[..., Processor],  # noqa: F811 - the imported fixture
     alertmanager: Alertmanager,
     pages: Recorder,
@@ -122,7 +122,7 @@ def test_a_level_shift_pages_once_and_resolves_and_a_silence_mutes_the_next(
     for name, (_, shift, after) in streams.items():
         started = time.time()
         produce(producer, kafka_settings.logs_topic, events_as_messages(shift))
-        (alert,) = wait_for(lambda: alertmanager.alerts(service=name), 60, f"no alert for {name}", diagnostics)  # noqa: B023
+        (alert,) = wait_for(lambda n=name: alertmanager.alerts(service=n), 60, f"no alert for {name}", diagnostics)
         latencies.append(time.time() - started)
         incident = alert["labels"]["incident_id"]
         assert alert["labels"]["alertname"] == "ServiceAnomaly" and alert["labels"]["severity"] in (
@@ -135,12 +135,12 @@ def test_a_level_shift_pages_once_and_resolves_and_a_silence_mutes_the_next(
             assert alert["status"]["state"] == "suppressed" and alert["status"]["silencedBy"] == [silence]
             time.sleep(3)  # group_wait is 0.1 s: a page would be there by now
         else:
-            wait_for(lambda: pages_for(pages, incident, "firing"), 30, f"no page for {name}", diagnostics)  # noqa: B023
+            wait_for(lambda i=incident: pages_for(pages, i, "firing"), 30, f"no page for {name}", diagnostics)
         produce(producer, kafka_settings.logs_topic, events_as_messages(after))
         if name != "orders":
-            wait_for(lambda: pages_for(pages, incident, "resolved"), 30, f"{name} not resolved", diagnostics)  # noqa: B023
+            wait_for(lambda i=incident: pages_for(pages, i, "resolved"), 30, f"{name} not resolved", diagnostics)
         else:
-            wait_for(lambda: not alertmanager.alerts(service=name), 30, "orders still active", diagnostics)
+            wait_for(lambda n=name: not alertmanager.alerts(service=n), 30, "orders still active", diagnostics)
         # The shift kept firing while its 200 events were scored (the alert refreshed): still one alert.
         assert len(alertmanager.alerts(service=name)) == 0
         assert len(pages_for(pages, incident, "firing")) == (0 if name == "orders" else 1), pages.bodies
