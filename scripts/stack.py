@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import monitoring  # scripts/monitoring.py, beside this file
+
 ROOT = Path(__file__).resolve().parent.parent
 RUN_DIR = ROOT / ".run"
 PYTHON = sys.executable
@@ -80,6 +82,8 @@ def start(service: Service) -> int | None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if sys.stdout.isatty():
         env.setdefault("FORCE_COLOR", "1")  # the processor's log file is followed on this terminal
+    if service is PROCESSOR and (alertmanager := monitoring.running_alertmanager_url()):
+        env.setdefault("ALERTMANAGER_URL", alertmanager)  # `make monitoring-up` runs one: incidents go there
     with open(service.log_file, "ab") as log:
         process = subprocess.Popen(
             [PYTHON, "main.py", *service.args],
