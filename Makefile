@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install browser kafka-up kafka-down consume train serve process simulate up down logs status \
-        test test-unit test-integration test-faults lint format eval bench soak clean \
+        test test-unit test-integration test-faults lint format schemas eval bench soak clean \
         monitoring-tools monitoring-up monitoring-down
 
 help: ## List every target with one line each
@@ -120,6 +120,9 @@ lint: $(STAMP) ## ruff (lint + format check) and mypy on the packages
 format: $(STAMP) ## Format the code with ruff
 	@$(VENV)/bin/ruff format .
 	@$(VENV)/bin/ruff check --fix .
+
+schemas: $(STAMP) ## Regenerate the published JSON Schemas of the event and the verdict (docs/schema/)
+	@$(PY) -m eventbus.schemas docs/schema
 
 eval: $(STAMP) ## Detection quality on labelled scenarios (NAB=path/to/nab adds the NAB score)
 	@$(PY) fastapi-ml-service/evaluate.py $(if $(NAB),--nab $(NAB)) $(ARGS)

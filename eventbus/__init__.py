@@ -4,19 +4,59 @@ Public surface (pinned by ``tests/unit/test_eventbus_surface.py``)::
 
     LogEvent, Verdict            the one schema for events in ``logs`` and verdicts in ``predictions``
     Incident, Explanation        incident records (topic ``incidents``) and a verdict's reason
+    EventOrigin                  where a message sits: the id and time of an event that carries none
+    parse_event, event_object, validate_event, epoch_seconds, time_cell_seconds, EVENT_MAX_BYTES
+    json_schemas, SCHEMA_FILES        the published JSON Schemas of both (docs/schema/, GET /schema/...)
+    ServiceName, LatencyMs, ErrorRate, Timestamp, EventId, Label: the fields' types, for other schemas
     KafkaSettings                broker address, topic names and security, from the environment
     make_producer, make_consumer, make_admin, ensure_topics
     EventBusError                root of this package's exceptions (see ``eventbus.errors``)
 """
 
 from eventbus._clients import ensure_topics, make_admin, make_consumer, make_producer
+from eventbus._contract import SCHEMA_FILES, json_schemas
 from eventbus._incidents import Explanation, Incident
-from eventbus._schema import LABEL_NORMAL, LogEvent, Verdict, parse_event
+from eventbus._schema import (
+    EVENT_MAX_BYTES,
+    LABEL_NORMAL,
+    TIMESTAMP_TEXT_MAX,
+    VERDICT_FIELDS,
+    ErrorRate,
+    EventId,
+    EventOrigin,
+    Label,
+    LatencyMs,
+    LogEvent,
+    ServiceName,
+    Timestamp,
+    Verdict,
+    epoch_seconds,
+    event_object,
+    parse_event,
+    time_cell_seconds,
+    validate_event,
+)
 from eventbus._settings import KafkaSettings
 from eventbus.errors import BadEventError, BrokerUnavailableError, EventBusError
 
 __all__ = [
+    "EVENT_MAX_BYTES",
+    "SCHEMA_FILES",
+    "json_schemas",
     "LABEL_NORMAL",
+    "TIMESTAMP_TEXT_MAX",
+    "VERDICT_FIELDS",
+    "ErrorRate",
+    "EventId",
+    "EventOrigin",
+    "Label",
+    "LatencyMs",
+    "ServiceName",
+    "Timestamp",
+    "epoch_seconds",
+    "event_object",
+    "time_cell_seconds",
+    "validate_event",
     "BadEventError",
     "BrokerUnavailableError",
     "EventBusError",

@@ -54,19 +54,22 @@ def make_admin(settings: KafkaSettings, **overrides: Any) -> KafkaAdminClient:
 
 
 def ensure_topics(settings: KafkaSettings, timeout_s: float = 30.0) -> list[str]:
-    """Create ``logs`` (several partitions), ``predictions``, ``logs.dlq`` and ``incidents`` if missing.
-
-    Returns the names of those created.
-    """
-    wanted = {
-        settings.logs_topic: settings.logs_partitions,
-        settings.predictions_topic: settings.logs_partitions,
-        settings.dlq_topic: 1,
-        settings.incidents_topic: settings.logs_partitions,
-    }
+    """Create ``logs`` (several partitions), ``predictions``, ``logs.dlq``, ``incidents`` and the repartition topic
+    if missing; return those created. The repartition topic gets as many partitions as ``logs`` has, so that a service's
+    partition has the same number in both and one consumer owns both (the processor assigns by range)."""
     admin = make_admin(settings)
     try:
         existing = set(admin.list_topics())
+        logs_partitions = settings.logs_partitions
+        if settings.logs_topic in existing:
+            logs_partitions = _partition_count(admin, settings.logs_topic) or logs_partitions
+        wanted = {
+            settings.logs_topic: settings.logs_partitions,
+            settings.predictions_topic: settings.logs_partitions,
+            settings.dlq_topic: 1,
+            settings.repartition_topic: logs_partitions,
+            settings.incidents_topic: settings.logs_partitions,
+        }
         missing = {name: n for name, n in wanted.items() if name not in existing}
         if missing:
             # Another process may create a topic between our list and our create.
@@ -78,6 +81,13 @@ def ensure_topics(settings: KafkaSettings, timeout_s: float = 30.0) -> list[str]
         return sorted(missing)
     finally:
         admin.close()
+
+
+def _partition_count(admin: KafkaAdminClient, topic: str) -> int | None:
+    for described in admin.describe_topics([topic]):
+        if described.get("topic") == topic and not described.get("error_code"):
+            return len(described.get("partitions") or ()) or None
+    return None
 
 
 def _connect(client_class: type, configs: dict[str, Any]) -> Any:

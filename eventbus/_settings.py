@@ -23,6 +23,11 @@ class KafkaSettings(BaseSettings):
     incidents_topic: str = Field(
         default="incidents", description="Topic the processor writes incident records to (keyed by service)."
     )
+    repartition_topic: str = Field(
+        default="logs.by-service",
+        description="Internal topic the processor re-keys events by service through, when their key is not their "
+        "service (a keyless producer's), so that each service's state lives in one processor.",
+    )
     logs_partitions: int = Field(default=3, ge=1, description="Partitions of the logs topic when it is created.")
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         default="PLAINTEXT", description="Security protocol for a staging or production cluster."
@@ -46,6 +51,7 @@ class KafkaSettings(BaseSettings):
             "PREDICTIONS_TOPIC": self.predictions_topic,
             "DLQ_TOPIC": self.dlq_topic,
             "INCIDENTS_TOPIC": self.incidents_topic,
+            "REPARTITION_TOPIC": self.repartition_topic,
             "LOGS_PARTITIONS": str(self.logs_partitions),
         }
 

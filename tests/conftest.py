@@ -67,6 +67,7 @@ def fresh_topics(bootstrap: str) -> KafkaSettings:
         predictions_topic=f"predictions-{suffix}",
         dlq_topic=f"logs.dlq-{suffix}",
         incidents_topic=f"incidents-{suffix}",
+        repartition_topic=f"logs.by-service-{suffix}",
         logs_partitions=3,
     )
     ensure_topics(settings)

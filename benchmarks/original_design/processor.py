@@ -1,4 +1,4 @@
-"""The original design's processor: no consumer group, auto-commit, one HTTP request per event."""
+"""The original design's processor: no consumer group, auto-commit, one HTTP request per event, as it is."""
 
 import json
 import os
@@ -16,5 +16,5 @@ url = os.environ.get("ML_SERVICE_URL", "http://localhost:8000") + "/predict"
 
 for message in consumer:
     log = message.value
-    response = requests.post(url, json={"latency_ms": log["latency_ms"], "error_rate": log["error_rate"]})
+    response = requests.post(url, json=log)
     print(f"Log: {log}, Anomaly: {response.json()['anomaly']}", flush=True)

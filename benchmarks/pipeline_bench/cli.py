@@ -67,6 +67,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="where to write the JSON")
     parser.add_argument("--profile", action="store_true", help="sample processor and service with py-spy (end to end)")
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run of every step")
+    parser.add_argument(
+        "--keyless",
+        action="store_true",
+        help="the project's end-to-end runs send their events without a key, as the original design's producer "
+        "does (the processor re-keys them by service): what a keyless producer costs",
+    )
     args = parser.parse_args(argv)
     args.skip = {step.strip() for step in args.skip.split(",") if step.strip()}
     if unknown := args.skip - set(STEPS):
@@ -127,7 +133,7 @@ def run(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
     progress(f"services up: project {project_url} (workers={args.ml_workers}), original {original_url}")
 
     if "e2e" not in args.skip:
-        progress(f"end to end, project: {args.events:,} events")
+        progress(f"end to end, project: {args.events:,} events{' (keyless)' if args.keyless else ''}")
         profile = (profile_dir, service_pid) if profile_dir else None
         e2e = measure.end_to_end_project(
             stack,
@@ -138,14 +144,25 @@ def run(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
             profile=profile,
             workers=args.workers,
             service_pid=service_pid,
+            keyless=args.keyless,
         )
         details["e2e_project"] = _without_samples(asdict(e2e)) | {"rate": e2e.rate}
         progress(f"  {e2e.rate:,.0f} events/s end to end, {e2e.steady_rate or 0:,.0f}/s steady; {cpu_text(e2e)}")
         report_profile(details, profile, e2e.profile_seconds)
     for workers in args.scale:
-        progress(f"end to end, project, PROCESSOR_WORKERS={workers}: {args.events:,} events")
+        progress(
+            f"end to end, project, PROCESSOR_WORKERS={workers}: {args.events:,} events"
+            f"{' (keyless)' if args.keyless else ''}"
+        )
         run_ = measure.end_to_end_project(
-            stack, bootstrap, project_url, args.events, progress, workers=workers, service_pid=service_pid
+            stack,
+            bootstrap,
+            project_url,
+            args.events,
+            progress,
+            workers=workers,
+            service_pid=service_pid,
+            keyless=args.keyless,
         )
         details.setdefault("scale", {})[workers] = _without_samples(asdict(run_)) | {"rate": run_.rate}
         progress(f"  {run_.rate:,.0f} events/s end to end, {run_.steady_rate or 0:,.0f}/s steady; {cpu_text(run_)}")

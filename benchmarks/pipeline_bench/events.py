@@ -77,8 +77,8 @@ class PreloadResult:
         return self.events / self.seconds if self.seconds > 0 else float("nan")
 
 
-def _preload_worker(args: tuple[dict[str, Any], str, int, int, Any]) -> tuple[int, float]:
-    settings_fields, prefix, start, stop, barrier = args
+def _preload_worker(args: tuple[dict[str, Any], str, int, int, Any, bool]) -> tuple[int, float]:
+    settings_fields, prefix, start, stop, barrier, keyless = args
     settings = KafkaSettings(**settings_fields)
     records = serialise(event_pool(), prefix, start, stop)
     check_schema(records)
@@ -88,23 +88,31 @@ def _preload_worker(args: tuple[dict[str, Any], str, int, int, Any]) -> tuple[in
     barrier.wait()
     began = time.perf_counter()
     send = producer.send
-    for key, value in records:
-        send(topic, value=value, key=key, partition=partition_of(key))
+    if keyless:
+        partitions = len(producer.partitions_for(topic))
+        for i, (_, value) in enumerate(records, start):
+            send(topic, value=value, partition=i % partitions)
+    else:
+        for key, value in records:
+            send(topic, value=value, key=key, partition=partition_of(key))
     producer.flush()
     elapsed = time.perf_counter() - began
     producer.close()
     return stop - start, elapsed
 
 
-def preload(settings: KafkaSettings, count: int, processes: int = 2, prefix: str = "pre-") -> PreloadResult:
-    """``count`` events into ``logs`` from ``processes`` producer processes, all starting together."""
+def preload(
+    settings: KafkaSettings, count: int, processes: int = 2, prefix: str = "pre-", keyless: bool = False
+) -> PreloadResult:
+    """``count`` events into ``logs`` from ``processes`` producer processes, all starting together; ``keyless``:
+    without a key, spread round robin over the partitions (each service's events on every partition)."""
     processes = max(1, min(processes, count))
     bounds = np.linspace(0, count, processes + 1).astype(int)
     context = multiprocessing.get_context("spawn")  # no fork of a process that runs Kafka client threads
     with context.Manager() as manager:
         barrier = manager.Barrier(processes)
         fields = settings.model_dump()
-        jobs = [(fields, prefix, int(bounds[i]), int(bounds[i + 1]), barrier) for i in range(processes)]
+        jobs = [(fields, prefix, int(bounds[i]), int(bounds[i + 1]), barrier, keyless) for i in range(processes)]
         with context.Pool(processes) as pool:
             results = pool.map(_preload_worker, jobs)
     return PreloadResult(events=sum(n for n, _ in results), seconds=max(s for _, s in results), processes=processes)

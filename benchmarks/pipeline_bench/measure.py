@@ -101,11 +101,13 @@ def end_to_end_project(
     profile: tuple[Path, int] | None = None,
     workers: str | None = None,
     service_pid: int = 0,
+    keyless: bool = False,
 ) -> EndToEnd:
     """``profile``: (folder, service pid) to sample the processor and the service with py-spy meanwhile;
-    ``workers``: PROCESSOR_WORKERS; ``service_pid``: to count the service's CPU time too."""
+    ``workers``: PROCESSOR_WORKERS; ``service_pid``: to count the service's CPU time too; ``keyless``: the
+    events are sent without a key, round robin, as the original design's producer sends them."""
     settings = fresh_settings(bootstrap, "e2e")
-    loaded = events.preload(settings, count)
+    loaded = events.preload(settings, count, keyless=keyless)
     progress(
         f"preloaded {loaded.events:,} events in {loaded.seconds:.1f}s "
         f"({loaded.rate:,.0f}/s, {loaded.processes} producers)"

@@ -165,6 +165,7 @@ def fresh_settings(bootstrap: str, label: str, partitions: int = 3) -> KafkaSett
         logs_topic=f"bench-logs-{suffix}",
         predictions_topic=f"bench-predictions-{suffix}",
         dlq_topic=f"bench-dlq-{suffix}",
+        repartition_topic=f"bench-by-service-{suffix}",
         logs_partitions=partitions,
     )
     ensure_topics(settings)

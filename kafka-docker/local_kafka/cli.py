@@ -61,7 +61,9 @@ def up() -> None:
             f"files in {broker.config.home}"
         )
     created = ensure_topics(settings)
-    topics = ", ".join([settings.logs_topic, settings.predictions_topic, settings.dlq_topic])
+    topics = ", ".join(
+        [settings.logs_topic, settings.predictions_topic, settings.dlq_topic, settings.repartition_topic]
+    )
     print(f"Topics ready: {topics}" + (f" (created {', '.join(created)})" if created else ""))
     print(f"kafka-up took {time.monotonic() - started:.1f}s")
 

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from eventbus import LABEL_NORMAL, LogEvent
+from eventbus import LABEL_NORMAL, LogEvent, time_cell_seconds
 from log_simulator.errors import ReplayFileError
 
 log = logging.getLogger(__name__)
@@ -79,9 +79,9 @@ class ReplaySeries:
 
 
 def parse_time(text: str) -> datetime:
-    """A NAB time (``2014-04-01 00:00:00`` or any ISO-8601 form) as an aware UTC datetime."""
-    moment = datetime.fromisoformat(text.strip())
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    """A NAB time (``2014-04-01 00:00:00`` or any ISO-8601 form, or epoch seconds or ms as a number) as an
+    aware UTC datetime."""
+    return datetime.fromtimestamp(time_cell_seconds(text), tz=UTC)
 
 
 def read_nab_csv(path: Path) -> ReplaySeries:

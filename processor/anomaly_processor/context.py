@@ -7,8 +7,9 @@ a rebalance the new owner rebuilds a service's state from the stream, and the se
 stateless point model until it is warm again (``ContextConfig.warmup_events`` events).
 
 Each event advances the state exactly once, however often the pipeline asks for it: its features and,
-once scored, its final verdict are cached by ``event_id``, so a batch retried while the ML service is down,
-bisected after a 4xx, or redelivered after a failed commit gets the same features and the same verdict.
+once scored, its final verdict are cached by ``event_id`` (the processor derives one for an event sent
+without), so a batch retried while the ML service is down, bisected after a 4xx, or redelivered after a
+failed commit gets the same features and the same verdict.
 """
 
 import itertools
@@ -101,7 +102,7 @@ class ContextualScorer:
     def score(self, events: Sequence[LogEvent]) -> list[Score]:
         spec, tracker, gate = self._model()
         contexts = self._learn(events, tracker)
-        verdicts: list[Score | None] = [self._verdicts.get(event.event_id) for event in events]
+        verdicts: list[Score | None] = [self._verdicts.get(_event_id(event)) for event in events]
         todo = [i for i, verdict in enumerate(verdicts) if verdict is None]
         if todo:
             pending = [events[i] for i in todo]
@@ -132,7 +133,7 @@ class ContextualScorer:
                 for j, why in zip(cold, reasons, strict=True):
                     scores[j] = scores[j]._replace(explanation=why)
             for i, event, score in zip(todo, pending, scores, strict=True):
-                verdicts[i] = self._verdicts[event.event_id] = score
+                verdicts[i] = self._verdicts[_event_id(event)] = score
             if any(score.model_version != spec.version for score in scores):
                 self._model_changed()
         return [verdict for verdict in verdicts if verdict is not None]
@@ -188,7 +189,7 @@ class ContextualScorer:
         contexts: list[Context | None] = []
         new: list[int] = []
         for i, event in enumerate(events):
-            context = cache.get(event.event_id, _UNSEEN)
+            context = cache.get(_event_id(event), _UNSEEN)
             if context is _UNSEEN:
                 new.append(i)
                 contexts.append(None)
@@ -207,7 +208,7 @@ class ContextualScorer:
             # Tuples of floats: the garbage collector stops tracking them, a cache of lists it would scan.
             rows = map(tuple, features.round(CONTEXT_DECIMALS).tolist())
             for i, event, row, is_warm in zip(new, fresh, rows, warm.tolist(), strict=True):
-                contexts[i] = cache[event.event_id] = row if is_warm else None
+                contexts[i] = cache[_event_id(event)] = row if is_warm else None
             self._evict()
         return contexts
 
@@ -220,3 +221,10 @@ class ContextualScorer:
         for event_id in oldest:
             del self._contexts[event_id]
             self._verdicts.pop(event_id, None)
+
+
+def _event_id(event: LogEvent) -> str:
+    """The key of an event's cached features and verdict (the pipeline gives every event one)."""
+    if event.event_id is None:
+        raise ValueError(f"ContextualScorer needs events with an event_id: {event!r:.200}")
+    return event.event_id

@@ -21,7 +21,6 @@ import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from anomaly_processor.scoring import Score
@@ -34,24 +33,9 @@ IDLE_CHECK_S = 1.0
 
 
 def event_seconds(event: LogEvent) -> float:
-    """The event's time in epoch seconds: ``event_time`` when the schema has it, else its ``timestamp``."""
-    seconds = getattr(event, "event_time", None)
-    if isinstance(seconds, int | float):
-        return float(seconds)
-    stamp: Any = event.timestamp
-    if isinstance(stamp, int | float):
-        return float(stamp)
-    try:
-        return float(stamp)
-    except ValueError:
-        pass
-    try:
-        parsed = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    except ValueError:
-        return time.time()  # an unreadable time: the processor's clock is the best guess
-    if parsed.tzinfo is None:
-        return parsed.replace(tzinfo=datetime.now().astimezone().tzinfo).timestamp()
-    return parsed.timestamp()
+    """The event's time in epoch seconds (its ``event_time``; the processor's clock if it has none)."""
+    seconds = event.event_time
+    return time.time() if seconds is None else seconds
 
 
 def incident_id(service: str, first_event_id: str) -> str:
@@ -142,7 +126,10 @@ class IncidentTracker:
                             del open_[event.service]
                 out.append((event, score))
                 continue
-            known = self._seen.get(event.event_id)
+            event_id = event.event_id
+            if event_id is None:  # the pipeline gives every event one
+                raise ValueError(f"incidents need events with an event_id: {event!r:.200}")
+            known = self._seen.get(event_id)
             if known is not None:  # handled before (a batch redelivered): same incident, counted once
                 out.append((event, score._replace(incident_id=known)))
                 continue
@@ -150,12 +137,12 @@ class IncidentTracker:
             if incident is None:
                 why = score.explanation
                 incident = OpenIncident(
-                    incident_id(event.service, event.event_id),
+                    incident_id(event.service, event_id),
                     event.service,
                     at,
                     at,
-                    event.event_id,
-                    event.event_id,
+                    event_id,
+                    event_id,
                     score.score,
                     _severity(score),
                     why["signal"] if why else "score",
@@ -173,9 +160,9 @@ class IncidentTracker:
                 if score.score > incident.peak_score:
                     incident.peak_score = score.score
                     incident.peak_severity = _severity(score)
-                    incident.peak_event_id = event.event_id
+                    incident.peak_event_id = event_id
                     incident.explanation = score.explanation
-            self._remember(event.event_id, incident.incident_id)
+            self._remember(event_id, incident.incident_id)
             out.append((event, score._replace(incident_id=incident.incident_id)))
         for incident in open_.values():
             if incident.changed:

@@ -54,6 +54,11 @@ class ProcessorMetrics:
         )
         self.verdicts = Counter("processor_verdicts", "Verdicts produced to PREDICTIONS_TOPIC.", registry=r)
         self.anomalies = Counter("processor_anomalies", "Verdicts with anomaly=true.", registry=r)
+        self.rekeyed = Counter(
+            "processor_rekeyed",
+            "Events whose key was not their service, forwarded to REPARTITION_TOPIC to be scored by its owner.",
+            registry=r,
+        )
         self.dead_letters = Counter(
             "processor_dead_letters", "Records produced to DLQ_TOPIC, by class of reason.", ["reason"], registry=r
         )

@@ -37,20 +37,13 @@ def printable(text: str) -> str:
 
 
 def event_line(event: LogEvent, score: Score) -> str:
-    """``Log: {...}, Anomaly: True (score 0.93, model v1)``, as the original design printed it, plus the score.
+    """``Log: {...}, Anomaly: True (score 11.7, model v1)``, as the original design printed it, plus the score.
 
-    An explained verdict shows its severity (the one scale: 1 is the threshold) and why instead of the raw
-    score: ``Anomaly: True (severity 1.62: latency 1,480 ms, usually 190–260 ms; incident inc-…; model v1)``.
+    The event is shown with the fields the producer sent, as sent. An explained verdict shows its severity (the
+    one scale: 1 is the threshold) and why instead of the raw score:
+    ``Anomaly: True (severity 1.62: latency 1,480 ms, usually 190–260 ms; incident inc-…; model v1)``.
     """
-    log = orjson.dumps(
-        {
-            "timestamp": event.timestamp,
-            "service": event.service,
-            "latency_ms": event.latency_ms,
-            "error_rate": event.error_rate,
-            "event_id": event.event_id,
-        }
-    ).decode()
+    log = printable(orjson.dumps(event.as_sent()).decode())
     why = score.explanation
     if why is None:
         detail = f"score {score.score:.4g}"

@@ -9,6 +9,10 @@ is polled and scored (a commit costs a broker round trip of ~10 ms, a third of a
 one commit is in flight; offsets not yet confirmed are sent again with the next one, and on stop the remainder
 is committed synchronously.
 
+Events whose key is not their service (the original design's producer sends no key) are re-keyed through
+``REPARTITION_TOPIC``, as Kafka Streams does after ``selectKey``, unless this consumer owns their service's
+partition of it: the pipeline consumes both topics, so a service's events are all scored in one place.
+
 While the ML service or Kafka is unavailable the same batch is retried with capped exponential backoff; the
 assigned partitions stay paused and the consumer keeps polling, so it stays in its group without consuming more.
 """
@@ -22,6 +26,7 @@ from typing import Any
 
 import orjson
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.errors import CommitFailedError, IllegalStateError, KafkaError, KafkaTimeoutError
 from kafka.future import Future
 from kafka.partitioner.default import murmur2
@@ -32,10 +37,12 @@ from anomaly_processor.incidents import IncidentTracker
 from anomaly_processor.metrics import ProcessorMetrics
 from anomaly_processor.output import Printer
 from anomaly_processor.records import (
+    ORIGIN_HEADER,
     ConsumedRecord,
     DecodedBatch,
     dead_letter_json,
     decode_batch,
+    origin_of,
     verdict_json,
 )
 from anomaly_processor.retry import Backoff
@@ -70,6 +77,9 @@ def consumer_overrides(settings: ProcessorSettings) -> dict[str, Any]:
         "fetch_max_wait_ms": 100,
         "reconnect_backoff_max_ms": 5000,
         "client_id": "anomaly-processor",
+        # A service's partition has the same number in LOGS_TOPIC and REPARTITION_TOPIC: by range, one member
+        # owns both, so keyed and re-keyed events of a service meet in one state.
+        "partition_assignment_strategy": (RangePartitionAssignor,),
     }
 
 
@@ -127,11 +137,13 @@ class KeyPartitioner:
 
 @dataclass(frozen=True)
 class Outgoing:
-    """A record to produce: a verdict or a dead letter."""
+    """A record to produce: a verdict, a dead letter, or an event re-keyed by service."""
 
     topic: str
     key: bytes | None
-    value: bytes
+    value: bytes | None
+    headers: list[tuple[str, bytes]] | None = None
+    timestamp_ms: int | None = None
 
 
 @dataclass
@@ -207,6 +219,7 @@ class Pipeline:
         self.printer = printer
         self.stop = stop or threading.Event()
         self._scorer_name = scorer_name
+        self._partition_of = KeyPartitioner(producer)
         self.metrics = metrics or ProcessorMetrics()
         self.incidents = IncidentTracker(
             settings.incident_resolve_s, settings.incident_resolve_events, settings.incident_idle_resolve_s
@@ -219,7 +232,7 @@ class Pipeline:
         # Offsets of records handled (acknowledged, printed) and not yet confirmed committed, per partition.
         self._uncommitted: dict[TopicPartition, OffsetAndMetadata] = {}
         self._commit_in_flight: tuple[Future, dict[TopicPartition, OffsetAndMetadata]] | None = None
-        consumer.subscribe([kafka.logs_topic], listener=_Listener(self))
+        consumer.subscribe([kafka.logs_topic, kafka.repartition_topic], listener=_Listener(self))
 
     # -- the loop ------------------------------------------------------------------------------------------
 
@@ -310,7 +323,7 @@ class Pipeline:
 
     def _handle(self, records: list[ConsumedRecord], epoch: int) -> int | None:
         """Score, produce, print and commit one batch; None when given up (on shutdown) before committing."""
-        decoded = decode_batch(records)
+        decoded = decode_batch(records, self._owns_service, self._kafka.repartition_topic)
         started = time.perf_counter()
         scored = self._score_with_retry(decoded, epoch)
         if scored is None:
@@ -326,6 +339,16 @@ class Pipeline:
             for record, reason in scored.dead_letters
         )
         outgoing.extend(self._incident_records(incidents))
+        outgoing.extend(
+            Outgoing(
+                self._kafka.repartition_topic,
+                event.key(),
+                record.value,
+                [(ORIGIN_HEADER, origin_of(record).event_id.encode())],
+                record.timestamp,
+            )
+            for record, event in decoded.forward
+        )
         for record, reason in scored.dead_letters:
             log.warning("dead-lettered %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason)
         if not self._deliver(outgoing):
@@ -334,6 +357,8 @@ class Pipeline:
         self.printer.batch(len(handled), scored.verdicts, scored.dead_letters)
         self._announce(incidents)
         self._count(len(handled), scored)
+        if decoded.forward:
+            self.metrics.rekeyed.inc(len(decoded.forward))
         self._commit_later(handled, epoch)
         return len(handled)
 
@@ -467,6 +492,11 @@ class Pipeline:
                 dropped.append(record)
             else:
                 kept.refused.append((record, reason))
+        for record, event in decoded.forward:
+            if (record.topic, record.partition) in lost:
+                dropped.append(record)
+            else:
+                kept.forward.append((record, event))
         if dropped:
             log.info("partitions %s were revoked while waiting: %d records will be polled again", lost, len(dropped))
             self._rewind(dropped)
@@ -482,13 +512,18 @@ class Pipeline:
             sent: list[tuple[Outgoing, Any]] = []
             failed: list[Outgoing] = []
             reason = ""
-            partition_of = KeyPartitioner(self._producer)
             for position, item in enumerate(pending):
                 try:
-                    partition = partition_of(item.topic, item.key)
-                    sent.append(
-                        (item, self._producer.send(item.topic, value=item.value, key=item.key, partition=partition))
+                    partition = self._partition_of(item.topic, item.key)
+                    future = self._producer.send(
+                        item.topic,
+                        value=item.value,
+                        key=item.key,
+                        partition=partition,
+                        headers=item.headers,
+                        timestamp_ms=item.timestamp_ms,
                     )
+                    sent.append((item, future))
                 except KafkaTimeoutError as exc:  # no metadata or no buffer space within max_block_ms
                     failed = list(pending[position:])
                     reason = _describe(exc)
@@ -691,6 +726,11 @@ class Pipeline:
             log.info("partitions assigned: %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
             if self._holding:
                 self._consumer.pause(*assigned)
+
+    def _owns_service(self, event: LogEvent) -> bool:
+        """True when this consumer owns the event's service's partition of the repartition topic."""
+        partition = self._partition_of(self._kafka.repartition_topic, event.key())
+        return TopicPartition(self._kafka.repartition_topic, partition) in self._consumer.assignment()
 
     def _current_epoch(self) -> int:
         with self._lock:

@@ -1,11 +1,15 @@
 """What the processor reads and writes: decoding consumed messages, verdict records and dead letters.
 
+An event without ``event_id`` is given ``<topic>:<partition>:<offset>`` of its message, one without a
+``timestamp`` the message's time; a message re-keyed through the repartition topic carries where it first
+sat in its ``origin`` header, so its id is the same whichever way it travelled.
+
 A dead letter (topic ``DLQ_TOPIC``) is a JSON object described by ``DeadLetter``: why the message was
 refused, where it was (topic, partition, offset) and the original bytes, so it can be inspected and replayed.
 """
 
 import base64
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -13,7 +17,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from anomaly_processor.scoring import Score
-from eventbus import BadEventError, LogEvent, parse_event
+from eventbus import EVENT_MAX_BYTES, BadEventError, EventOrigin, LogEvent, event_object, validate_event
 
 PREVIEW_MAX_CHARS = 200
 # A dead letter must fit in one Kafka record (1 MiB by default) after base64, so huge values are cut.
@@ -35,6 +39,8 @@ class ConsumedRecord(Protocol):
     def key(self) -> bytes | None: ...
     @property
     def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes | None]]: ...
 
 
 class DeadLetter(BaseModel):
@@ -90,58 +96,83 @@ def _encode_key(key: bytes | None) -> tuple[str | None, Literal["utf-8", "base64
 
 
 def verdict_json(event: LogEvent, score: Score) -> bytes:
-    """``Verdict(**event.model_dump(), **score._asdict()).to_json()``, without building the model.
-
-    ``event`` is already a validated ``LogEvent`` and ``score`` was checked by ``decode_scores`` (bool,
-    finite float, str), so validating again would only cost time; ``tests/unit`` pins the equivalence.
-    """
-    return orjson.dumps(
-        {
-            "event_id": event.event_id,
-            "timestamp": event.timestamp,
-            "service": event.service,
-            "latency_ms": event.latency_ms,
-            "error_rate": event.error_rate,
-            "label": event.label,
-            "anomaly": score.anomaly,
-            "score": score.score,
-            "model_version": score.model_version,
-            "explanation": score.explanation,
-            "incident_id": score.incident_id,
-        }
-    )
+    """``Verdict(**event.as_sent(), event_id=..., event_time=..., **score._asdict()).to_json()``, without
+    building the model: the event is validated already and ``score`` was checked by ``decode_scores``."""
+    verdict = event.as_sent()
+    verdict["event_id"] = event.event_id
+    verdict["event_time"] = event.event_time
+    verdict["anomaly"] = score.anomaly
+    verdict["score"] = score.score
+    verdict["model_version"] = score.model_version
+    # Set by the processor, or absent (as ``Verdict.to_json`` leaves out what is None): never the producer's.
+    for name, value in (("explanation", score.explanation), ("incident_id", score.incident_id)):
+        if value is None:
+            verdict.pop(name, None)
+        else:
+            verdict[name] = value
+    return orjson.dumps(verdict)
 
 
-def decode_event(raw: bytes | None) -> LogEvent:
-    """``eventbus.parse_event``, faster for valid events (one pass of pydantic's JSON parser).
+ORIGIN_HEADER = "origin"
 
-    Anything the fast path refuses goes through ``parse_event`` itself, so refusal reasons are the shared ones;
+
+def origin_of(record: ConsumedRecord) -> EventOrigin:
+    """Where the record's event first sat: its own place, or the one its ``origin`` header names."""
+    for name, value in record.headers or ():
+        if name == ORIGIN_HEADER and value:
+            topic, partition, offset = value.decode("utf-8", "replace").rsplit(":", 2)
+            return EventOrigin(topic, int(partition), int(offset), record.timestamp / 1000)
+    return EventOrigin(record.topic, record.partition, record.offset, record.timestamp / 1000)
+
+
+def decode_event(raw: bytes | None, origin: EventOrigin | None = None) -> LogEvent:
+    """``eventbus.parse_event``, faster for valid events (one pass of pydantic's JSON parser), with ``origin``
+    giving the id and time of an event that has none.
+
+    Anything the fast path refuses goes through the shared decoding, so refusal reasons are the shared ones;
     ``tests/unit`` checks that the fast path accepts nothing ``parse_event`` refuses.
     """
-    if raw is not None:
+    if raw is not None and len(raw) <= EVENT_MAX_BYTES:
         try:
-            return LogEvent.model_validate_json(raw)
+            return LogEvent.model_validate_json(raw, context=origin)
         except ValidationError:
             pass
-    return parse_event(raw)
+    return validate_event(event_object(raw), origin)
 
 
 @dataclass
 class DecodedBatch:
-    """Consumed records split into valid events (with the record each came from) and refused messages."""
+    """Consumed records split into valid events to score here (with the record each came from), events to
+    re-key by service through the repartition topic, and refused messages."""
 
     events: list[LogEvent] = field(default_factory=list)
     event_records: list[ConsumedRecord] = field(default_factory=list)
+    forward: list[tuple[ConsumedRecord, LogEvent]] = field(default_factory=list)
     refused: list[tuple[ConsumedRecord, str]] = field(default_factory=list)
 
 
-def decode_batch(records: Sequence[ConsumedRecord]) -> DecodedBatch:
+def decode_batch(
+    records: Sequence[ConsumedRecord],
+    scores_here: Callable[[LogEvent], bool] | None = None,
+    rekeyed_topic: str | None = None,
+) -> DecodedBatch:
+    """Decode ``records``. An event whose key is not its service (a keyless producer's, say) is scored here only
+    if ``scores_here(event)``, i.e. this consumer owns its service's partition of ``rekeyed_topic``; otherwise it
+    is forwarded there. Records read from ``rekeyed_topic`` are keyed by service already."""
     batch = DecodedBatch()
     for record in records:
         try:
-            event = decode_event(record.value)
+            event = decode_event(record.value, origin_of(record))
         except BadEventError as exc:
             batch.refused.append((record, exc.reason))
+            continue
+        if (
+            scores_here is not None
+            and record.topic != rekeyed_topic
+            and record.key != event.key()
+            and not scores_here(event)
+        ):
+            batch.forward.append((record, event))
             continue
         batch.events.append(event)
         batch.event_records.append(record)

@@ -1,7 +1,7 @@
 """Scoring transport: the ``Scorer`` protocol the pipeline calls, and ``HttpScorer``, its default over HTTP.
 
 Contract of the ML service: ``POST /predict/batch`` takes a JSON array of events (``latency_ms``,
-``error_rate``, ``event_id``, ``timestamp``, ``service``; never ``label``, the ground truth; optionally
+``error_rate``, ``service``; never ``label``, the ground truth; optionally
 ``context``, the event's per-service context features) and answers 200 with
 ``[{"anomaly": bool, "score": float, "model_version": str}, ...]`` in the same order.
 ``GET /ready`` answers 200 when it can score; ``GET /model`` describes the served models.
@@ -137,8 +137,6 @@ class HttpScorer:
             {
                 "latency_ms": e.latency_ms,
                 "error_rate": e.error_rate,
-                "event_id": e.event_id,
-                "timestamp": e.timestamp,
                 "service": e.service,
             }
             for e in events

@@ -307,7 +307,9 @@ def test_every_event_gets_exactly_one_verdict(
     assert set(counts) == expected
     by_id = {e.event_id: e for e in events}
     for verdict in verdicts:
-        assert verdict.model_dump(exclude={"anomaly", "score", "model_version"}) == by_id[verdict.event_id].model_dump()
+        event = by_id[verdict.event_id]
+        assert verdict.model_dump(exclude={"anomaly", "score", "model_version", "event_time"}) == event.model_dump()
+        assert verdict.event_time == event.event_time
         assert verdict.model_version.startswith("iforest-")
     assert "[summary] consumed=" in processor.stdout()
     assert "[stopped] consumed=2000 verdicts=2000" in processor.stdout()
@@ -590,6 +592,7 @@ def wait_for_members(kafka_settings: KafkaSettings, group: str, members: int, ti
                     p
                     for member in info["members"]
                     for topic in (member["member_assignment"] or {}).get("assigned_partitions", [])
+                    if topic["topic"] == kafka_settings.logs_topic
                     for p in topic["partitions"]
                 ]
                 stable = info["group_state"] == "Stable" and len(info["members"]) == members

@@ -12,7 +12,7 @@ from eventbus import LogEvent
 
 
 def event(i: int, service: str, label: str = "normal") -> LogEvent:
-    return LogEvent(event_id=str(i), timestamp="t", service=service, latency_ms=1.0, error_rate=0.0, label=label)
+    return LogEvent(event_id=str(i), timestamp=float(i), service=service, latency_ms=1.0, error_rate=0.0, label=label)
 
 
 def test_metrics_count_incidents_alerts_and_delay() -> None:

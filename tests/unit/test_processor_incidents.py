@@ -84,9 +84,9 @@ def test_a_service_that_stops_sending_has_its_incident_resolved_by_the_wall_cloc
 
 @pytest.mark.parametrize(
     ("stamp", "seconds"),
-    [("2023-11-14T22:13:20+00:00", START), ("2023-11-14T22:13:20Z", START), (str(START), START)],
+    [("2023-11-14T22:13:20+00:00", START), ("2023-11-14T22:13:20Z", START), (START, START), (START * 1000, START)],
 )
-def test_event_time_is_read_from_the_timestamp(stamp: str, seconds: float) -> None:
+def test_event_time_is_read_from_the_timestamp(stamp: str | float, seconds: float) -> None:
     e = LogEvent(event_id="x", timestamp=stamp, service="a", latency_ms=1.0, error_rate=0.0)
     assert event_seconds(e) == seconds
 

@@ -31,8 +31,17 @@ SETTINGS = ProcessorSettings(
 P0, P1 = TopicPartition("logs", 0), TopicPartition("logs", 1)
 
 
-def consumer_record(tp: TopicPartition, offset: int, value: bytes | None) -> ConsumerRecord:
-    return ConsumerRecord(tp.topic, tp.partition, 0, offset, 1000 + offset, 0, b"k", value, [], None, 1, 1, -1)
+def consumer_record(
+    tp: TopicPartition, offset: int, value: bytes | None, key: bytes | None | str = "service"
+) -> ConsumerRecord:
+    """A consumed record, keyed by its event's service (as the simulator keys them) unless ``key`` is given."""
+    if key == "service":
+        try:
+            key = orjson.loads(value or b"")["service"].encode()
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            key = b"k"
+    assert not isinstance(key, str)
+    return ConsumerRecord(tp.topic, tp.partition, 0, offset, 1000 + offset, 0, key, value, [], None, 1, 1, -1)
 
 
 class FakeConsumer:
@@ -104,15 +113,25 @@ class FakeProducer:
     def __init__(self, effects: list[tuple[Any, ...]]) -> None:
         self.effects = effects
         self.fail_next: list[Exception] = []
+        self.sent: list[dict[str, Any]] = []
         self._pending: list[tuple[Future, Exception | None]] = []
 
     def partitions_for(self, topic: str) -> set[int]:
         return {0, 1, 2}
 
-    def send(self, topic: str, value: bytes, key: bytes | None = None, partition: int | None = None) -> Future:
+    def send(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None = None,
+        partition: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+        timestamp_ms: int | None = None,
+    ) -> Future:
         future = Future()
         self._pending.append((future, self.fail_next.pop(0) if self.fail_next else None))
         self.effects.append(("send", topic, value))
+        self.sent.append({"topic": topic, "key": key, "partition": partition, "headers": headers, "value": value})
         return future
 
     def flush(self, timeout: float | None = None) -> None:
@@ -379,3 +398,55 @@ def test_on_stop_what_was_handled_is_committed_before_run_returns() -> None:
 
     assert h.commits() == [{0: 3}, {0: 3}]  # the asynchronous one, then the synchronous one on the way out
     assert h.kinds()[-1] == "commit"
+
+
+def original_event(service: str, latency_ms: float = 200.0) -> bytes:
+    """The original design's event: a float timestamp, no id, no label."""
+    return orjson.dumps(
+        {"timestamp": 1_767_225_600.25, "service": service, "latency_ms": latency_ms, "error_rate": 0.1}
+    )
+
+
+def test_a_keyless_event_of_a_service_owned_elsewhere_is_rekeyed_with_its_origin_then_committed() -> None:
+    h = Harness(ScriptedScorer())
+    repartition = KAFKA.repartition_topic
+    h.consumer.queued[P0] = [consumer_record(P0, 40, original_event("auth"), key=None)]
+    # No partition of the repartition topic is ours: the service's owner is another member.
+
+    assert h.pipeline.run_once() == 1
+
+    assert h.sent("predictions") == []
+    [forwarded] = h.producer.sent
+    assert forwarded["topic"] == repartition and forwarded["key"] == b"auth"
+    assert forwarded["value"] == original_event("auth")  # the bytes as the producer sent them
+    assert forwarded["headers"] == [("origin", b"logs:0:40")]
+    assert h.commits() == [{0: 41}]
+
+
+def test_a_keyless_event_whose_service_partition_is_ours_is_scored_here_with_a_derived_id() -> None:
+    h = Harness(ScriptedScorer())
+    h.consumer.assigned |= {TopicPartition(KAFKA.repartition_topic, p) for p in range(3)}
+    h.consumer.queued[P1] = [consumer_record(P1, 7, original_event("payment"), key=None)]
+
+    assert h.pipeline.run_once() == 1
+
+    [verdict] = h.sent("predictions")
+    assert verdict["event_id"] == "logs:1:7"
+    assert verdict["timestamp"] == 1_767_225_600.25 and verdict["event_time"] == 1_767_225_600.25
+    assert "label" not in verdict  # what the producer did not send is not invented
+
+
+def test_a_rekeyed_event_keeps_the_id_of_where_it_was_first_consumed() -> None:
+    h = Harness(ScriptedScorer())
+    rekeyed = TopicPartition(KAFKA.repartition_topic, 2)
+    h.consumer.assigned |= {rekeyed}
+    record = ConsumerRecord(
+        rekeyed.topic, 2, 0, 0, 5000, 0, b"auth", original_event("auth"), [("origin", b"logs:0:40")], None, 1, 1, -1
+    )
+    h.consumer.queued[rekeyed] = [record]
+
+    assert h.pipeline.run_once() == 1
+
+    [verdict] = h.sent("predictions")
+    assert verdict["event_id"] == "logs:0:40"  # the same id as if it had been scored where it was first read
+    assert h.commits() == [{2: 1}]

@@ -52,7 +52,7 @@ def test_a_line_per_event_like_the_original_with_anomalies_marked() -> None:
     printed = lines(out)
     assert len(printed) == 3
     event = batch[0][0]
-    assert printed[0].startswith('Log: {"timestamp":"' + event.timestamp + '","service":"' + event.service + '"')
+    assert printed[0].startswith(f'Log: {{"timestamp":"{event.timestamp}","service":"{event.service}"')
     assert printed[0].endswith("Anomaly: False (score 0.41, model v1)")
     assert printed[1].startswith(f"{ANOMALY_MARK} Log: ") and "Anomaly: True (score 0.93" in printed[1]
     assert "\x1b[" not in out.getvalue()  # not a terminal: no colour codes

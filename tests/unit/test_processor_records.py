@@ -19,7 +19,7 @@ from anomaly_processor.records import (
 from anomaly_processor.scoring import Score
 from log_simulator.profiles import generate_normal_events
 
-from eventbus import BadEventError, LogEvent, Verdict, parse_event
+from eventbus import EVENT_MAX_BYTES, BadEventError, EventOrigin, LogEvent, Verdict, parse_event
 
 VALID = generate_normal_events(1, seed=3)[0].to_json()
 
@@ -31,6 +31,7 @@ class Record(NamedTuple):
     timestamp: int
     key: bytes | None
     value: bytes | None
+    headers: list[tuple[str, bytes | None]] = []
 
 
 def record(value: bytes | None, key: bytes | None = b"auth", offset: int = 7) -> Record:
@@ -59,8 +60,12 @@ BAD_MESSAGES = {
     "negative latency": (with_field(latency_ms=-3.0), "latency_ms"),
     "error rate above 1": (with_field(error_rate=1.5), "error_rate"),
     "missing service": (without_field("service"), "service"),
-    "missing event_id": (without_field("event_id"), "event_id"),
-    "unknown field": (with_field(host="a"), "host"),
+    "missing latency": (without_field("latency_ms"), "latency_ms"),
+    "missing error rate": (without_field("error_rate"), "error_rate"),
+    "timestamp in words": (with_field(timestamp="yesterday"), "timestamp"),
+    "timestamp as a bool": (with_field(timestamp=True), "timestamp"),
+    "negative timestamp": (with_field(timestamp=-1), "timestamp"),
+    "oversized": (with_field(host="h" * EVENT_MAX_BYTES), "limit"),
     "JSON array": (b"[1, 2]", "not a JSON object"),
     "null value": (None, "null value"),
 }
@@ -208,6 +213,72 @@ WHY = {
 def test_the_verdict_record_is_the_shared_verdict_schema(score: Score) -> None:
     for event in generate_normal_events(5, seed=2):
         fast = verdict_json(event, score)
-        reference = Verdict(**event.model_dump(), **score._asdict())
-        assert fast == reference.to_json()
+        reference = Verdict(**event.model_dump(), event_time=event.event_time, **score._asdict())
+        assert orjson.loads(fast) == orjson.loads(reference.to_json())
         assert Verdict.model_validate_json(fast) == reference
+
+
+ORIGINAL = {"timestamp": 1_767_225_600.5, "service": "auth", "latency_ms": 187.3, "error_rate": 0.42}
+
+
+def test_the_original_designs_event_is_scored_with_an_id_from_where_it_sits() -> None:
+    batch = decode_batch([record(orjson.dumps(ORIGINAL), key=None, offset=12)])
+    [event] = batch.events
+    assert event.event_id == "logs:2:12" and event.event_time == 1_767_225_600.5
+    verdict = orjson.loads(verdict_json(event, Score(False, 0.2, "m")))
+    assert verdict == {**ORIGINAL, "event_id": "logs:2:12", "event_time": 1_767_225_600.5} | {
+        "anomaly": False,
+        "score": 0.2,
+        "model_version": "m",
+    }
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "seconds"),
+    [
+        (1_767_225_600, 1_767_225_600.0),  # time.time(), as an int
+        (1_767_225_600_123, 1_767_225_600.123),  # epoch milliseconds
+        (1_767_225_600_123_456, 1_767_225_600.123456),  # microseconds
+        ("2026-01-01T00:00:00Z", 1_767_225_600.0),
+        ("2026-01-01T01:00:00+01:00", 1_767_225_600.0),
+        ("2026-01-01 00:00:00", 1_767_225_600.0),  # no zone: UTC
+    ],
+)
+def test_each_timestamp_form_is_read_as_epoch_seconds_and_kept_as_sent(timestamp: object, seconds: float) -> None:
+    [event] = decode_batch([record(orjson.dumps({**ORIGINAL, "timestamp": timestamp}))]).events
+    assert event.event_time == pytest.approx(seconds, abs=1e-6)
+    assert orjson.loads(verdict_json(event, Score(False, 0.1, "m")))["timestamp"] == timestamp
+
+
+def test_an_event_without_a_time_takes_the_messages() -> None:
+    no_time = {k: v for k, v in ORIGINAL.items() if k != "timestamp"}
+    [event] = decode_batch([record(orjson.dumps(no_time))]).events
+    assert event.event_time == 1_767_225_600.0
+    assert "timestamp" not in orjson.loads(verdict_json(event, Score(False, 0.1, "m")))
+
+
+def test_fields_a_producer_adds_are_carried_unchanged_into_the_verdict() -> None:
+    extra = {"host": "web-7", "region": "eu-west-1", "trace_id": "4bf92f35", "status": 503, "tags": {"a": [1, None]}}
+    [event] = decode_batch([record(orjson.dumps({**ORIGINAL, **extra, "event_id": "mine"}))]).events
+    verdict = orjson.loads(verdict_json(event, Score(True, 12.5, "m")))
+    assert {k: verdict[k] for k in extra} == extra
+    assert verdict["event_id"] == "mine"  # a producer's own id is kept
+    Verdict.model_validate(verdict)
+
+
+def test_a_producers_explanation_or_incident_id_never_passes_for_the_processors() -> None:
+    sent = {**ORIGINAL, "explanation": "trust me", "incident_id": "inc-forged"}
+    [event] = decode_batch([record(orjson.dumps(sent))]).events
+    plain = orjson.loads(verdict_json(event, Score(False, 0.1, "m")))
+    assert "explanation" not in plain and "incident_id" not in plain
+    explained = orjson.loads(verdict_json(event, Score(True, 14.6, "m", WHY, "inc-1")))
+    assert explained["explanation"] == WHY and explained["incident_id"] == "inc-1"
+
+
+def test_a_redelivered_message_gets_the_same_id_and_a_rekeyed_one_keeps_its_first_place() -> None:
+    first = decode_event(orjson.dumps(ORIGINAL), EventOrigin("logs", 1, 99, 0.0))
+    again = decode_event(orjson.dumps(ORIGINAL), EventOrigin("logs", 1, 99, 5.0))
+    assert first.event_id == again.event_id == "logs:1:99"
+    rekeyed = Record("logs.by-service", 0, 3, 0, b"auth", orjson.dumps(ORIGINAL), [("origin", b"logs:1:99")])
+    [event] = decode_batch([rekeyed]).events
+    assert event.event_id == "logs:1:99"

@@ -120,3 +120,15 @@ def test_labels_file_without_this_series_is_refused(tmp_path: Path) -> None:
     labels.write_text("{not json")
     with pytest.raises(ReplayFileError, match="not JSON"):
         load_replay(write(tmp_path, NAB_CSV), labels)
+
+
+def test_a_file_with_epoch_times_replays_like_one_with_iso_times(tmp_path: Path) -> None:
+    iso = tmp_path / "iso.csv"
+    iso.write_text("timestamp,value\n2026-01-01 00:00:00,10\n2026-01-01 00:05:00,12\n")
+    seconds = tmp_path / "seconds.csv"
+    seconds.write_text("timestamp,value\n1767225600,10\n1767225900.0,12\n")
+    millis = tmp_path / "millis.csv"
+    millis.write_text("timestamp,value\n1767225600000,10\n1767225900000,12\n")
+    expected = [row.timestamp for row in read_nab_csv(iso).rows]
+    assert [row.timestamp for row in read_nab_csv(seconds).rows] == expected
+    assert [row.timestamp for row in read_nab_csv(millis).rows] == expected

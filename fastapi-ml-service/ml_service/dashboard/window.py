@@ -255,6 +255,7 @@ def _anomaly_entry(stamp: float, verdict: Verdict, rev: int) -> dict[str, Any]:
         "rev": rev,
         "t": round(stamp, 3),
         "timestamp": verdict.timestamp,
+        "event_time": verdict.event_time,
         "event_id": verdict.event_id,
         "service": verdict.service,
         "latency_ms": verdict.latency_ms,

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from eventbus import time_cell_seconds
+
 PROBATION_PERCENT = 0.15
 
 
@@ -88,7 +90,8 @@ def probation_length(rows: int) -> int:
 
 
 def _parse_time(text: str) -> np.datetime64:
-    return np.datetime64(text.strip().replace(" ", "T"), "s")
+    """ISO-8601 (NAB's ``2014-04-01 00:00:00``), or epoch seconds or ms as a number."""
+    return np.datetime64(round(time_cell_seconds(text)), "s")
 
 
 def load_corpus(root: str | Path, windows_file: str = "labels/combined_windows.json") -> list[NabSeries]:
