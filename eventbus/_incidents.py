@@ -33,7 +33,11 @@ class Explanation(BaseModel):
         description="service: this service's own history; all services: the point model's training data "
         "(while the service warms up)."
     )
-    text: str = Field(description="One line for people, e.g. 'latency 1,480 ms, usually 190–260 ms'.")
+    text: str | None = Field(
+        default=None,
+        description="One line for people, e.g. 'latency 1,480 ms, usually 190–260 ms'; written for alerts "
+        "(severity above 1), null below (the other fields say the same).",
+    )
 
 
 IncidentEvent = Literal["opened", "updated", "resolved"]

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import orjson
 import requests
 
+from anomaly_processor.explain import explanation_text
 from anomaly_processor.metrics import ProcessorMetrics
 from anomaly_processor.retry import Backoff
 from anomaly_processor.scoring import connection_reason, response_detail
@@ -141,7 +142,7 @@ class AlertmanagerReceiver:
             ends = max(started, now if record["resolution"] == "idle" else min(float(record["resolved_at"]), now))
         else:
             ends = now + 3 * self.refresh_s
-        text = why.get("text", record["signal"])
+        text = explanation_text(why) if why else str(record["signal"])
         return {
             "labels": self._labels[record["incident_id"]],
             "annotations": {

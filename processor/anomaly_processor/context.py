@@ -126,12 +126,12 @@ class ContextualScorer:
                     tracker.config.log_values,
                 )
                 for j, alert, why in zip(warm, anomaly.tolist(), explained, strict=True):
-                    scores[j] = scores[j]._replace(anomaly=alert, explanation=why)
+                    scores[j] = Score(alert, scores[j].score, scores[j].model_version, why)
             if spec.point is not None and len(warm) < len(pending):
                 cold = [j for j, context in enumerate(pending_contexts) if context is None]
                 reasons = explain_point([pending[j] for j in cold], [scores[j].score for j in cold], spec.point)
                 for j, why in zip(cold, reasons, strict=True):
-                    scores[j] = scores[j]._replace(explanation=why)
+                    scores[j] = Score(scores[j].anomaly, scores[j].score, scores[j].model_version, why)
             for i, event, score in zip(todo, pending, scores, strict=True):
                 verdicts[i] = self._verdicts[_event_id(event)] = score
             if any(score.model_version != spec.version for score in scores):

@@ -159,11 +159,12 @@ def _dicts(
     basis: str,
 ) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    severity = np.nan_to_num(severity, nan=0.0, posinf=_HUGE, neginf=-_HUGE).round(3)
+    severity = np.nan_to_num(severity, nan=0.0, posinf=_HUGE, neginf=-_HUGE)
+    alerts = (severity > 1.0).tolist()  # before rounding: 1.0004 is an alert
     columns = (v.round(4).tolist() for v in (observed, expected, low, high))
-    for k, o, e, lo, hi, s in zip(pick.tolist(), *columns, severity.tolist(), strict=True):
+    rows = zip(pick.tolist(), *columns, severity.round(3).tolist(), alerts, strict=True)
+    for k, o, e, lo, hi, s, alert in rows:
         signal = SIGNALS[k]
-        unit = "ratio" if k == len(SIGNALS) - 1 else "ms"
         out.append(
             {
                 "signal": signal,
@@ -171,13 +172,22 @@ def _dicts(
                 "expected": e,
                 "low": lo,
                 "high": hi,
-                "unit": unit,
+                "unit": "ratio" if k == len(SIGNALS) - 1 else "ms",
                 "severity": s,
                 "basis": basis,
-                "text": describe(signal, o, e, lo, hi, basis),
+                # Formatting is half the cost of an explanation: the line is written for alerts, which people read.
+                "text": describe(signal, o, e, lo, hi, basis) if alert else None,
             }
         )
     return out
+
+
+def explanation_text(why: Mapping[str, Any]) -> str:
+    """The explanation's line: its ``text``, or composed now for a verdict below the threshold."""
+    text = why.get("text")
+    if text is None:
+        text = describe(why["signal"], why["observed"], why["expected"], why["low"], why["high"], why["basis"])
+    return str(text)
 
 
 def describe(signal: str, observed: float, expected: float, low: float, high: float, basis: str) -> str:

@@ -14,6 +14,7 @@ from typing import Any, TextIO
 
 import orjson
 
+from anomaly_processor.explain import explanation_text
 from anomaly_processor.records import ConsumedRecord
 from anomaly_processor.scoring import Score
 from anomaly_processor.settings import PrintMode
@@ -48,7 +49,7 @@ def event_line(event: LogEvent, score: Score) -> str:
     if why is None:
         detail = f"score {score.score:.4g}"
     else:
-        detail = f"severity {why['severity']:.2f}: {printable(why['text'])}"
+        detail = f"severity {why['severity']:.2f}: {printable(explanation_text(why))}"
         if score.incident_id:
             detail += f"; incident {score.incident_id}"
     text = f"Log: {log}, Anomaly: {score.anomaly} ({detail}, model {printable(score.model_version)})"
@@ -61,7 +62,7 @@ def incident_line(record: Mapping[str, Any]) -> str:
     alerts = record["alerts"]
     text = (
         f"{INCIDENT_MARK} {record['event']} {record['incident_id']} {printable(record['service'])}: "
-        f"{printable(why.get('text', record['signal']))} "
+        f"{printable(explanation_text(why) if why else record['signal'])} "
         f"({alerts} alert{'s' if alerts != 1 else ''}, peak severity {record['peak_severity']:.2f}"
     )
     if record.get("resolution"):
