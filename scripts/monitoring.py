@@ -111,7 +111,8 @@ def up() -> None:
         prometheus,
     )
     print(
-        f"\n  Alertmanager  {alertmanager_url()}/#/alerts   (incidents, silences)\n"
+        f"\n  Alertmanager  {alertmanager_url()}   (Debian's has no web UI: "
+        f"amtool --alertmanager.url={alertmanager_url()} alert query)\n"
         f"  Prometheus    {prometheus}/alerts   (rules; targets: {prometheus}/targets)\n"
         f"\nThe processor sends incidents here when it runs with ALERTMANAGER_URL={alertmanager_url()};\n"
         "`make up` sets it while this Alertmanager runs (a processor already running: `make down && make up`)."
