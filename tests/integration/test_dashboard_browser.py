@@ -95,7 +95,9 @@ class VerdictStream:
         )
 
     def send(self, verdict: Verdict, at: float) -> None:
-        self.producer.send(self.topic, key=verdict.key(), value=verdict.to_json(), timestamp_ms=int(at * 1000))
+        self.producer.send(
+            self.topic, key=verdict.service.encode(), value=verdict.to_json(), timestamp_ms=int(at * 1000)
+        )
 
     def send_history(self, now: float) -> None:
         """A few minutes of past traffic, stamped in the past, with a handful of anomalies in it."""
