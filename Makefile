@@ -9,12 +9,13 @@ STAMP := $(VENV)/.installed
 RUN_DIR := .run
 FOLLOW ?= 1
 TOPIC ?= logs
+IDLE_S ?= 10
 ARGS ?=
 NAB ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser kafka-up kafka-down consume train serve process simulate up down logs status \
+.PHONY: help install browser kafka-up kafka-down consume train serve process simulate up down logs status screenshot \
         test test-unit test-integration test-faults lint format schemas eval bench soak clean \
         monitoring-tools monitoring-up monitoring-down
 
@@ -37,11 +38,11 @@ kafka-up: $(STAMP) ## Start Kafka (Docker if an engine runs, else a local KRaft 
 kafka-down: $(STAMP) ## Stop Kafka
 	@$(PY) kafka-docker/main.py down
 
-consume: $(STAMP) ## Kafka's console consumer: make consume TOPIC=logs ARGS="--from-beginning --max-messages 10"
-	@$(PY) kafka-docker/main.py consume $(TOPIC) $(ARGS)
+consume: $(STAMP) ## Kafka's console consumer: make consume TOPIC=logs ARGS="--from-beginning" (ends after IDLE_S=10 s idle)
+	@$(PY) kafka-docker/main.py consume --idle-s $(IDLE_S) $(TOPIC) $(ARGS)
 
-train: $(STAMP) ## Train the model on realistic normal traffic (fastapi-ml-service/model.joblib + model.json)
-	@cd fastapi-ml-service && ../$(PY) save_model.py $(ARGS)
+train: $(STAMP) ## Train the model (fastapi-ml-service/model.joblib + model.json); a running ML service reloads it
+	@$(PY) scripts/stack.py train $(ARGS)
 
 serve: $(STAMP) ## Run the ML service in the foreground (http://127.0.0.1:8000)
 	@cd fastapi-ml-service && ../$(PY) main.py
@@ -97,6 +98,11 @@ monitoring-up: $(STAMP) monitoring-tools ## Prometheus (:9090) and Alertmanager 
 monitoring-down: $(STAMP) ## Stop what monitoring-up started
 	@$(PY) scripts/monitoring.py down
 
+screenshot: $(STAMP) browser ## Regenerate docs/dashboard.png with the browser test (real broker, real Chromium)
+	@$(PY) kafka-docker/main.py fetch-jars
+	@UPDATE_SCREENSHOT=1 $(PY) -m pytest -q tests/integration/test_dashboard_browser.py $(PYTEST_ARGS)
+	@echo "docs/dashboard.png updated"
+
 test: $(STAMP) browser monitoring-tools ## Run every test (unit, then integration against a real Kafka broker)
 	@$(PY) kafka-docker/main.py fetch-jars
 	@$(PY) -m pytest $(PYTEST_ARGS)
@@ -115,7 +121,7 @@ test-faults: $(STAMP) ## Run the fault tests alone (kills, outages, broker bounc
 lint: $(STAMP) ## ruff (lint + format check) and mypy on the packages
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/ruff format --check .
-	@$(VENV)/bin/mypy eventbus kafka-docker/local_kafka fastapi-ml-service/ml_service log-simulator/log_simulator processor/anomaly_processor scripts
+	@$(VENV)/bin/mypy eventbus streaming_detector evaluation devstack benchmarks kafka-docker/local_kafka fastapi-ml-service/ml_service log-simulator/log_simulator processor/anomaly_processor scripts
 
 format: $(STAMP) ## Format the code with ruff
 	@$(VENV)/bin/ruff format .
@@ -125,7 +131,7 @@ schemas: $(STAMP) ## Regenerate the published JSON Schemas of the event and the 
 	@$(PY) -m eventbus.schemas docs/schema
 
 eval: $(STAMP) ## Detection quality on labelled scenarios (NAB=path/to/nab adds the NAB score)
-	@$(PY) fastapi-ml-service/evaluate.py $(if $(NAB),--nab $(NAB)) $(ARGS)
+	@$(PY) -m evaluation $(if $(NAB),--nab $(NAB)) $(ARGS)
 
 bench: $(STAMP) ## Throughput, latency, HTTP rates and memory beside the original design (ARGS="--quick")
 	@$(PY) kafka-docker/main.py fetch-jars

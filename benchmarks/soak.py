@@ -16,23 +16,82 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from local_kafka import LocalBroker, LocalBrokerConfig
 
-from local_kafka import LocalBroker, LocalBrokerConfig  # noqa: E402
-
-from tests.conftest import free_port, fresh_topics  # noqa: E402
-from tests.faults.harness import (  # noqa: E402
+from devstack.harness import (
     REPO_ROOT,
     Collector,
     MLServiceProcess,
     ProcessorProcess,
     SteadyProducer,
+    Tally,
+    fresh_topics,
     kafka_env,
     make_tally,
     train_model,
 )
+from devstack.processes import free_port
 
 SERVICES = ("auth", "payment", "orders", "search", "cart", "email")
+
+
+def soak(
+    duration: float,
+    started: float,
+    processor: ProcessorProcess,
+    ml: MLServiceProcess,
+    producer: SteadyProducer,
+    collector: Collector,
+) -> list[dict[str, float]]:
+    """Sample both services' RSS every 30 s until ``duration`` passed (or one of them died); the samples."""
+    rss_samples = []
+    while (elapsed := time.monotonic() - started) < duration:
+        time.sleep(min(30.0, duration - elapsed))
+        sample = {"t_s": round(time.monotonic() - started), "processor": processor.rss_mib()}
+        sample["ml_service"] = ml.rss_mib()
+        rss_samples.append(sample)
+        print(
+            f"  t={sample['t_s']}s in={producer.count_acked()} out={collector.total_verdicts()} "
+            f"dlq={sum(collector.dead.values())} rss={sample}",
+            flush=True,
+        )
+        if not (processor.alive() and ml.alive()):
+            break
+    return rss_samples
+
+
+def write_report(
+    duration: float,
+    rate: float,
+    output: Path,
+    tally: Tally,
+    rss: tuple[dict[str, float], dict[str, float], list[dict[str, float]]],
+    exit_code: int,
+) -> None:
+    """The soak's figures to ``output`` (JSON) and one summary on stdout; ``rss``: start, end, samples."""
+    report = {
+        "duration_s": duration,
+        "rate": rate,
+        "events_in": tally.produced,
+        "verdicts_out": tally.verdicts,
+        "dead_lettered": tally.dead_lettered,
+        "lost": tally.lost,
+        "duplicates": tally.duplicates,
+        "misrouted": tally.misrouted,
+        "achieved_rate": round(tally.produced / duration, 1),
+        "rss_mib_start": {k: round(v, 1) for k, v in rss[0].items()},
+        "rss_mib_end": {k: round(v, 1) for k, v in rss[1].items()},
+        "rss_samples": rss[2],
+        "processor_exit": exit_code,
+    }
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2) + "\n")
+    print(
+        f"\nSoak {duration:.0f}s at {rate:.0f}/s: in={tally.produced} verdicts={tally.verdicts} "
+        f"dead-lettered={tally.dead_lettered} lost={tally.lost} duplicates={tally.duplicates}\n"
+        f"RSS MiB start {report['rss_mib_start']} -> end {report['rss_mib_end']}; "
+        f"processor exit {exit_code}; written to {output}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,19 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             collector.wait_until(lambda c: sum(c.verdicts.values()) > 0, 60, "the first verdict")
             rss_start = {"processor": processor.rss_mib(), "ml_service": ml.rss_mib()}
             print(f"Soaking for {args.duration:.0f}s at {args.rate:.0f} events/s; RSS at start {rss_start}", flush=True)
-            rss_samples = []
-            while (elapsed := time.monotonic() - started) < args.duration:
-                time.sleep(min(30.0, args.duration - elapsed))
-                sample = {"t_s": round(time.monotonic() - started), "processor": processor.rss_mib()}
-                sample["ml_service"] = ml.rss_mib()
-                rss_samples.append(sample)
-                print(
-                    f"  t={sample['t_s']}s in={producer.count_acked()} out={collector.total_verdicts()} "
-                    f"dlq={sum(collector.dead.values())} rss={sample}",
-                    flush=True,
-                )
-                if not (processor.alive() and ml.alive()):
-                    break
+            rss_samples = soak(args.duration, started, processor, ml, producer, collector)
             rss_end = {"processor": processor.rss_mib(), "ml_service": ml.rss_mib()}
             producer.stop()
             missing = collector.wait_for(producer.produced, args.drain_timeout)
@@ -108,29 +155,7 @@ def main(argv: list[str] | None = None) -> int:
                     child.cleanup()
             broker.stop()
 
-    report = {
-        "duration_s": args.duration,
-        "rate": args.rate,
-        "events_in": tally.produced,
-        "verdicts_out": tally.verdicts,
-        "dead_lettered": tally.dead_lettered,
-        "lost": tally.lost,
-        "duplicates": tally.duplicates,
-        "misrouted": tally.misrouted,
-        "achieved_rate": round(tally.produced / args.duration, 1),
-        "rss_mib_start": {k: round(v, 1) for k, v in rss_start.items()},
-        "rss_mib_end": {k: round(v, 1) for k, v in rss_end.items()},
-        "rss_samples": rss_samples,
-        "processor_exit": exit_code,
-    }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
-    print(
-        f"\nSoak {args.duration:.0f}s at {args.rate:.0f}/s: in={tally.produced} verdicts={tally.verdicts} "
-        f"dead-lettered={tally.dead_lettered} lost={tally.lost} duplicates={tally.duplicates}\n"
-        f"RSS MiB start {report['rss_mib_start']} -> end {report['rss_mib_end']}; "
-        f"processor exit {exit_code}; written to {args.output}"
-    )
+    write_report(args.duration, args.rate, args.output, tally, (rss_start, rss_end, rss_samples), exit_code)
     return 0 if tally.lost == 0 and tally.misrouted == 0 and exit_code == 0 else 1
 
 

@@ -1,6 +1,6 @@
 """What every service of the pipeline shares: the event schema, topic names, settings, Kafka clients.
 
-Public surface (pinned by ``tests/unit/test_eventbus_surface.py``)::
+Public surface (pinned by ``tests/unit/test_eventbus.py``)::
 
     LogEvent, Verdict            the one schema for events in ``logs`` and verdicts in ``predictions``
     Incident, Explanation        incident records (topic ``incidents``) and a verdict's reason
@@ -9,11 +9,11 @@ Public surface (pinned by ``tests/unit/test_eventbus_surface.py``)::
     json_schemas, SCHEMA_FILES        the published JSON Schemas of both (docs/schema/, GET /schema/...)
     ServiceName, LatencyMs, ErrorRate, Timestamp, EventId, Label: the fields' types, for other schemas
     KafkaSettings                broker address, topic names and security, from the environment
-    make_producer, make_consumer, make_admin, ensure_topics
+    make_producer, make_consumer, make_admin, ensure_topics, wait_for_broker
     EventBusError                root of this package's exceptions (see ``eventbus.errors``)
 """
 
-from eventbus._clients import ensure_topics, make_admin, make_consumer, make_producer
+from eventbus._clients import ensure_topics, make_admin, make_consumer, make_producer, wait_for_broker
 from eventbus._contract import SCHEMA_FILES, json_schemas
 from eventbus._incidents import Explanation, Incident
 from eventbus._schema import (
@@ -70,4 +70,5 @@ __all__ = [
     "make_consumer",
     "make_producer",
     "parse_event",
+    "wait_for_broker",
 ]

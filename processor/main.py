@@ -4,11 +4,8 @@ Configuration comes from the environment: see ``anomaly_processor.settings`` and
 """
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from anomaly_processor.app import main  # noqa: E402
+from anomaly_processor.app import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,4 +1,4 @@
-"""Fixtures shared by every test.
+"""Fixtures shared by every test (``free_port`` and ``fresh_topics`` come from ``devstack``).
 
 Broker fixtures: one real Kafka broker (local KRaft) for the whole session, started only when a test asks
 for it. Each test gets its own topics and consumer group through ``kafka_settings``, so tests never see
@@ -6,7 +6,6 @@ each other's messages. Set ``TEST_KAFKA_BOOTSTRAP`` to use an already running br
 """
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,13 +17,9 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer
 from local_kafka import LocalBroker, LocalBrokerConfig
 
-from eventbus import KafkaSettings, ensure_topics, make_consumer, make_producer
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from devstack.harness import fresh_topics
+from devstack.processes import free_port
+from eventbus import KafkaSettings, make_consumer, make_producer
 
 
 def run_in_fresh_python(code: str, *args: str) -> str:
@@ -56,22 +51,6 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield broker.config.bootstrap
     finally:
         broker.stop()
-
-
-def fresh_topics(bootstrap: str) -> KafkaSettings:
-    """Settings naming new topics (logs with 3 partitions, predictions, dlq, incidents) on ``bootstrap``, created."""
-    suffix = uuid.uuid4().hex[:10]
-    settings = KafkaSettings(
-        kafka_bootstrap_servers=bootstrap,
-        logs_topic=f"logs-{suffix}",
-        predictions_topic=f"predictions-{suffix}",
-        dlq_topic=f"logs.dlq-{suffix}",
-        incidents_topic=f"incidents-{suffix}",
-        repartition_topic=f"logs.by-service-{suffix}",
-        logs_partitions=3,
-    )
-    ensure_topics(settings)
-    return settings
 
 
 @pytest.fixture

@@ -12,10 +12,10 @@ from typing import Any
 
 import orjson
 
-from pipeline_bench import events, measure, profiling
-from pipeline_bench.http_load import LoadResult, post_load
-from pipeline_bench.report import Row, meets, render_table, write_json
-from pipeline_bench.stack import (
+from benchmarks.pipeline_bench import events, measure, profiling
+from benchmarks.pipeline_bench.http_load import LoadResult, post_load
+from benchmarks.pipeline_bench.report import Row, meets, render_table, write_json
+from benchmarks.pipeline_bench.stack import (
     REPO_ROOT,
     Stack,
     sigterm_as_interrupt,
@@ -180,37 +180,7 @@ def run(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
         floor = measure.library_floor(bootstrap, args.events, progress)
         details["library_floor"] = asdict(floor) | {"consume_and_produce_rate": floor.consume_and_produce_rate}
     if "latency" not in args.skip:
-        details["latency_project"] = {}
-        if args.original_load is None:
-            args.original_load = sustainable_load(details.get("e2e_original"))
-        loads = sorted({*args.loads, args.original_load})
-        for load in loads:
-            progress(f"latency, project, {load:,.0f} events/s")
-            result = measure.latency_project(
-                stack, bootstrap, project_url, load, args.load_seconds, progress, workers=args.latency_workers
-            )
-            details["latency_project"][str(int(load))] = asdict(result)
-            progress(
-                f"  p50 {result.p50_ms:.1f} ms, p95 {result.p95_ms:.1f}, p99 {result.p99_ms:.1f}, "
-                f"achieved {result.achieved_rate:,.0f}/s, {result.received:,}/{result.sent:,} verdicts"
-            )
-        if TARGET_LOAD in loads:
-            progress(f"latency floor: the same load through a Kafka relay that does no work, {TARGET_LOAD:,} events/s")
-            floor_latency = measure.latency_floor(stack, bootstrap, TARGET_LOAD, args.load_seconds, progress)
-            details["latency_floor"] = {str(TARGET_LOAD): asdict(floor_latency)}
-            progress(
-                f"  p50 {floor_latency.p50_ms:.1f} ms, p95 {floor_latency.p95_ms:.1f}, p99 {floor_latency.p99_ms:.1f}"
-            )
-        if "original" not in args.skip:
-            progress(f"latency, original design, {args.original_load:,.0f} events/s")
-            result = measure.latency_original(
-                stack, bootstrap, original_url, args.original_load, args.load_seconds, progress
-            )
-            details["latency_original"] = asdict(result)
-            progress(
-                f"  p50 {result.p50_ms:.1f} ms, p95 {result.p95_ms:.1f}, p99 {result.p99_ms:.1f}, "
-                f"{result.received:,}/{result.sent:,} verdicts"
-            )
+        latency_step(args, details, stack, bootstrap, project_url, original_url)
     if "http" not in args.skip:
         details["http"] = http_step(args, project_url, original_url)
     if "memory" not in args.skip:
@@ -225,6 +195,41 @@ def run(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
             f"PSS at the end {memory.processor_pss_at_end:.0f} MiB"
         )
     return details
+
+
+def latency_step(
+    args: argparse.Namespace, details: dict[str, Any], stack: Stack, bootstrap: str, project_url: str, original_url: str
+) -> None:
+    """Latency at each offered load, the relay's floor at the target load, and the original's at its own."""
+    details["latency_project"] = {}
+    if args.original_load is None:
+        args.original_load = sustainable_load(details.get("e2e_original"))
+    loads = sorted({*args.loads, args.original_load})
+    for load in loads:
+        progress(f"latency, project, {load:,.0f} events/s")
+        result = measure.latency_project(
+            stack, bootstrap, project_url, load, args.load_seconds, progress, workers=args.latency_workers
+        )
+        details["latency_project"][str(int(load))] = asdict(result)
+        progress(
+            f"  p50 {result.p50_ms:.1f} ms, p95 {result.p95_ms:.1f}, p99 {result.p99_ms:.1f}, "
+            f"achieved {result.achieved_rate:,.0f}/s, {result.received:,}/{result.sent:,} verdicts"
+        )
+    if TARGET_LOAD in loads:
+        progress(f"latency floor: the same load through a Kafka relay that does no work, {TARGET_LOAD:,} events/s")
+        floor_latency = measure.latency_floor(stack, bootstrap, TARGET_LOAD, args.load_seconds, progress)
+        details["latency_floor"] = {str(TARGET_LOAD): asdict(floor_latency)}
+        progress(f"  p50 {floor_latency.p50_ms:.1f} ms, p95 {floor_latency.p95_ms:.1f}, p99 {floor_latency.p99_ms:.1f}")
+    if "original" not in args.skip:
+        progress(f"latency, original design, {args.original_load:,.0f} events/s")
+        result = measure.latency_original(
+            stack, bootstrap, original_url, args.original_load, args.load_seconds, progress
+        )
+        details["latency_original"] = asdict(result)
+        progress(
+            f"  p50 {result.p50_ms:.1f} ms, p95 {result.p95_ms:.1f}, p99 {result.p99_ms:.1f}, "
+            f"{result.received:,}/{result.sent:,} verdicts"
+        )
 
 
 def cpu_text(run: measure.EndToEnd) -> str:
@@ -280,6 +285,19 @@ def http_step(args: argparse.Namespace, project_url: str, original_url: str) -> 
 
 
 def table(args: argparse.Namespace, details: dict[str, Any]) -> list[Row]:
+    """The report's rows, section by section (a section whose step did not run has none)."""
+    return [
+        *_end_to_end_rows(args, details),
+        *_scale_rows(details),
+        *_library_floor_rows(details),
+        *_latency_rows(args, details),
+        *_http_rows(args, details),
+        *_memory_rows(details),
+    ]
+
+
+def _end_to_end_rows(args: argparse.Namespace, details: dict[str, Any]) -> list[Row]:
+    """The end-to-end rates beside the original's, and the preload rate."""
     rows: list[Row] = []
     e2e, orig = details.get("e2e_project"), details.get("e2e_original")
     if e2e or orig:
@@ -314,6 +332,12 @@ def table(args: argparse.Namespace, details: dict[str, Any]) -> list[Row]:
                 orig and orig["preload_rate"],
             )
         )
+    return rows
+
+
+def _scale_rows(details: dict[str, Any]) -> list[Row]:
+    """One row per PROCESSOR_WORKERS count of ``--scale``."""
+    rows: list[Row] = []
     for workers, run_ in details.get("scale", {}).items():
         rows.append(
             Row(
@@ -326,6 +350,12 @@ def table(args: argparse.Namespace, details: dict[str, Any]) -> list[Row]:
                 + ", ".join(f"{name} {used:.0f}" for name, used in run_["cpu"].items()),
             )
         )
+    return rows
+
+
+def _library_floor_rows(details: dict[str, Any]) -> list[Row]:
+    """What kafka-python alone does in one process: the ceiling of a one-process processor."""
+    rows: list[Row] = []
     floor = details.get("library_floor")
     if floor:
         rows.append(Row("kafka-python alone, 1 process: produce", "records/s", floor["produce_rate"]))
@@ -339,6 +369,12 @@ def table(args: argparse.Namespace, details: dict[str, Any]) -> list[Row]:
                 "with no parsing, scoring or serialising",
             )
         )
+    return rows
+
+
+def _latency_rows(args: argparse.Namespace, details: dict[str, Any]) -> list[Row]:
+    """Latency quantiles per offered load, with the relay's floor and the achieved rate."""
+    rows: list[Row] = []
     latencies = details.get("latency_project", {})
     original_latency: dict[str, Any] = details.get("latency_original") or {}
     for load, result in latencies.items():
@@ -385,6 +421,12 @@ def table(args: argparse.Namespace, details: dict[str, Any]) -> list[Row]:
                 original_latency["achieved_rate"] if is_original_load else None,
             )
         )
+    return rows
+
+
+def _http_rows(args: argparse.Namespace, details: dict[str, Any]) -> list[Row]:
+    """The ML services' HTTP rates: /predict on one and many connections, /predict/batch."""
+    rows: list[Row] = []
     http = details.get("http")
     if http:
         c = args.http_connections
@@ -415,6 +457,12 @@ def table(args: argparse.Namespace, details: dict[str, Any]) -> list[Row]:
         rows.append(
             Row("/predict/batch, best", "rows/s", best_batch[0], target=">= 300,000", met=meets(best_batch[0], 300_000))
         )
+    return rows
+
+
+def _memory_rows(details: dict[str, Any]) -> list[Row]:
+    """The processor's and the service's memory over the long run."""
+    rows: list[Row] = []
     memory = details.get("memory")
     if memory:
         tenth = memory["events"] // 10

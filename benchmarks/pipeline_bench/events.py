@@ -10,9 +10,9 @@ import orjson
 from kafka import KafkaProducer
 from kafka.codec import has_lz4
 from kafka.partitioner.default import murmur2
-from log_simulator.profiles import generate_normal_events
 
 from eventbus import KafkaSettings, LogEvent, make_producer
+from streaming_detector.profiles import generate_normal_events
 
 POOL_SIZE = 20_000
 POOL_SEED = 7

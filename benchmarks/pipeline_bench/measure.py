@@ -16,14 +16,11 @@ import numpy as np
 import orjson
 from kafka import KafkaConsumer, TopicPartition
 
-from eventbus import KafkaSettings, make_consumer
-from pipeline_bench import events, profiling
-from pipeline_bench.report import crossing_time, percentile, rate_between
-from pipeline_bench.stack import (
-    BENCH_DIR,
+from benchmarks.pipeline_bench import events, profiling
+from benchmarks.pipeline_bench.report import crossing_time, percentile, rate_between
+from benchmarks.pipeline_bench.stack import (
     ORIGINAL_DIR,
     PROCESSOR_MAIN,
-    Managed,
     Stack,
     StepFailed,
     cpu_seconds,
@@ -32,6 +29,8 @@ from pipeline_bench.stack import (
     pss_mib,
     rss_mib,
 )
+from devstack.processes import Child
+from eventbus import KafkaSettings, make_consumer
 
 Progress = Callable[[str], None]
 POLL_S = 0.05
@@ -150,7 +149,7 @@ def _count_until(
     count: int,
     unit: str,
     began: float,
-    processor: Managed,
+    processor: Child,
     timeout_s: float,
     progress: Progress,
 ) -> list[tuple[float, int]]:
@@ -165,7 +164,7 @@ def _count_until(
         if done >= count:
             return samples
         if not processor.alive():
-            raise StepFailed(f"{processor.name} exited with {processor.process.returncode}:\n{processor.log_tail()}")
+            raise StepFailed(f"{processor.name} exited with {processor.returncode}:\n{processor.log_tail()}")
         if now - began > timeout_s:
             raise StepFailed(f"only {done:,} of {count:,} {unit} after {timeout_s:.0f}s")
         if now >= next_progress:
@@ -197,14 +196,12 @@ class LineClock:
         return len(self.arrivals)
 
 
-def start_original_processor(stack: Stack, settings: KafkaSettings, service_url: str) -> tuple[Managed, LineClock]:
-    import subprocess
-
+def start_original_processor(stack: Stack, settings: KafkaSettings, service_url: str) -> tuple[Child, LineClock]:
     env = {**os.environ, **settings.environment(), "ML_SERVICE_URL": service_url, "PYTHONUNBUFFERED": "1"}
     processor = stack.start(
-        "original-processor", [sys.executable, str(ORIGINAL_DIR / "processor.py")], env, stdout=subprocess.PIPE
+        "original-processor", [sys.executable, str(ORIGINAL_DIR / "processor.py")], env, pipe_stdout=True
     )
-    assert processor.process.stdout is not None
+    assert processor.process is not None and processor.process.stdout is not None
     return processor, LineClock(processor.process.stdout)
 
 
@@ -333,12 +330,12 @@ def latency_floor(stack: Stack, bootstrap: str, rate: float, seconds: float, pro
     """The same load and recorder through ``relay`` (the processor's Kafka clients and options, no work)."""
     settings = fresh_settings(bootstrap, f"floor{int(rate)}")
     env = {**os.environ, **settings.environment(), "RELAY_GROUP": f"bench-relay-{uuid.uuid4().hex[:8]}"}
-    relay = stack.start("relay-latency", [sys.executable, "-m", "pipeline_bench.relay"], env, cwd=BENCH_DIR)
+    relay = stack.start("relay-latency", [sys.executable, "-m", "benchmarks.pipeline_bench.relay"], env)
     return _latency(stack, settings, relay, rate, seconds, progress)
 
 
 def _latency(
-    stack: Stack, settings: KafkaSettings, processor: Managed, rate: float, seconds: float, progress: Progress
+    stack: Stack, settings: KafkaSettings, processor: Child, rate: float, seconds: float, progress: Progress
 ) -> Latency:
     """Offer ``rate`` events/s to ``processor`` (started on ``settings``' topics) and time each verdict."""
     pool = events.event_pool()

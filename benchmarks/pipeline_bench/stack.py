@@ -4,19 +4,17 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 from local_kafka import LocalBroker, LocalBrokerConfig
 
+from devstack.processes import LOOPBACK, Child, free_port, http_status, wait_until
 from eventbus import KafkaSettings, ensure_topics, make_consumer
 
 log = logging.getLogger(__name__)
@@ -27,13 +25,6 @@ ORIGINAL_DIR = BENCH_DIR / "original_design"
 SERVICE_MAIN = REPO_ROOT / "fastapi-ml-service" / "main.py"
 SAVE_MODEL = REPO_ROOT / "fastapi-ml-service" / "save_model.py"
 PROCESSOR_MAIN = REPO_ROOT / "processor" / "main.py"
-LOOPBACK = "127.0.0.1"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
 
 
 class StepFailed(RuntimeError):
@@ -41,70 +32,24 @@ class StepFailed(RuntimeError):
 
 
 @dataclass
-class Managed:
-    """A child process stopped by its pid (SIGTERM, then SIGKILL) when the benchmark is done with it."""
-
-    name: str
-    process: subprocess.Popen[bytes]
-    log_path: Path | None = None
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def stop(self, timeout_s: float = 15.0) -> int | None:
-        if self.alive():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                log.warning("%s (pid %d) ignored SIGTERM for %.0fs: killing it", self.name, self.pid, timeout_s)
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(self.pid, signal.SIGKILL)
-                self.process.wait()
-        return self.process.returncode
-
-    def log_tail(self, lines: int = 20) -> str:
-        if self.log_path is None or not self.log_path.exists():
-            return ""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-
-@dataclass
 class Stack:
     """Everything started by this run; ``close`` stops it all, in reverse order, by pid."""
 
     workdir: Path
-    children: list[Managed] = field(default_factory=list)
+    children: list[Child] = field(default_factory=list)
     broker: LocalBroker | None = None
 
     def start(
-        self,
-        name: str,
-        argv: Sequence[str],
-        env: dict[str, str],
-        cwd: Path = REPO_ROOT,
-        stdout: int | IO[bytes] | None = None,
-    ) -> Managed:
+        self, name: str, argv: Sequence[str], env: dict[str, str], cwd: Path = REPO_ROOT, pipe_stdout: bool = False
+    ) -> Child:
+        # A new session: Ctrl-C reaches the benchmark only; it stops its children itself.
         log_path = self.workdir / f"{name}.log"
-        log_file = open(log_path, "ab")  # noqa: SIM115 - closed with the process's pipes at exit
-        process = subprocess.Popen(
-            list(argv),
-            env=env,
-            cwd=cwd,
-            stdout=log_file if stdout is None else stdout,
-            stderr=log_file,
-            start_new_session=True,  # Ctrl-C reaches the benchmark only; it stops its children itself
-        )
-        managed = Managed(name, process, log_path)
-        self.children.append(managed)
-        return managed
+        child = Child(name, list(argv), env=env, cwd=cwd, log_path=log_path, new_session=True, pipe_stdout=pipe_stdout)
+        child.start()
+        self.children.append(child)
+        return child
 
-    def stop(self, managed: Managed) -> None:
+    def stop(self, managed: Child) -> None:
         managed.stop()
         if managed in self.children:
             self.children.remove(managed)
@@ -212,21 +157,13 @@ def start_original_service(stack: Stack, model: Path) -> str:
     return url
 
 
-def wait_http(managed: Managed, url: str, body: bytes | None, timeout_s: float = 60.0) -> None:
+def wait_http(managed: Child, url: str, body: bytes | None, timeout_s: float = 60.0) -> None:
     """Until ``url`` answers 200 (GET, or POST of ``body``); fail early if the process died."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not managed.alive():
-            raise StepFailed(f"{managed.name} exited with {managed.process.returncode}:\n{managed.log_tail()}")
-        request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=2) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise StepFailed(f"{managed.name} did not answer {url} within {timeout_s:.0f}s:\n{managed.log_tail()}")
+    outcome = wait_until(lambda: http_status(url, body=body) == 200, managed.alive, timeout_s)
+    if outcome == "exited":
+        raise StepFailed(f"{managed.name} exited with {managed.returncode}:\n{managed.log_tail()}")
+    if outcome == "timeout":
+        raise StepFailed(f"{managed.name} did not answer {url} within {timeout_s:.0f}s:\n{managed.log_tail()}")
 
 
 def process_tree(pid: int) -> list[int]:

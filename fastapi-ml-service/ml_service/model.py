@@ -3,7 +3,7 @@
 A bundle holds two IsolationForests, trained and saved together:
 
 * the point model on raw [latency_ms, error_rate]: the stateless answer for one event with no history;
-* the context model (``ml_service.detector``) on per-service context features the processor computes
+* the context model (``streaming_detector``) on per-service context features the processor computes
   (``ContextTracker``) and sends in the request's ``context`` field.
 
 On disk a bundle is two files (see ``save_bundle``):
@@ -19,7 +19,7 @@ Features are raw ``latency_ms`` and ``error_rate``. An IsolationForest draws eve
 between the feature's min and max in the node, so rescaling a feature (ms vs s, z-scores) changes
 nothing: units cannot dominate. A non-linear transform does change the tails, and log latency
 measured worse: healthy latency is log-normal, its long right tail is where spikes land, and the log
-folds it into a symmetric bell (spikes x4-x8 caught 15% vs 99.9% on the simulator's profile).
+folds it into a symmetric bell (docs/tuning.md).
 """
 
 import hashlib
@@ -41,16 +41,15 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sklearn.ensemble import IsolationForest
 
-from ml_service.detector import ContextModel, GateConfig
-from ml_service.detector.context import HISTORY_FEATURES
 from ml_service.errors import ModelError, ModelIntegrityError, ModelNotFoundError
-from ml_service.scoring import CompiledForest
+from ml_service.point_forest import CompiledForest
+from streaming_detector import ContextModel, GateConfig
+from streaming_detector.tracker import HISTORY_FEATURES
 
 log = logging.getLogger(__name__)
 
-FEATURES: Final = ("latency_ms", "error_rate")
-FORMAT_VERSION: Final = 4  # 2: point model + context model in one file; 3: context vector with the service's history;
-# 4: that history keeps every event (a model of format 3 keeps every fourth, which misses periodic spikes)
+POINT_FEATURES: Final = ("latency_ms", "error_rate")
+FORMAT_VERSION: Final = 4  # raised whenever a saved model cannot be read as before (history: docs/tuning.md)
 VERSION_PREFIX: Final = "iforest-"
 
 
@@ -130,7 +129,7 @@ class ModelBundle:
     @property
     def gate_config(self) -> GateConfig:
         """How the processor turns raw context scores into alerts (threshold and cool-down)."""
-        return GateConfig(self.context_threshold, int(self.context_metadata["training"]["cooldown_events"]))
+        return GateConfig.from_metadata(self.context_metadata)
 
     def predict_context(self, features: NDArray[np.float64]) -> tuple[NDArray[np.bool_], NDArray[np.float64]]:
         """``(anomaly, raw score)`` per row of context features (n x k), ``anomaly == score > context threshold``."""
@@ -155,7 +154,7 @@ class ModelBundle:
 
 
 def feature_matrix(latency_ms: NDArray[np.float64], error_rate: NDArray[np.float64]) -> NDArray[np.float64]:
-    """The model's input matrix (n x 2), columns in ``FEATURES`` order."""
+    """The model's input matrix (n x 2), columns in ``POINT_FEATURES`` order."""
     return np.column_stack([np.asarray(latency_ms, dtype=np.float64), np.asarray(error_rate, dtype=np.float64)])
 
 
@@ -189,7 +188,7 @@ def train_model(
     threshold = float(np.quantile(scores, 1.0 - contamination))
     metadata = ModelMetadata(
         trained_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        features=list(FEATURES),
+        features=list(POINT_FEATURES),
         training=TrainingSummary(
             source=source,
             rows=len(x),
@@ -200,7 +199,7 @@ def train_model(
                     min=float(column.min()),
                     max=float(column.max()),
                 )
-                for name, column in zip(FEATURES, x.T, strict=True)
+                for name, column in zip(POINT_FEATURES, x.T, strict=True)
             },
         ),
         contamination=contamination,
@@ -222,7 +221,7 @@ def save_bundle(
 ) -> ModelManifest:
     """Write both models to ``model.joblib`` and ``model.json`` (each atomically, joblib first); return the manifest.
 
-    ``context_forest`` and ``context_metadata`` are what ``ml_service.detector.train_context_model`` returns.
+    ``context_forest`` and ``context_metadata`` are what ``streaming_detector.train_context_model`` returns.
     """
     model_path.parent.mkdir(parents=True, exist_ok=True)
     context_metadata = _json_round_trip(context_metadata)
@@ -298,8 +297,10 @@ def load_bundle(model_path: Path) -> ModelBundle:
         raise ModelIntegrityError(f"{metadata_path.name} disagrees with the metadata inside {model_path.name}")
     if payload.get("context_metadata") != manifest.context:
         raise ModelIntegrityError(f"{metadata_path.name} disagrees with the context metadata inside {model_path.name}")
-    if metadata.features != list(FEATURES):
-        raise ModelIntegrityError(f"model features are {metadata.features}, this service computes {list(FEATURES)}")
+    if metadata.features != list(POINT_FEATURES):
+        raise ModelIntegrityError(
+            f"model features are {metadata.features}, this service computes {list(POINT_FEATURES)}"
+        )
     if metadata.sklearn_version != sklearn.__version__:
         log.warning(
             "model %s was trained with scikit-learn %s, running %s",

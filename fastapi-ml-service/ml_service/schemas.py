@@ -96,7 +96,7 @@ class TrainingSummaryOut(BaseModel):
 
 
 class GateInfo(BaseModel):
-    """How the processor turns raw context scores into alerts (``ml_service.detector.GateConfig``)."""
+    """How the processor turns raw context scores into alerts (``streaming_detector.GateConfig``)."""
 
     threshold: float
     cooldown_events: int

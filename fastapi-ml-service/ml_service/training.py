@@ -1,9 +1,9 @@
 """Where training data comes from, and the ``save_model.py`` command line.
 
-By default the point model learns the simulator's healthy profile (``log_simulator.profiles``); with
+By default the point model learns the simulator's healthy profile (``streaming_detector.profiles``); with
 ``--from-topic`` it learns the history of the ``logs`` topic instead, keeping only events labelled
 normal (unlabelled events parse as normal) and skipping malformed ones. The context model always learns
-simulated healthy traffic of many services (``ml_service.detector.train_context_model``): its features are
+simulated healthy traffic of many services (``streaming_detector.train_context_model``): its features are
 relative to each service's own history, so it needs no data of the services it will score.
 """
 
@@ -17,15 +17,22 @@ from pathlib import Path
 
 import numpy as np
 from kafka import TopicPartition
-from log_simulator.profiles import DEFAULT_SERVICES, generate_normal_events
 from numpy.typing import NDArray
 
-from eventbus import LABEL_NORMAL, BadEventError, EventBusError, KafkaSettings, make_consumer, parse_event
-from eventbus._clients import wait_for_broker
-from ml_service.detector import TrainingConfig, train_context_model
+from eventbus import (
+    LABEL_NORMAL,
+    BadEventError,
+    EventBusError,
+    KafkaSettings,
+    make_consumer,
+    parse_event,
+    wait_for_broker,
+)
 from ml_service.errors import TrainingDataError
 from ml_service.model import metadata_path_for, save_bundle, train_model
 from ml_service.settings import MLSettings
+from streaming_detector import TrainingConfig, train_context_model
+from streaming_detector.profiles import DEFAULT_SERVICES, generate_normal_events
 
 log = logging.getLogger(__name__)
 

@@ -1,65 +1,145 @@
 """``python kafka-docker/main.py up|down|status|topics|consume``: the broker for ``make``.
 
 ``KAFKA_MODE`` picks the broker: ``docker`` (docker compose), ``local`` (KRaft from the Maven jars)
-or ``auto`` (default: docker when ``docker info`` succeeds, else local).
+or ``auto`` (default: docker when an engine answers, a usable Compose is installed and the broker really
+comes up in its container; else local, with a one-line note saying why). The mode ``up`` chose is
+remembered (``mode`` in the local broker's folder) for ``consume``, ``status`` and ``down``, until ``down``.
 """
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
-from eventbus import KafkaSettings, ensure_topics
-from eventbus._clients import wait_for_broker
+from eventbus import KafkaSettings, ensure_topics, wait_for_broker
 from eventbus.errors import BrokerUnavailableError
-from local_kafka.broker import KAFKA_DOCKER_DIR, BrokerError, LocalBroker, ensure_jars
+from local_kafka.broker import BrokerError, LocalBroker, LocalBrokerConfig, ensure_jars, port_in_use
+from local_kafka.docker import Compose, compose_down, compose_up, docker_problem, find_compose
 
-COMPOSE_FILE = KAFKA_DOCKER_DIR / "docker-compose.yml"
+MODES = ("auto", "docker", "local")
+DEFAULT_IDLE_S = 10.0
 
 
-def broker_mode() -> str:
-    mode = os.environ.get("KAFKA_MODE", "auto")
-    if mode not in ("auto", "docker", "local"):
+def requested_mode() -> str:
+    mode = os.environ.get("KAFKA_MODE", "auto") or "auto"
+    if mode not in MODES:
         raise BrokerError(f"KAFKA_MODE must be auto, docker or local, not {mode!r}")
+    return mode
+
+
+def mode_file() -> Path:
+    return LocalBrokerConfig().home / "mode"
+
+
+def remembered_mode() -> str | None:
+    try:
+        mode = mode_file().read_text().strip()
+    except OSError:
+        return None
+    return mode if mode in ("docker", "local") else None
+
+
+def remember(mode: str | None) -> None:
+    if mode is None:
+        mode_file().unlink(missing_ok=True)
+        return
+    mode_file().parent.mkdir(parents=True, exist_ok=True)
+    mode_file().write_text(mode + "\n")
+
+
+def current_mode() -> str:
+    """The mode of the broker ``up`` started: KAFKA_MODE when set, else the remembered one, else local."""
+    mode = requested_mode()
     if mode != "auto":
         return mode
-    if shutil.which("docker") is None:
-        return "local"
-    probe = subprocess.run(["docker", "info"], capture_output=True, timeout=20)
-    return "docker" if probe.returncode == 0 else "local"
+    return remembered_mode() or "local"
 
 
-def compose_command() -> list[str]:
-    """``docker compose`` (the plugin), else the standalone ``docker-compose``."""
-    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
-        return ["docker", "compose"]
-    if shutil.which("docker-compose"):
-        return ["docker-compose"]
-    raise BrokerError("Docker Compose is not installed (neither `docker compose` nor `docker-compose`)")
+def usable_compose() -> Compose:
+    compose = find_compose()
+    if compose is None:
+        raise BrokerError("no Docker Compose is installed (need `docker compose`, or docker-compose 1.27+)")
+    return compose
 
 
-def _compose(*args: str) -> list[str]:
-    return [*compose_command(), "-f", str(COMPOSE_FILE), *args]
+def broker_answers(settings: KafkaSettings) -> bool:
+    try:
+        wait_for_broker(settings, timeout_s=2)
+    except BrokerUnavailableError:
+        return False
+    return True
+
+
+def broker_ports(mode: str | None = None) -> list[tuple[int, str]]:
+    """The host ports the broker of ``mode`` (default: the one ``up`` would start) listens on."""
+    mode = mode or current_mode()
+    if mode == "docker":
+        return [(9092, "Kafka (docker compose)")]
+    config = LocalBrokerConfig()
+    return [
+        (config.port, "Kafka (KAFKA_LOCAL_PORT)"),
+        (config.controller_port, "Kafka's controller (KAFKA_LOCAL_CONTROLLER_PORT)"),
+    ]
+
+
+def running_mode() -> str | None:
+    """The mode of the broker ``up`` started if it still runs (None when none runs)."""
+    mode = remembered_mode() if requested_mode() == "auto" else requested_mode()
+    if mode == "local" or mode is None:
+        return "local" if LocalBroker().is_running() else None
+    return "docker" if broker_answers(KafkaSettings()) else None
+
+
+def _docker_up(settings: KafkaSettings) -> None:
+    compose = usable_compose()
+    print(f"Kafka: starting ZooKeeper + Kafka with {compose.name} (images are pulled on first use) ...", flush=True)
+    try:
+        compose_up(compose, lambda: broker_answers(settings))
+    except BrokerError:
+        compose_down(compose)  # leave no half-created network or container behind
+        raise
+    remember("docker")
+    print(f"Kafka (docker compose) is up at {settings.kafka_bootstrap_servers}")
+
+
+def _local_up() -> None:
+    broker = LocalBroker()
+    fresh = broker.start()
+    remember("local")
+    state = "started" if fresh else "already running"
+    print(
+        f"Kafka (local KRaft, pid {broker.pid()}) {state} at {broker.config.bootstrap}; files in {broker.config.home}"
+    )
 
 
 def up() -> None:
     started = time.monotonic()
-    mode = broker_mode()
     settings = KafkaSettings()
+    mode = requested_mode()
+    if mode == "auto":
+        mode = running_mode() or mode  # keep the broker that runs
     if mode == "docker":
-        subprocess.run(_compose("up", "-d", "--wait"), check=True)
-        wait_for_broker(settings, timeout_s=90)
-        print(f"Kafka (docker compose) is up at {settings.kafka_bootstrap_servers}")
+        problem = docker_problem()
+        if problem is not None:
+            raise BrokerError(
+                f"KAFKA_MODE=docker, but {problem} — start the Docker engine (or install Compose), "
+                "or run with KAFKA_MODE=local (a real Kafka from its Maven jars, needs Java 17+)"
+            )
+        _docker_up(settings)
+    elif mode == "local":
+        _local_up()
     else:
-        broker = LocalBroker()
-        fresh = broker.start()
-        state = "started" if fresh else "already running"
-        print(
-            f"Kafka (local KRaft, pid {broker.pid()}) {state} at {broker.config.bootstrap}; "
-            f"files in {broker.config.home}"
-        )
+        problem = docker_problem()
+        if problem is None:
+            try:
+                _docker_up(settings)
+            except BrokerError as exc:
+                problem = f"Docker could not start it: {exc}"
+        if problem is not None:
+            print(f"Kafka: using the local KRaft broker ({problem}; KAFKA_MODE=docker|local chooses)", flush=True)
+            _local_up()
     created = ensure_topics(settings)
     topics = ", ".join(
         [settings.logs_topic, settings.predictions_topic, settings.dlq_topic, settings.repartition_topic]
@@ -69,42 +149,86 @@ def up() -> None:
 
 
 def down() -> None:
-    if broker_mode() == "docker":
-        subprocess.run(_compose("down"), check=True)
+    if current_mode() == "docker":
+        compose = usable_compose()
+        if not compose_down(compose):
+            raise BrokerError(f"{compose.name} down failed; see `{compose.name} ps`")
         print("Kafka (docker compose) stopped")
-        return
-    stopped = LocalBroker().stop()
-    print("Kafka (local KRaft) stopped" if stopped else "Kafka (local KRaft) was not running")
+    else:
+        stopped = LocalBroker().stop()
+        print("Kafka (local KRaft) stopped" if stopped else "Kafka (local KRaft) was not running")
+    remember(None)
 
 
 def status() -> int:
+    """One line on the broker; 0 when it answers, 1 when it is down, 2 when none was started."""
     settings = KafkaSettings()
-    try:
-        wait_for_broker(settings, timeout_s=3)
-    except BrokerUnavailableError:
-        print(f"kafka: DOWN ({settings.kafka_bootstrap_servers})")
-        return 1
-    print(f"kafka: up at {settings.kafka_bootstrap_servers}")
-    return 0
+    mode = current_mode()
+    if broker_answers(settings):
+        where = f"local KRaft, pid {LocalBroker().pid()}" if mode == "local" else "docker compose"
+        print(f"kafka: up at {settings.kafka_bootstrap_servers} ({where})")
+        return 0
+    if remembered_mode() is None:  # `up` did not start one, or `down` stopped it
+        print("kafka: not running")
+        return 2
+    print(f"kafka: DOWN ({settings.kafka_bootstrap_servers}, {mode} mode)")
+    return 1
 
 
-def consume(topic: str, args: list[str]) -> int:
+def check_ports() -> list[str]:
+    """One line per broker port another program holds (none when the broker ``up`` started still runs)."""
+    if running_mode() is not None:
+        return []
+    host = LocalBrokerConfig().host
+    return [
+        f"port {port} on {host} ({what}) is already in use by another program"
+        for port, what in broker_ports()
+        if port_in_use(host, port)
+    ]
+
+
+TIMEOUT_ERROR = "Error processing message, terminating consumer process"
+
+
+def consume(topic: str, args: list[str], idle_s: float) -> int:
+    """Kafka's console consumer on ``topic``; it stops after ``idle_s`` without a message (0: never)."""
     settings = KafkaSettings()
-    if broker_mode() == "docker":
-        command = _compose(
-            "exec",
-            "-T",
-            "kafka",
-            "kafka-console-consumer",
-            "--bootstrap-server",
-            "localhost:9092",
-            "--topic",
-            topic,
-            *args,
+    if idle_s > 0 and "--timeout-ms" not in args:
+        args = [*args, "--timeout-ms", str(int(idle_s * 1000))]
+    if current_mode() == "docker":
+        command = usable_compose().args(
+            "exec", "-T", "kafka", "kafka-console-consumer", "--bootstrap-server", "localhost:9092", "--topic", topic
         )
+        command += args
     else:
         command = LocalBroker().console_consumer_command(topic, args, settings.kafka_bootstrap_servers)
-    return subprocess.call(command)
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    count, idle, held = 0, False, ""
+    try:
+        # The console consumer ends an idle wait with an ERROR and a TimeoutException trace: that is the
+        # expected end here, so it is replaced by the summary line; any other stderr output passes through.
+        for line in process.stderr:
+            if held:
+                idle = "TimeoutException" in line
+                if not idle:
+                    sys.stderr.write(held + line)
+                held = ""
+            elif TIMEOUT_ERROR in line:
+                held = line
+            elif line.startswith("Processed a total of"):
+                count = int(line.split()[4])
+            elif not (idle and (line.startswith(("\t", " ")) or "TimeoutException" in line)):
+                sys.stderr.write(line)
+        code = process.wait()
+    except KeyboardInterrupt:
+        code = process.wait()
+    if idle:
+        ended = f"no new message for {idle_s:g}s (IDLE_S=60 waits longer, IDLE_S=0 until Ctrl-C)"
+    else:
+        ended = "--max-messages reached" if "--max-messages" in args and code == 0 else f"exit code {code}"
+    print(f"consume: {count} message{'s' if count != 1 else ''} from {topic}; {ended}", file=sys.stderr)
+    return 0 if idle else code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("topics", help="create the topics if missing")
     sub.add_parser("fetch-jars", help="resolve the broker's jars with Maven (first run only)")
     consume_parser = sub.add_parser("consume", help="Kafka's console consumer on a topic")
+    consume_parser.add_argument(
+        "--idle-s", type=float, default=DEFAULT_IDLE_S, help="stop after this many seconds without a message (0: never)"
+    )
     consume_parser.add_argument("topic")
     consume_parser.add_argument("args", nargs=argparse.REMAINDER, help="passed to the console consumer")
     options = parser.parse_args(argv)
@@ -127,16 +254,14 @@ def main(argv: list[str] | None = None) -> int:
         elif options.command == "status":
             return status()
         elif options.command == "fetch-jars":
-            if broker_mode() == "local":
+            # The tests' brokers and the fallback of auto mode both run from the jars.
+            if requested_mode() != "docker":
                 ensure_jars()
         elif options.command == "topics":
             ensure_topics(KafkaSettings())
         elif options.command == "consume":
-            return consume(options.topic, options.args)
+            return consume(options.topic, options.args, options.idle_s)
     except (BrokerError, BrokerUnavailableError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except subprocess.CalledProcessError as exc:
-        print(f"error: {' '.join(exc.cmd)} exited with {exc.returncode}", file=sys.stderr)
         return 1
     return 0

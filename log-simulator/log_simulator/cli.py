@@ -24,16 +24,15 @@ from typing import Any
 from kafka.errors import KafkaError
 from pydantic import ValidationError
 
-from eventbus import BrokerUnavailableError, KafkaSettings, LogEvent, ensure_topics, make_producer
-from eventbus._clients import wait_for_broker
+from eventbus import BrokerUnavailableError, KafkaSettings, LogEvent, ensure_topics, make_producer, wait_for_broker
 from log_simulator.errors import ConfigurationError, SimulatorError
 from log_simulator.generator import TrafficGenerator, parse_services
 from log_simulator.pacing import RatePacer, SchedulePacer
-from log_simulator.profiles import ORIGINAL, REALISTIC
 from log_simulator.replay import load_replay
 from log_simulator.scenarios import resolve_kinds
 from log_simulator.sender import PER_EVENT_OUTPUT_MAX_RATE, Reporter, send_events
 from log_simulator.settings import SimulatorSettings
+from streaming_detector.profiles import ORIGINAL, REALISTIC
 
 log = logging.getLogger("log_simulator")
 

@@ -28,8 +28,8 @@ import numpy as np
 
 from eventbus import LABEL_NORMAL, LogEvent
 from log_simulator.errors import ConfigurationError
-from log_simulator.profiles import DEFAULT_SERVICES, REALISTIC, NormalProfile
 from log_simulator.scenarios import ALL_KINDS, KINDS, Episode, resolve_kinds
+from streaming_detector.profiles import DEFAULT_SERVICES, REALISTIC, NormalProfile
 
 # Version and variant bits of a random UUID (RFC 9562): cleared, then set to version 4, variant 10.
 _UUID_FIXED_BITS = (0xF000 << 64) | (0xC000 << 48)

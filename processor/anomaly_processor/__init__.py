@@ -4,7 +4,8 @@ Public surface::
 
     Pipeline, consumer_overrides, producer_overrides   the loop, and the client options it is tuned for
     Scorer, Score, HttpScorer                          the pluggable scoring transport and its HTTP default
-    ContextualScorer                                   per-service context around HttpScorer (the default)
+    ContextualScorer                                   per-service context around HttpScorer (the default;
+                                                       from ``streaming_detector``)
     ProcessorMetrics, MetricsServer                    Prometheus metrics and the /metrics + /health server
     ProcessorSettings                                  configuration from the environment
     Printer                                            what is shown on stdout
@@ -12,7 +13,6 @@ Public surface::
     ProcessorError and subclasses                      see ``anomaly_processor.errors``
 """
 
-from anomaly_processor.context import ContextualScorer
 from anomaly_processor.errors import (
     ProcessorError,
     ScoringConfigError,
@@ -21,11 +21,12 @@ from anomaly_processor.errors import (
     ScoringUnavailableError,
 )
 from anomaly_processor.metrics import MetricsServer, ProcessorMetrics
+from anomaly_processor.ml_client import HttpScorer, Score, Scorer
 from anomaly_processor.output import Printer
 from anomaly_processor.pipeline import Pipeline, consumer_overrides, producer_overrides
 from anomaly_processor.records import DeadLetter
-from anomaly_processor.scoring import HttpScorer, Score, Scorer
 from anomaly_processor.settings import ProcessorSettings
+from streaming_detector import ContextualScorer
 
 __all__ = [
     "ContextualScorer",

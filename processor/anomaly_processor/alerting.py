@@ -26,10 +26,10 @@ from typing import Any, Protocol
 import orjson
 import requests
 
-from anomaly_processor.explain import explanation_text
 from anomaly_processor.metrics import ProcessorMetrics
+from anomaly_processor.ml_client import connection_reason, response_detail
 from anomaly_processor.retry import Backoff
-from anomaly_processor.scoring import connection_reason, response_detail
+from streaming_detector.explain import explanation_text
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from anomaly_processor.scoring import Score
+from anomaly_processor.ml_client import Score
 from eventbus import LogEvent
 
 # Alerts remembered by event id, so a redelivered alert keeps its incident and does not count twice.

@@ -14,11 +14,11 @@ from typing import Any, TextIO
 
 import orjson
 
-from anomaly_processor.explain import explanation_text
+from anomaly_processor.ml_client import Score
 from anomaly_processor.records import ConsumedRecord
-from anomaly_processor.scoring import Score
 from anomaly_processor.settings import PrintMode
 from eventbus import LogEvent
+from streaming_detector.explain import explanation_text
 
 ANOMALY_MARK = "⚠ ANOMALY"
 INCIDENT_MARK = "▲ INCIDENT"

@@ -16,7 +16,7 @@ from typing import Literal, Protocol
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from anomaly_processor.scoring import Score
+from anomaly_processor.ml_client import Score
 from eventbus import EVENT_MAX_BYTES, BadEventError, EventOrigin, LogEvent, event_object, validate_event
 
 PREVIEW_MAX_CHARS = 200
@@ -96,8 +96,9 @@ def _encode_key(key: bytes | None) -> tuple[str | None, Literal["utf-8", "base64
 
 
 def verdict_json(event: LogEvent, score: Score) -> bytes:
-    """``Verdict(**event.as_sent(), event_id=..., event_time=..., **score._asdict()).to_json()``, without
-    building the model: the event is validated already and ``score`` was checked by ``decode_scores``."""
+    """``Verdict(**event.as_sent(), event_id=..., event_time=..., <score's verdict fields>).to_json()``, without
+    building the model (``in_context`` and ``muted`` stay in the processor): the event is validated already
+    and ``score`` was checked by ``decode_scores``."""
     verdict = event.as_sent()
     verdict["event_id"] = event.event_id
     verdict["event_time"] = event.event_time

@@ -1,6 +1,13 @@
-"""Capped exponential backoff with jitter, shared by every retry of the processor."""
+"""Capped exponential backoff with jitter, and the one retry step (wait, log, show) every retry of it takes."""
 
+import logging
 import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from kafka.errors import KafkaError
 
 
 class Backoff:
@@ -32,3 +39,53 @@ class Backoff:
     def reset(self) -> None:
         """Start again from ``initial_s`` (after a success)."""
         self.attempts = 0
+
+
+class RetryPrinter(Protocol):
+    def retry(self, message: str) -> None: ...
+
+    def notice(self, message: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class RetryContext:
+    """What a unit of the loop needs to retry while Kafka is away: where to say so, when to give up, how to
+    wait (``hold`` keeps the consumer in its group), a fresh backoff per operation, and the broker's name."""
+
+    printer: RetryPrinter
+    stop: threading.Event
+    hold: Callable[[float], None]
+    backoff: Callable[[], Backoff]
+    bootstrap: str
+
+
+def retry_after(
+    backoff: Backoff,
+    wait: Callable[[float], object],
+    printer: RetryPrinter,
+    logger: logging.Logger,
+    message: str,
+    *args: object,
+    shown: str,
+) -> float:
+    """One step of a retry loop: the next delay, logged and shown, then waited; returns the delay.
+
+    ``message % (*args, delay)`` is logged as a warning (so it ends with the delay's ``%.1f``); ``shown`` is the
+    printer's retry line, where ``{delay}`` stands for the delay in seconds.
+    """
+    delay = backoff.next_delay()
+    logger.warning(message, *args, delay)
+    printer.retry(shown.replace("{delay}", f"{delay:.1f}"))
+    wait(delay)
+    return delay
+
+
+def describe(error: BaseException) -> str:
+    """``Type: message`` of an exception, or its type alone when it has no message."""
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text and text != "None" else type(error).__name__
+
+
+def retriable(error: BaseException | None) -> bool:
+    """A Kafka error the client marks as worth retrying (a broker away, a leader moving)."""
+    return isinstance(error, KafkaError) and bool(getattr(error, "retriable", False))

@@ -105,7 +105,7 @@ class Supervisor:
     def run(self) -> int:
         with_metrics = bool(self.settings.processor_metrics_port)
         if self.settings.context:
-            from ml_service.detector import load_compiled_tracker
+            from streaming_detector import load_compiled_tracker
 
             load_compiled_tracker()
         sys.stdout.flush()  # what is buffered here would be printed again by every worker

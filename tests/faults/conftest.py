@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from eventbus import KafkaSettings
-from tests.faults.harness import (
+from devstack.harness import (
     Child,
     Collector,
     MLServiceProcess,
@@ -19,6 +18,7 @@ from tests.faults.harness import (
     kafka_env,
     train_model,
 )
+from eventbus import KafkaSettings
 
 
 @pytest.fixture(scope="session")

@@ -16,10 +16,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.partitioner.default import murmur2
 from local_kafka import LocalBroker, LocalBrokerConfig
 
-from eventbus import KafkaSettings
-from tests.conftest import free_port, fresh_topics
-from tests.faults.conftest import Rig
-from tests.faults.harness import (
+from devstack.harness import (
     REPO_ROOT,
     Child,
     Collector,
@@ -29,6 +26,9 @@ from tests.faults.harness import (
     make_tally,
     tally_ids,
 )
+from eventbus import KafkaSettings
+from tests.conftest import free_port, fresh_topics
+from tests.faults.conftest import Rig
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

@@ -40,7 +40,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 REPO = Path(__file__).resolve().parents[2]
-SERVICES = {"auth": 85.0, "checkout": 140.0, "payments": 210.0, "search": 60.0}
+# The simulator's default services at its baselines (ms), and scores in nats as the pipeline prints them.
+SERVICES = {"auth": 120.0, "payment": 210.0, "orders": 180.0}
 HISTORY_S = 240
 RATE_PER_SERVICE = 8  # verdicts per second per service, live and in the history
 LOGS_BEHIND = 25  # log events the processor group has not committed
@@ -74,23 +75,27 @@ class VerdictStream:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="verdict-stream", daemon=True)
 
-    def verdict(self, service: str, at: float, anomaly: bool = False, score: float | None = None) -> Verdict:
+    def verdict(
+        self, service: str, at: float, anomaly: bool = False, score: float | None = None, signal: str = "latency"
+    ) -> Verdict:
         base = SERVICES[service]
         wave = 1 + 0.15 * math.sin(at / 40 + base)  # gentle drift so the lines are not flat
-        if anomaly:
-            latency, error = base * self.rng.uniform(6, 11), self.rng.uniform(0.15, 0.35)
-        else:
-            latency, error = max(1.0, self.rng.gauss(base * wave, base * 0.12)), max(0.0, self.rng.gauss(0.01, 0.004))
+        latency, error = max(1.0, self.rng.gauss(base * wave, base * 0.12)), max(0.0, self.rng.gauss(0.01, 0.004))
+        if anomaly and signal == "latency":
+            latency = base * self.rng.uniform(6, 11)
+        elif anomaly:
+            error = self.rng.uniform(0.15, 0.35)
         self.sent += 1
         return Verdict(
             event_id=f"{service}-{uuid.uuid4().hex[:12]}",
             timestamp=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at)),
+            event_time=at,
             service=service,
             latency_ms=round(latency, 2),
             error_rate=round(min(error, 1.0), 4),
-            label="latency_spike" if anomaly else "normal",
+            label=("latency_spike" if signal == "latency" else "error_burst") if anomaly else "normal",
             anomaly=anomaly,
-            score=score if score is not None else round(self.rng.uniform(-0.25, -0.02), 4),
+            score=score if score is not None else round(self.rng.uniform(1.0, 6.0), 4),
             model_version="test-model",
         )
 
@@ -101,13 +106,22 @@ class VerdictStream:
 
     def send_history(self, now: float) -> None:
         """A few minutes of past traffic, stamped in the past, with a handful of anomalies in it."""
-        spikes = {(service, int(now) - ago) for service, ago in [("checkout", 200), ("payments", 130), ("auth", 70)]}
+        spikes = {
+            (service, int(now) - ago): signal
+            for service, ago, signal in [
+                ("orders", 200, "latency"),
+                ("payment", 130, "error"),
+                ("auth", 70, "latency"),
+                ("orders", 40, "error"),
+            ]
+        }
         for second in range(int(now) - HISTORY_S, int(now)):
             for service in SERVICES:
                 for i in range(RATE_PER_SERVICE):
                     at = second + i / RATE_PER_SERVICE
-                    spike = i == 0 and (service, second) in spikes
-                    self.send(self.verdict(service, at, anomaly=spike, score=0.55 if spike else None), at)
+                    signal = spikes.get((service, second)) if i == 0 else None
+                    spike = self.verdict(service, at, anomaly=True, score=11.5, signal=signal) if signal else None
+                    self.send(spike or self.verdict(service, at), at)
         self.producer.flush(30)
 
     def start(self) -> None:
@@ -239,29 +253,42 @@ def test_live_dashboard_marks_an_injected_anomaly(
         page.goto(dashboard_url)
         page.wait_for_function(
             """() => [...document.querySelectorAll('[data-testid="live-points"]')]
-                   .filter(e => Number(e.dataset.points) > 0).length >= 4""",
+                   .filter(e => Number(e.dataset.points) > 0).length >= 3""",
             timeout=30_000,
         )
 
         # An anomaly that happens while the page is open.
-        injected = stream.verdict("payments", time.time(), anomaly=True, score=0.873)
+        injected = stream.verdict("payment", time.time(), anomaly=True, score=12.873)
         stream.send(injected, time.time())
         stream.producer.flush(10)
 
         marker = page.locator(f'[data-testid="anomaly-marker"][data-event-id="{injected.event_id}"]')
         marker.first.wait_for(state="attached", timeout=15_000)
-        assert marker.first.get_attribute("data-service") == "payments"
-        assert float(marker.first.get_attribute("data-score")) == pytest.approx(0.873)
+        assert marker.first.get_attribute("data-service") == "payment"
+        assert float(marker.first.get_attribute("data-score")) == pytest.approx(12.873)
+        # One dot, on the signal that triggered: its latency was out of the service's band, its error rate not.
+        assert marker.count() == 1
+        assert marker.first.evaluate("e => e.closest('svg').dataset.chart") == "latency"
 
         row = page.locator(f'[data-testid="anomaly-row"][data-event-id="{injected.event_id}"]')
         row.wait_for(timeout=10_000)
-        assert row.get_attribute("data-service") == "payments"
+        assert row.get_attribute("data-service") == "payment"
         cells = row.locator("td").all_inner_texts()
-        assert cells[1] == "payments"
-        assert cells[4] == "0.873"
+        assert cells[1] == "payment"
+        assert cells[4] == "12.873"
         assert cells[5] == "latency_spike"
-        # The history's anomalies are in the table too, below the newest.
-        assert page.locator('[data-testid="anomaly-row"]').count() >= 4
+        # The history's anomalies are in the table too, newest first across services.
+        rows = page.locator('[data-testid="anomaly-row"]')
+        assert rows.count() >= 5
+        times = [float(t) for t in rows.evaluate_all("rows => rows.map(r => r.dataset.t)")]
+        assert times == sorted(times, reverse=True)
+        assert rows.first.get_attribute("data-event-id") == injected.event_id
+        # The history's error bursts are dotted on the error-rate chart only.
+        charts = page.locator('[data-testid="anomaly-marker"]').evaluate_all(
+            "dots => dots.map(d => [d.dataset.service, d.closest('svg').dataset.chart])"
+        )
+        assert ["payment", "error-rate"] in charts and ["orders", "error-rate"] in charts
+        assert ["auth", "latency"] in charts and ["auth", "error-rate"] not in charts
 
         page.wait_for_function(
             """([lag, dead]) => {

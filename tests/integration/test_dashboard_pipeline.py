@@ -16,8 +16,8 @@ import pytest
 from playwright.sync_api import Page
 from prometheus_client.parser import text_string_to_metric_families
 
+from devstack.harness import MLServiceProcess, ProcessorProcess, kafka_env, train_model
 from eventbus import KafkaSettings
-from tests.faults.harness import MLServiceProcess, ProcessorProcess, kafka_env, train_model
 from tests.integration.test_dashboard_browser import REPO, browser_page  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.integration

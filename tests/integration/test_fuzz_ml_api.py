@@ -18,7 +18,8 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.generation import GenerationMode
 
-from tests.faults.harness import LOOPBACK, MLServiceProcess, http_status, train_model
+from devstack.harness import MLServiceProcess, train_model
+from devstack.processes import LOOPBACK, http_status
 
 pytestmark = pytest.mark.integration
 

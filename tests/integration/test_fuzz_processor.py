@@ -14,10 +14,8 @@ from pathlib import Path
 
 import orjson
 import pytest
-from log_simulator.profiles import generate_normal_events
 
-from eventbus import BadEventError, KafkaSettings, parse_event
-from tests.faults.harness import (
+from devstack.harness import (
     Collector,
     MLServiceProcess,
     ProcessorProcess,
@@ -27,6 +25,8 @@ from tests.faults.harness import (
     tally_ids,
     train_model,
 )
+from eventbus import BadEventError, KafkaSettings, parse_event
+from streaming_detector.profiles import generate_normal_events
 
 pytestmark = pytest.mark.integration
 

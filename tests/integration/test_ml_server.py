@@ -6,9 +6,6 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
@@ -16,7 +13,7 @@ from typing import NamedTuple
 import pytest
 from ml_service.model import load_bundle
 
-from tests.conftest import free_port
+from devstack.processes import free_port, http_status, wait_until
 from tests.unit.ml_context import save_small_bundle
 
 pytestmark = pytest.mark.integration
@@ -44,18 +41,11 @@ def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def wait_until_ready(base_url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"server exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(f"{base_url}/ready", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError):
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"server not ready after {timeout_s}s:\n{log.read_text()}")
+    outcome = wait_until(lambda: http_status(f"{base_url}/ready") == 200, lambda: process.poll() is None, timeout_s)
+    if outcome == "exited":
+        raise AssertionError(f"server exited with {process.returncode}:\n{log.read_text()}")
+    if outcome == "timeout":
+        raise AssertionError(f"server not ready after {timeout_s}s:\n{log.read_text()}")
 
 
 @pytest.fixture(params=sorted(LAUNCHES))

@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 from kafka import KafkaProducer
-from log_simulator.profiles import generate_normal_events
 from ml_service.model import load_bundle
 from ml_service.training import main
 
 from eventbus import KafkaSettings, LogEvent
+from streaming_detector.profiles import generate_normal_events
 from tests.unit.ml_context import SMALL_CONTEXT_ARGS
 
 pytestmark = pytest.mark.integration

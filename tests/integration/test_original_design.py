@@ -17,9 +17,9 @@ import orjson
 import pytest
 import requests
 from kafka import KafkaConsumer, KafkaProducer
-from log_simulator.profiles import generate_normal_events
 
 from eventbus import KafkaSettings, Verdict
+from streaming_detector.profiles import generate_normal_events
 from tests.integration.test_processor_pipeline import (  # noqa: F401  (fixtures)
     MLService,
     Processor,

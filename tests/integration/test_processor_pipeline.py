@@ -23,12 +23,11 @@ from anomaly_processor.records import DeadLetter
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 from log_simulator.generator import ServiceSpec
-from log_simulator.profiles import NormalProfile, generate_normal_events
 from prometheus_client.parser import text_string_to_metric_families
 
+from devstack.processes import Child, free_port
 from eventbus import VERDICT_FIELDS, KafkaSettings, LogEvent, Verdict, make_admin
-from tests.conftest import free_port
-from tests.integration.test_ml_server import wait_until_ready
+from streaming_detector.profiles import NormalProfile, generate_normal_events
 from tests.unit.ml_context import SMALL_CONTEXT_ARGS
 
 pytestmark = pytest.mark.integration
@@ -41,40 +40,25 @@ PROCESSOR_MAIN = ROOT / "processor" / "main.py"
 # -- the ML service ------------------------------------------------------------------------------------------
 
 
-class MLService:
+class MLService(Child):
     """``python main.py`` of the ML service on a free port of 127.0.0.1; can be stopped and started again."""
 
     def __init__(self, model_path: Path, log_path: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.model_path = model_path
-        self.log_path = log_path
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout_s: float = 60) -> None:
         env = {
             **os.environ,
             "ML_HOST": "127.0.0.1",
             "ML_PORT": str(self.port),
-            "MODEL_PATH": str(self.model_path),
+            "MODEL_PATH": str(model_path),
             "LOG_LEVEL": "WARNING",
         }
         env.pop("ML_SCORING_API_KEY", None)
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "main.py"], cwd=SERVICE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT
-            )
-        wait_until_ready(self.url, self.process, self.log_path, timeout_s)
+        super().__init__("ml-service", [sys.executable, "main.py"], env=env, cwd=SERVICE_DIR, log_path=log_path)
 
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
+    def start(self, timeout_s: float = 60) -> None:
+        super().start()
+        self.wait_ready(f"{self.url}/ready", timeout_s)
 
 
 @pytest.fixture(scope="module")

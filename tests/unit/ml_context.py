@@ -4,10 +4,11 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from ml_service.detector import TrainingConfig, train_context_model
 from ml_service.model import save_bundle, train_model
 from ml_service.training import simulated_training_data
 from sklearn.ensemble import IsolationForest
+
+from streaming_detector import TrainingConfig, train_context_model
 
 # save_model.py options that train the same small context model (a second instead of a minute).
 SMALL_CONTEXT_ARGS = ["--context-services", "6", "--context-events-per-service", "400"]

@@ -9,12 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-# The benchmark is a tool beside the services, not an installed package.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-
-from pipeline_bench.http_load import HttpLoadError, post_load  # noqa: E402
-from pipeline_bench.profiling import summarise  # noqa: E402
-from pipeline_bench.report import (  # noqa: E402
+from benchmarks.pipeline_bench.http_load import HttpLoadError, post_load
+from benchmarks.pipeline_bench.profiling import summarise
+from benchmarks.pipeline_bench.report import (
     Row,
     crossing_time,
     meets,
@@ -158,7 +155,7 @@ def test_http_load_refuses_errors_and_short_answers() -> None:
 
 
 def test_original_latency_load_is_half_what_it_sustained() -> None:
-    from pipeline_bench.cli import sustainable_load
+    from benchmarks.pipeline_bench.cli import sustainable_load
 
     assert sustainable_load({"steady_rate": 250.0, "rate": 240.0}) == 120.0
     assert sustainable_load({"steady_rate": None, "rate": 43.0}) == 21.0
@@ -167,7 +164,7 @@ def test_original_latency_load_is_half_what_it_sustained() -> None:
 
 
 def test_each_worker_count_of_scale_gets_its_own_row_with_the_cpu_split() -> None:
-    from pipeline_bench.cli import parse_args, table
+    from benchmarks.pipeline_bench.cli import parse_args, table
 
     args = parse_args(["--scale", "1, 3"])
     assert (args.workers, args.latency_workers, args.scale) == ("auto", "1", ["1", "3"])
@@ -185,7 +182,7 @@ def test_each_worker_count_of_scale_gets_its_own_row_with_the_cpu_split() -> Non
 
 
 def test_the_latency_floor_is_shown_under_the_load_it_was_measured_at() -> None:
-    from pipeline_bench.cli import parse_args, table
+    from benchmarks.pipeline_bench.cli import parse_args, table
 
     measured = {"p50_ms": 20.0, "p95_ms": 40.0, "p99_ms": 90.0, "to_verdict_p99_ms": 80.0, "achieved_rate": 1000.0}
     details = {
@@ -212,7 +209,7 @@ def test_cpu_seconds_counts_a_process_and_its_children() -> None:
     import subprocess
     import time
 
-    from pipeline_bench.stack import cpu_seconds
+    from benchmarks.pipeline_bench.stack import cpu_seconds
 
     burner = subprocess.Popen(
         [sys.executable, "-c", "import subprocess, sys; subprocess.run([sys.executable, '-c', 'sum(range(10**7))'])"]

@@ -4,8 +4,9 @@ import json
 
 import numpy as np
 import pytest
-from ml_service.detector import AlertGate, FlatForest, GateConfig
 from sklearn.ensemble import IsolationForest
+
+from streaming_detector import AlertGate, FlatForest, GateConfig
 
 
 @pytest.mark.parametrize("max_features", [1.0, 0.5])

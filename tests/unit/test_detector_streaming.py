@@ -4,10 +4,11 @@ import json
 
 import numpy as np
 import pytest
-from ml_service.detector import ContextDetector, train_context_model
-from ml_service.evaluation.cli import replay
-from ml_service.evaluation.metrics import evaluate
-from ml_service.evaluation.scenarios import SCENARIO_NAMES, build_scenario
+
+from evaluation.cli import Replay, column_events, replay
+from evaluation.quality import evaluate
+from evaluation.scenarios import SCENARIO_NAMES, build_scenario
+from streaming_detector import ContextualScorer, in_process_scorer, train_context_model
 
 
 @pytest.fixture(scope="module")
@@ -15,16 +16,16 @@ def model():
     return train_context_model()
 
 
+def score_columns(scorer: ContextualScorer, services, latency, error) -> Replay:
+    """One micro-batch given column-wise through the scorer (the old ``score_arrays``)."""
+    events = column_events(list(services), np.asarray(latency).tolist(), np.asarray(error).tolist())
+    return replay(scorer, events, max(1, len(events)))
+
+
 def run(model, name: str, seed: int, batch: int = 500):
     scenario = build_scenario(name, seed, scale=0.5)
     events = scenario.events
-    output = replay(
-        ContextDetector.from_metadata(*model),
-        [e.service for e in events],
-        np.array([e.latency_ms for e in events]),
-        np.array([e.error_rate for e in events]),
-        batch,
-    )
+    output = replay(in_process_scorer(*model), events, batch)
     return scenario, output, evaluate(name, events, scenario.incidents, output.anomaly, output.warm)
 
 
@@ -44,13 +45,13 @@ def test_healthy_traffic_raises_no_alert(model, seed: int) -> None:
 
 
 def test_new_service_is_silent_during_warm_up_then_scored(model) -> None:
-    detector = ContextDetector.from_metadata(*model)
-    warmup = detector.tracker.config.warmup_events
+    detector = in_process_scorer(*model)
+    warmup = model[1]["context"]["warmup_events"]
     rng = np.random.default_rng(5)
     latency = 2000 * np.exp(rng.normal(0, 0.2, 200))
     latency[5] *= 10  # an outlier during warm-up: no history, no verdict
     latency[150] *= 10  # the same outlier once warm: caught
-    output = detector.score_arrays(["brand-new"] * 200, latency, np.full(200, 0.004))
+    output = score_columns(detector, ["brand-new"] * 200, latency, np.full(200, 0.004))
     assert not output.warm[:warmup].any() and output.warm[warmup:].all()
     assert not output.anomaly[:warmup].any() and (output.score[:warmup] == 0).all()
     assert output.anomaly[150]
@@ -59,11 +60,11 @@ def test_new_service_is_silent_during_warm_up_then_scored(model) -> None:
 
 def test_same_relative_spike_caught_at_any_baseline(model) -> None:
     for median in (15.0, 300.0, 4000.0):
-        detector = ContextDetector.from_metadata(*model)
+        detector = in_process_scorer(*model)
         rng = np.random.default_rng(7)
         latency = median * np.exp(rng.normal(0, 0.25, 300))
         latency[250] *= 8
-        output = detector.score_arrays(["svc"] * 300, latency, np.full(300, 0.005))
+        output = score_columns(detector, ["svc"] * 300, latency, np.full(300, 0.005))
         assert np.flatnonzero(output.anomaly).tolist() == [250], median
 
 
@@ -83,20 +84,19 @@ def test_micro_batch_size_does_not_change_verdicts(model) -> None:
 
 def test_state_snapshot_restores_the_stream(model) -> None:
     events = build_scenario("slow_drift", 9, scale=0.3).events
-    cols = ([e.service for e in events], [e.latency_ms for e in events], [e.error_rate for e in events])
     half = len(events) // 2
-    original = ContextDetector.from_metadata(*model)
-    original.score_arrays(*(c[:half] for c in cols))
-    restored = ContextDetector.from_metadata(*model)
+    original = in_process_scorer(*model)
+    replay(original, events[:half], half)
+    restored = in_process_scorer(*model)
     restored.load_state_dict(json.loads(json.dumps(original.state_dict())))
-    a = original.score_arrays(*(c[half:] for c in cols))
-    b = restored.score_arrays(*(c[half:] for c in cols))
+    a = replay(original, events[half:], len(events))
+    b = replay(restored, events[half:], len(events))
     assert np.array_equal(a.score, b.score) and np.array_equal(a.anomaly, b.anomaly)
 
 
 def test_score_batch_answers_each_event_in_order(model) -> None:
     events = build_scenario("error_bursts", 1, scale=0.3).events
-    verdicts = ContextDetector.from_metadata(*model).score_batch(events)
+    verdicts = [(v.anomaly, v.score) for v in in_process_scorer(*model).score(events)]
     assert len(verdicts) == len(events)
     assert all(isinstance(a, bool) and np.isfinite(s) for a, s in verdicts)
     flagged = [e.label for e, (a, _) in zip(events, verdicts, strict=True) if a]
@@ -119,8 +119,8 @@ def test_service_with_its_own_shape_of_normal_is_learned_from_its_history(model)
     forest_only["context"]["history_weight_max"] = 0.0
 
     def alerts(meta, values):
-        output = ContextDetector.from_metadata(forest, meta).score_arrays(
-            ["cache"] * len(values), values, np.full(len(values), 0.001)
+        output = score_columns(
+            in_process_scorer(forest, meta), ["cache"] * len(values), values, np.full(len(values), 0.001)
         )
         return np.flatnonzero(output.anomaly)
 

@@ -4,9 +4,9 @@ import json
 
 import numpy as np
 import pytest
-from ml_service.detector import ContextConfig, ContextTracker
-from ml_service.detector.context import CONTEXT_FEATURES
 
+from streaming_detector import ContextConfig, ContextTracker
+from streaming_detector.tracker import CONTEXT_FEATURES
 from tests.conftest import run_in_fresh_python
 
 
@@ -123,7 +123,7 @@ def test_batch_boundaries_do_not_change_the_features() -> None:
 
 def test_loading_the_compiled_tracker_leaves_its_loop_ready_for_forked_workers() -> None:
     probe = (
-        "from ml_service.detector import kernels, load_compiled_tracker\n"
+        "from streaming_detector import kernels, load_compiled_tracker\n"
         "before = len(kernels.advance_context.signatures)\n"
         "load_compiled_tracker()\n"
         "print(before, len(kernels.advance_context.signatures))\n"

@@ -4,10 +4,10 @@ import json
 
 import numpy as np
 import pytest
-from ml_service.evaluation.cli import main
-from ml_service.evaluation.metrics import evaluate, overall
-from ml_service.evaluation.scenarios import Incident
 
+from evaluation.cli import main
+from evaluation.quality import evaluate, overall
+from evaluation.scenarios import Incident
 from eventbus import LogEvent
 
 
@@ -41,3 +41,17 @@ def test_eval_cli_prints_the_table_and_writes_json(tmp_path, capsys) -> None:
     report = json.loads(out.read_text())
     assert report["scenarios"][-1]["name"] == "overall"
     assert report["scenarios"][0]["recall"] >= 0.75
+
+
+def test_a_row_without_incidents_shows_false_alert_rates_not_precision() -> None:
+    from evaluation.cli import TABLE_HEADER, _row
+    from evaluation.quality import ScenarioMetrics
+
+    normal = ScenarioMetrics("normal", 6000, 0, 0, 1, 0, 6000, 1, ())
+    cells = dict(zip(TABLE_HEADER.split(), _row(normal).split(), strict=True))
+    assert (cells["prec"], cells["recall"], cells["F1"]) == ("-", "-", "-")
+    assert (cells["alerts"], cells["true"], cells["false"]) == ("1", "0", "1")
+    assert float(cells["false/d"]) == 14.4  # 1 in 6,000 healthy events, for a service at 1 event/s
+    incidents = ScenarioMetrics("slow_drift", 4500, 3, 3, 16, 16, 4000, 0, (70, 80, 85))
+    cells = dict(zip(TABLE_HEADER.split(), _row(incidents).split(), strict=True))
+    assert (cells["alerts"], cells["true"], cells["false"], cells["prec"]) == ("16", "16", "0", "1.000")

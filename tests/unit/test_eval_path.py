@@ -1,9 +1,9 @@
-"""``make eval`` scores with ``ContextDetector``; the processor with ``ContextualScorer`` over HTTP. Same verdicts.
+"""``make eval`` scores with ``ContextualScorer`` in process; the processor with it over HTTP. Same verdicts.
 
 The ML service's side is played in process by the real context model (what ``/predict/batch`` runs for an
-item with a ``context``), so the only differences left are the processor's own: micro-batches, the
-feature cache, the rounding of features on the wire, and no cool-down (the processor marks every event above
-the threshold and groups them into incidents; ``make eval`` mutes what follows an alert).
+item with a ``context``), behind the processor's ``HttpScorer``, so the only differences left are the
+processor's own: micro-batches, the rounding of features on the wire, and no cool-down (the processor marks
+every event above the threshold and groups them into incidents; ``make eval`` mutes what follows an alert).
 """
 
 from collections.abc import Sequence
@@ -11,13 +11,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from anomaly_processor.context import ContextualScorer
-from anomaly_processor.scoring import Contexts, HttpScorer, Score
-from ml_service.detector import ContextDetector, ContextModel
-from ml_service.evaluation.cli import replay
-from ml_service.evaluation.scenarios import build_scenario
+from anomaly_processor.ml_client import Contexts, HttpScorer, Score
 
+from evaluation.cli import replay
+from evaluation.scenarios import build_scenario
 from eventbus import LogEvent
+from streaming_detector import ContextualScorer, InProcessModel, in_process_scorer
 from tests.unit.ml_context import small_context_model
 
 
@@ -26,37 +25,22 @@ class InProcessService(HttpScorer):
 
     def __init__(self, forest: Any, metadata: dict[str, Any]) -> None:
         super().__init__("http://ml.in-process")
-        self.metadata = metadata
-        self.model = ContextModel.from_metadata(forest, metadata)
+        self.model = InProcessModel(forest, metadata, version="test-model")
 
     def model_info(self) -> dict[str, Any]:
-        cooldown = self.metadata["training"]["cooldown_events"]
-        gate = {"threshold": self.metadata["threshold"], "cooldown_events": cooldown}
-        return {"version": "test-model", "context": {**self.metadata, "gate": gate}}
+        return self.model.model_info()
 
     def score(self, events: Sequence[LogEvent], contexts: Contexts | None = None) -> list[Score]:
         assert contexts is not None
-        warm = [i for i, c in enumerate(contexts) if c is not None]
-        scores = [Score(False, 0.0, "test-model")] * len(events)  # the point model's place: not compared here
-        if warm:
-            raw = self.model.score(np.array([contexts[i] for i in warm]))
-            for i, value in zip(warm, raw.tolist(), strict=True):
-                scores[i] = Score(value > self.metadata["threshold"], value, "test-model")
-        return scores
+        return self.model.score(events, contexts)  # warming events: the point model's place, not compared here
 
 
 @pytest.mark.parametrize("name", ["latency_spikes", "level_shifts", "new_service"])
 def test_processor_scoring_path_gives_the_verdicts_make_eval_reports(name: str) -> None:
     forest, metadata = small_context_model(0)
     events = build_scenario(name, 3, scale=0.5).events
-    expected = replay(
-        ContextDetector.from_metadata(forest, metadata),
-        [e.service for e in events],
-        np.array([e.latency_ms for e in events]),
-        np.array([e.error_rate for e in events]),
-        500,
-    )
-    scorer = ContextualScorer(InProcessService(forest, metadata))
+    expected = replay(in_process_scorer(forest, metadata), events, 500)
+    scorer = ContextualScorer(InProcessService(forest, metadata), cooldown=False)
     got = [score for i in range(0, len(events), 333) for score in scorer.score(events[i : i + 333])]
 
     warm = expected.warm

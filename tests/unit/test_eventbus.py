@@ -53,6 +53,7 @@ def test_public_surface_is_pinned() -> None:
             "make_consumer",
             "make_producer",
             "parse_event",
+            "wait_for_broker",
         ]
     )
     for name in eventbus.__all__:

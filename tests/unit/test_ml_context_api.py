@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from ml_service.app import create_app
-from ml_service.detector import ContextConfig, ContextTracker
 from ml_service.errors import ModelIntegrityError
 from ml_service.model import ModelBundle, load_bundle, metadata_path_for
 from ml_service.settings import MLSettings
 
+from streaming_detector import ContextConfig, ContextTracker
 from tests.conftest import run_in_fresh_python
 from tests.unit.ml_context import save_small_bundle
 
@@ -163,7 +163,7 @@ def test_a_loaded_model_has_its_compiled_forest_walk_ready_before_the_first_requ
     probe = (
         "import sys\n"
         "from pathlib import Path\n"
-        "from ml_service.detector import kernels\n"
+        "from streaming_detector import kernels\n"
         "from ml_service.store import ModelStore\n"
         "ModelStore(Path(sys.argv[1])).load()\n"
         "print(len(kernels.forest_path_lengths.signatures))\n"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from ml_service.errors import ModelError, ModelIntegrityError, ModelNotFoundError
 from ml_service.model import load_bundle, metadata_path_for
-from ml_service.scoring import CompiledForest
+from ml_service.point_forest import CompiledForest
 from ml_service.settings import DEFAULT_MODEL_PATH, MLSettings
 from ml_service.training import simulated_training_data
 from sklearn.ensemble import IsolationForest

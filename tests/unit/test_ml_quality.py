@@ -6,10 +6,10 @@ from seeds it never saw (three services).
 
 import numpy as np
 import pytest
-from log_simulator.profiles import generate_normal_events
 from ml_service.model import ModelBundle, load_bundle, save_bundle, train_model
 from ml_service.training import DEFAULT_TRAINING_EVENTS, simulated_training_data
 
+from streaming_detector.profiles import generate_normal_events
 from tests.unit.ml_context import small_context_model
 
 FRESH_SEEDS = (101, 202, 303)

@@ -5,7 +5,8 @@ import math
 
 import numpy as np
 import pytest
-from ml_service.evaluation.nab import (
+
+from evaluation.nab import (
     MAX_TP,
     PROFILES,
     NabSeries,

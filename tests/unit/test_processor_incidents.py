@@ -4,12 +4,12 @@ import random
 from datetime import UTC, datetime
 
 import pytest
-from anomaly_processor.explain import PointReference, explain_context, explain_point, service_spreads
 from anomaly_processor.incidents import IncidentTracker, event_seconds
-from anomaly_processor.scoring import Score
-from ml_service.detector import ContextConfig, ContextTracker
+from anomaly_processor.ml_client import Score
 
 from eventbus import Explanation, Incident, LogEvent
+from streaming_detector import ContextConfig, ContextTracker
+from streaming_detector.explain import PointReference, explain_context, explain_point
 
 START = 1_700_000_000.0
 
@@ -103,7 +103,7 @@ def test_a_latency_spike_is_explained_with_the_service_s_own_normal() -> None:
     rng = random.Random(3)
     history = [event("payment", i, rng.lognormvariate(5.3, 0.1)) for i in range(400)]  # ~200 ms, 180-245 ms
     tracker, _ = learned_service(history)
-    spreads = service_spreads(tracker, {"payment"})
+    spreads = tracker.spreads({"payment"})
     spike = event("payment", 400, 1480.0)
     features, _ = tracker.features(["payment"], [1480.0], [0.01])
     (why,) = explain_context([spike], [tuple(features[0])], [14.6], spreads, threshold=9.0)
@@ -118,7 +118,7 @@ def test_an_error_burst_is_explained_as_error_rate() -> None:
     rng = random.Random(4)
     history = [event("auth", i, rng.lognormvariate(5.3, 0.1), rng.uniform(0.0, 0.02)) for i in range(400)]
     tracker, _ = learned_service(history)
-    spreads = service_spreads(tracker, {"auth"})
+    spreads = tracker.spreads({"auth"})
     burst = event("auth", 400, 200.0, 0.6)
     features, _ = tracker.features(["auth"], [200.0], [0.6])
     (why,) = explain_context([burst], [tuple(features[0])], [11.0], spreads, threshold=9.0)
@@ -138,6 +138,6 @@ def test_a_warming_service_is_explained_against_the_point_model_s_training_data(
 def test_alerts_of_a_service_still_warming_up_are_marked_but_open_no_incident() -> None:
     tracker = IncidentTracker()
     why = {"basis": "all services", "severity": 1.2, "signal": "latency level", "text": "latency 900 ms"}
-    out, records = tracker.observe([(event("new", 0, 900.0), Score(True, 0.72, "v1", why))])
+    out, records = tracker.observe([(event("new", 0, 900.0), Score(True, 0.72, "v1", explanation=why))])
     assert out[0][1].anomaly and out[0][1].incident_id is None
     assert records == [] and tracker.open == {}

@@ -11,18 +11,18 @@ from typing import Any
 import orjson
 import pytest
 from anomaly_processor.errors import ScoringConfigError, ScoringUnavailableError
+from anomaly_processor.ml_client import Score
 from anomaly_processor.output import Printer
 from anomaly_processor.pipeline import Pipeline
-from anomaly_processor.scoring import Score
 from anomaly_processor.settings import ProcessorSettings
 from kafka import TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaConnectionError, MessageSizeTooLargeError
 from kafka.future import Future
 from kafka.structs import OffsetAndMetadata
-from log_simulator.profiles import generate_normal_events
 
 from eventbus import KafkaSettings, LogEvent
+from streaming_detector.profiles import generate_normal_events
 
 KAFKA = KafkaSettings(logs_topic="logs", predictions_topic="predictions", dlq_topic="dlq")
 SETTINGS = ProcessorSettings(

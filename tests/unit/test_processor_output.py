@@ -4,11 +4,11 @@ import io
 from typing import NamedTuple
 
 import pytest
+from anomaly_processor.ml_client import Score
 from anomaly_processor.output import ANOMALY_MARK, DEAD_LETTER_MARK, Printer, event_line
-from anomaly_processor.scoring import Score
-from log_simulator.profiles import generate_normal_events
 
 from eventbus import LogEvent
+from streaming_detector.profiles import generate_normal_events
 
 NORMAL = Score(False, 0.41, "v1")
 ANOMALOUS = Score(True, 0.93, "v1")

@@ -4,7 +4,8 @@ import random
 from typing import NamedTuple
 
 import pytest
-from anomaly_processor.pipeline import KeyPartitioner, commit_offsets
+from anomaly_processor.commits import commit_offsets
+from anomaly_processor.delivery import KeyPartitioner
 from anomaly_processor.retry import Backoff
 from anomaly_processor.settings import ProcessorSettings
 from kafka import TopicPartition

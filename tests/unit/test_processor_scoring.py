@@ -14,11 +14,11 @@ from anomaly_processor.errors import (
     ScoringRejectedError,
     ScoringUnavailableError,
 )
+from anomaly_processor.ml_client import HttpScorer, Score
 from anomaly_processor.pipeline import score_isolating
-from anomaly_processor.scoring import HttpScorer, Score
-from log_simulator.profiles import generate_normal_events
 
 from eventbus import LogEvent
+from streaming_detector.profiles import generate_normal_events
 from tests.conftest import free_port
 
 Reply = tuple[int, Any]  # status and JSON body

@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 import pytest
 from log_simulator.errors import ConfigurationError
 from log_simulator.generator import EpisodeRecord, ServiceSpec, TrafficGenerator, parse_services
-from log_simulator.profiles import ORIGINAL, NormalProfile
 from log_simulator.scenarios import ERROR_BURST, LATENCY_SPIKE, LEVEL_SHIFT, resolve_kinds
 
 from eventbus import LogEvent, parse_event
+from streaming_detector.profiles import ORIGINAL, NormalProfile
 
 # Nearly constant normal traffic (200 ms +-1%, error ~0.5%): an injected anomaly cannot hide in the noise.
 STEADY = NormalProfile(latency_median_ms=200.0, latency_sigma=0.01)

@@ -34,6 +34,7 @@ class Bucket:
     anomaly_latency: float = 0.0
     anomaly_error: float = 0.0
     anomaly_event_id: str = ""
+    anomaly_signal: str | None = None
     rev: int = 0
 
     def add(self, verdict: Verdict) -> None:
@@ -47,11 +48,12 @@ class Bucket:
                 self.anomaly_latency = verdict.latency_ms
                 self.anomaly_error = verdict.error_rate
                 self.anomaly_event_id = verdict.event_id
+                self.anomaly_signal = triggering_signal(verdict)
             self.anomalies += 1
 
     def row(self, second: int) -> list[Any]:
         """``[t, count, mean_latency, max_latency, mean_error, anomalies, anomaly_latency, anomaly_error,
-        anomaly_score, anomaly_event_id]``: the compact form sent to the page (see ``SERIES_FIELDS``)."""
+        anomaly_score, anomaly_event_id, anomaly_signal]``: the compact form sent to the page (``SERIES_FIELDS``)."""
         return [
             second,
             self.count,
@@ -63,6 +65,7 @@ class Bucket:
             round(self.anomaly_error, 6) if self.anomalies else None,
             round(self.anomaly_score, 6) if self.anomalies else None,
             self.anomaly_event_id or None,
+            self.anomaly_signal if self.anomalies else None,
         ]
 
 
@@ -77,7 +80,15 @@ SERIES_FIELDS = [
     "anomaly_error_rate",
     "anomaly_score",
     "anomaly_event_id",
+    "anomaly_signal",
 ]
+
+
+def triggering_signal(verdict: Verdict) -> str | None:
+    """The signal a verdict's ``explanation`` names as the driver, when it carries one (else the page decides)."""
+    explanation = getattr(verdict, "explanation", None)
+    signal = explanation.get("signal") if isinstance(explanation, dict) else getattr(explanation, "signal", None)
+    return signal if isinstance(signal, str) else None
 
 
 class LiveWindow:
@@ -267,4 +278,5 @@ def _anomaly_entry(stamp: float, verdict: Verdict, rev: int) -> dict[str, Any]:
         "incident_id": verdict.incident_id,
         "label": verdict.label,
         "model_version": verdict.model_version,
+        "signal": triggering_signal(verdict),
     }

@@ -5,7 +5,8 @@
   const BASE = document.body.dataset.base;
   const SVG = "http://www.w3.org/2000/svg";
   const MIN_CHART_HEIGHT = 70;
-  const MAX_CHART_HEIGHT = 150;
+  const MAX_CHART_HEIGHT = 260; // few services fill the pane; many scroll
+  const MAX_ANOMALIES = 100;
   const PAD = { left: 40, right: 6, top: 6, bottom: 14 };
   const FRESH_S = 15;
 
@@ -47,11 +48,27 @@
       for (const row of rows) { const r = rowObject(row); buckets.set(r.t, r); }
     }
     if (message.anomalies.length) {
-      const known = new Set(state.anomalies.map((a) => a.event_id));
-      const fresh = message.anomalies.filter((a) => !known.has(a.event_id));
-      state.anomalies = fresh.concat(state.anomalies).slice(0, 50);
+      const known = new Set(state.anomalies.map(anomalyKey));
+      const fresh = message.anomalies.filter((a) => !known.has(anomalyKey(a)));
+      // Newest first by time, whichever partition (service) a batch came from.
+      state.anomalies = fresh.concat(state.anomalies).sort((a, b) => b.t - a.t).slice(0, MAX_ANOMALIES);
     }
     prune();
+  }
+
+  // Events may carry no event_id: then service, time and score tell two anomalies apart.
+  function anomalyKey(a) { return a.event_id || `${a.service}|${a.t}|${a.score}`; }
+
+  // An event's own time in epoch seconds, from event_time, or a timestamp in seconds, milliseconds or ISO 8601.
+  function eventTime(a) {
+    const v = a.event_time != null ? a.event_time : a.timestamp;
+    if (typeof v === "number") return v > 1e11 ? v / 1000 : v;
+    if (typeof v === "string" && v) {
+      if (/^\d+(\.\d+)?$/.test(v)) return eventTime({ timestamp: Number(v) });
+      const parsed = Date.parse(v);
+      if (!Number.isNaN(parsed)) return parsed / 1000;
+    }
+    return null;
   }
 
   function serverNow() { return Date.now() / 1000 + state.clockOffsetS; }
@@ -93,8 +110,26 @@
 
   // --- charts -----------------------------------------------------------------------------
 
+  // The service's recent band of one signal: median and a robust spread of its healthy seconds.
+  function band(rows, key, floor) {
+    const values = rows.filter((r) => !r.anomalies).map((r) => r[key]).sort((a, b) => a - b);
+    if (!values.length) return { mid: 0, spread: floor };
+    const mid = values[Math.floor(values.length / 2)];
+    const deviations = values.map((v) => Math.abs(v - mid)).sort((a, b) => a - b);
+    return { mid, spread: Math.max(1.4826 * deviations[Math.floor(deviations.length / 2)], floor, mid * 0.05) };
+  }
+
+  // Which signal triggered a second's anomaly: the verdict's explanation when it names one, else the signal
+  // further out of the service's recent band. Only that chart gets the dot.
+  function triggeredSignal(row, bands) {
+    if (row.anomaly_signal) return /err/i.test(row.anomaly_signal) ? "error" : "latency";
+    const zLatency = Math.abs(row.anomaly_latency_ms - bands.latency.mid) / bands.latency.spread;
+    const zError = Math.abs(row.anomaly_error_rate - bands.error.mid) / bands.error.spread;
+    return zError > zLatency ? "error" : "latency";
+  }
+
   // Draws one series (and an optional faint companion) with anomaly markers; returns the points drawn.
-  function drawChart(svg, service, rows, spec, now, height) {
+  function drawChart(svg, service, rows, spec, now, height, bands) {
     svg.style.height = height + "px";
     const width = Math.max(svg.clientWidth || svg.parentNode.clientWidth || 300, 120);
     svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
@@ -103,9 +138,9 @@
     const plotW = width - PAD.left - PAD.right;
     const plotH = height - PAD.top - PAD.bottom;
     let top = spec.floor;
-    for (const r of rows) {
-      top = Math.max(top, r[spec.key], spec.companion ? r[spec.companion] : 0, r.anomalies ? r[spec.marker] : 0);
-    }
+    const marked = rows.filter((r) => r.anomalies && triggeredSignal(r, bands) === spec.signal);
+    for (const r of rows) top = Math.max(top, r[spec.key], spec.companion ? r[spec.companion] : 0);
+    for (const r of marked) top = Math.max(top, r[spec.marker]);
     top = niceMax(top);
     const x = (t) => PAD.left + ((t - x0) / state.windowS) * plotW;
     const y = (v) => PAD.top + plotH - (Math.min(v, top) / top) * plotH;
@@ -135,12 +170,11 @@
       class: "line " + spec.lineClass, d: path(spec.key),
       "data-testid": "live-points", "data-service": service, "data-points": rows.length,
     }, svg);
-    for (const r of rows) {
-      if (!r.anomalies) continue;
+    for (const r of marked) {
       const dot = el("svg:circle", {
         class: "marker", r: 4, cx: x(r.t + 0.5).toFixed(1), cy: y(r[spec.marker]).toFixed(1),
         "data-testid": "anomaly-marker", "data-service": service,
-        "data-event-id": r.anomaly_event_id, "data-score": r.anomaly_score,
+        "data-event-id": r.anomaly_event_id, "data-score": r.anomaly_score, "data-signal": spec.signal,
       }, svg);
       el("svg:title", {
         text: `${clock(r.t)} ${service}: ${r.anomalies} anomal${r.anomalies === 1 ? "y" : "ies"}, ` +
@@ -152,11 +186,11 @@
 
   const LATENCY = {
     key: "mean_latency_ms", companion: "max_latency_ms", marker: "anomaly_latency_ms",
-    lineClass: "line-latency", floor: 1, format: (v) => intFmt.format(v),
+    lineClass: "line-latency", floor: 1, format: (v) => intFmt.format(v), signal: "latency",
   };
   const ERRORS = {
     key: "mean_error_rate", companion: null, marker: "anomaly_error_rate",
-    lineClass: "line-error", floor: 0.01, format: axisPct,
+    lineClass: "line-error", floor: 0.01, format: axisPct, signal: "error",
   };
 
   function panelFor(service) {
@@ -194,8 +228,9 @@
     for (const [service, buckets] of state.series) {
       const rows = [...buckets.values()].sort((a, b) => a.t - b.t);
       const panel = panelFor(service);
-      points += drawChart(panel.latency, service, rows, LATENCY, now, height);
-      drawChart(panel.error, service, rows, ERRORS, now, height);
+      const bands = { latency: band(rows, "mean_latency_ms", 1), error: band(rows, "mean_error_rate", 0.002) };
+      points += drawChart(panel.latency, service, rows, LATENCY, now, height, bands);
+      drawChart(panel.error, service, rows, ERRORS, now, height, bands);
       const recent = rows.filter((r) => r.t >= now - 6 && r.t < now - 1);
       const rate = recent.reduce((s, r) => s + r.count, 0) / 5;
       const anomalies = rows.reduce((s, r) => s + r.anomalies, 0);
@@ -236,9 +271,12 @@
     const body = document.getElementById("anomaly-rows");
     body.replaceChildren();
     for (const a of state.anomalies) {
+      const at = eventTime(a);
       const tr = el("tr", {
-        "data-testid": "anomaly-row", "data-service": a.service, "data-event-id": a.event_id, "data-score": a.score,
-        title: `${a.event_id} · event time ${a.timestamp} · model ${a.model_version}`,
+        "data-testid": "anomaly-row", "data-service": a.service, "data-event-id": a.event_id || "",
+        "data-score": a.score, "data-t": a.t,
+        title: `${a.event_id || "no event id"} · event time ${at == null ? "unknown" : new Date(at * 1000).toISOString()}` +
+          ` · model ${a.model_version}` + (a.signal ? ` · driven by ${a.signal}` : ""),
       }, body);
       if (now - a.t < FRESH_S) tr.classList.add("fresh");
       el("td", { text: clock(a.t) }, tr);

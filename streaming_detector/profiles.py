@@ -1,4 +1,4 @@
-"""What normal traffic looks like, per service: the profile the simulator draws from and the model trains on.
+"""What normal traffic looks like, per service: the profile the simulator draws from and the models train on.
 
 Latency is log-normal around each service's median (long right tail, never negative); the error
 rate is a small Beta-distributed fraction (about 0.5% on average), as in a healthy service.

@@ -1,8 +1,9 @@
 """Why a verdict is what it is: the signal that drove the score, its value, and the service's normal then.
 
-Context-scored events are explained from their context features and their service's spreads taken before
-the batch: each feature is a deviation in the service's own spread (``level_z = (y - baseline) / sd``), so
-the baseline at that event is ``y - level_z * sd``. The spreads move slowly (~100 events), so spreads from
+Pure computation over the tracker's state (``ContextTracker.spreads``). Context-scored events are explained
+from their context features and their service's spreads taken before the batch: each feature is a deviation
+in the service's own spread (``level_z = (y - baseline) / sd``), so the baseline at that event is
+``y - level_z * sd``. The spreads move slowly (~100 events), so spreads from
 the start of the batch are close to the event's own. The signal is the feature that deviates most.
 Events scored by the point model (their service still warms up) are explained against the point model's
 training data (``GET /model``: mean and spread of latency and error rate over all services).
@@ -11,29 +12,32 @@ Severity (``score / threshold`` of the model that scored the event) is the scale
 alert threshold whichever model answered.
 """
 
-import math
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
-from eventbus import LogEvent
+from streaming_detector.tracker import Spread
 
 BAND_SIGMAS = 2.0  # the normal band: expected ± this many of the service's spreads
-# Context features (``ml_service.detector.context.CONTEXT_FEATURES``) that name a signal, in that order.
+# Context features (``streaming_detector.tracker.CONTEXT_FEATURES``) that name a signal, in that order.
 LEVEL, RECENT, DRIFT, STEP, ERROR = 0, 1, 2, 3, 5
 SIGNALS = ("latency level", "sustained shift", "latency drift", "latency step", "error rate")
 _COLUMNS = (LEVEL, RECENT, DRIFT, STEP, ERROR)
 _HUGE = 1e300
 
 
-class Spread(NamedTuple):
-    """One service's scales, in the tracker's (log) space: what turns a feature back into a value."""
+class Measured(Protocol):
+    """What an explanation reads of an event (``eventbus.LogEvent`` has it)."""
 
-    sd: float  # spread of the level around the baseline
-    step_sd: float  # spread of one event's step
-    long_mean: float  # long-term level
-    error_sd: float  # spread of the error rate (with its floor)
+    @property
+    def service(self) -> str: ...
+
+    @property
+    def latency_ms(self) -> float: ...
+
+    @property
+    def error_rate(self) -> float: ...
 
 
 class PointReference(NamedTuple):
@@ -60,32 +64,8 @@ class PointReference(NamedTuple):
             return None
 
 
-def service_spreads(tracker: Any, services: set[str]) -> dict[str, Spread]:
-    """The current spreads of ``services`` in ``tracker`` (a ``ContextTracker``); services not warm are left out."""
-    from ml_service.detector.context import NUMBERS
-
-    slow_var, step_var, long_mean, error_var = (
-        NUMBERS.index(n) for n in ("slow_var", "step_var", "long_mean", "error_var")
-    )
-    floor_sq = tracker.config.error_floor**2
-    warmup = tracker.config.warmup_events
-    spreads: dict[str, Spread] = {}
-    for name in services:
-        slot = tracker._index.get(name)
-        if slot is None or tracker._counts[slot] <= warmup:
-            continue
-        row = tracker._numbers[slot]
-        spreads[name] = Spread(
-            math.sqrt(max(row[slow_var], 0.0)),
-            math.sqrt(max(row[step_var], 0.0)),
-            float(row[long_mean]),
-            math.sqrt(max(row[error_var], 0.0) + floor_sq),
-        )
-    return spreads
-
-
 def explain_context(
-    events: Sequence[LogEvent],
+    events: Sequence[Measured],
     contexts: Sequence[Sequence[float]],
     scores: Sequence[float],
     spreads: Mapping[str, Spread],
@@ -128,7 +108,7 @@ def explain_context(
 
 
 def explain_point(
-    events: Sequence[LogEvent], scores: Sequence[float], reference: PointReference
+    events: Sequence[Measured], scores: Sequence[float], reference: PointReference
 ) -> list[dict[str, Any]]:
     """An explanation per point-scored event, against the point model's training data."""
     if not events:

@@ -1,6 +1,6 @@
 """Seeded, labelled event streams: one per kind of trouble the detector must catch (or not raise).
 
-Healthy traffic is drawn from ``log_simulator.profiles.NormalProfile`` (the simulator's own profile);
+Healthy traffic is drawn from ``streaming_detector.profiles.NormalProfile`` (the simulator's own profile);
 incidents are injected here per service, on that service's own sub-stream, and every event of an
 incident carries its kind as ``label``. Services interleave at random, as partitions do.
 """
@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
-from log_simulator.profiles import NormalProfile
 
 from eventbus import LABEL_NORMAL, LogEvent
+from streaming_detector.profiles import NormalProfile
 
 
 @dataclass(frozen=True)

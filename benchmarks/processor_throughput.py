@@ -1,7 +1,7 @@
 """Processor throughput with and without the per-service context, on the same pre-filled topic and ML service.
 
-    python benchmark.py --fill 30000             # writes 30,000 simulator events to a new topic, prints its name
-    python benchmark.py --topic bench-xxxx --pairs 3
+    python benchmarks/processor_throughput.py --fill 30000   # 30,000 simulator events to a new topic; prints its name
+    python benchmarks/processor_throughput.py --topic bench-xxxx --pairs 3
 
 Kafka from KAFKA_BOOTSTRAP_SERVERS, the ML service from ML_SERVICE_URL (both as for the processor). Each run
 reads the whole topic with a fresh consumer group through the real ``Pipeline`` (HTTP scoring, produce, commit)
@@ -10,18 +10,14 @@ and prints events/s for CONTEXT=1 (``ContextualScorer``) and CONTEXT=0 (``HttpSc
 
 import argparse
 import statistics
-import sys
 import time
 import uuid
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from anomaly_processor import Pipeline, Printer, ProcessorSettings, consumer_overrides, producer_overrides
+from anomaly_processor.app import make_scorer, tune_garbage_collector
 
-from anomaly_processor import Pipeline, Printer, ProcessorSettings, consumer_overrides, producer_overrides  # noqa: E402
-from anomaly_processor.app import make_scorer, tune_garbage_collector  # noqa: E402
-from log_simulator.profiles import generate_normal_events  # noqa: E402
-
-from eventbus import KafkaSettings, ensure_topics, make_consumer, make_producer  # noqa: E402
+from eventbus import KafkaSettings, ensure_topics, make_consumer, make_producer
+from streaming_detector.profiles import generate_normal_events
 
 
 def topic_settings(topic: str) -> KafkaSettings:

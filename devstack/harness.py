@@ -9,13 +9,11 @@ import contextlib
 import http.client
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -25,15 +23,14 @@ from typing import Any
 
 import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from log_simulator.profiles import DEFAULT_SERVICES, generate_normal_events
 
-from eventbus import KafkaSettings, make_producer
-from tests.conftest import free_port
+from devstack.processes import LOOPBACK, Child, free_port
+from eventbus import KafkaSettings, ensure_topics, make_producer
+from streaming_detector.profiles import DEFAULT_SERVICES, generate_normal_events
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 SERVICE_DIR = REPO_ROOT / "fastapi-ml-service"
 PROCESSOR_MAIN = REPO_ROOT / "processor" / "main.py"
-LOOPBACK = "127.0.0.1"
 RESULTS_FILE = Path(os.environ.get("FAULTS_RESULTS", REPO_ROOT / "bench-results" / "faults.json"))
 
 
@@ -62,6 +59,22 @@ def train_model(folder: Path) -> Path:
     return path
 
 
+def fresh_topics(bootstrap: str) -> KafkaSettings:
+    """Settings naming new topics (logs with 3 partitions, predictions, dlq, incidents) on ``bootstrap``, created."""
+    suffix = uuid.uuid4().hex[:10]
+    settings = KafkaSettings(
+        kafka_bootstrap_servers=bootstrap,
+        logs_topic=f"logs-{suffix}",
+        predictions_topic=f"predictions-{suffix}",
+        dlq_topic=f"logs.dlq-{suffix}",
+        incidents_topic=f"incidents-{suffix}",
+        repartition_topic=f"logs.by-service-{suffix}",
+        logs_partitions=3,
+    )
+    ensure_topics(settings)
+    return settings
+
+
 def kafka_env(settings: KafkaSettings) -> dict[str, str]:
     """This process's environment pointing a service at ``settings``' broker and topics (no API keys)."""
     env = {**os.environ, **settings.environment()}
@@ -71,75 +84,6 @@ def kafka_env(settings: KafkaSettings) -> dict[str, str]:
 
 
 # -- processes -----------------------------------------------------------------------------------------------
-
-
-class Child:
-    """One program started by us; stopped only through its own pid."""
-
-    def __init__(self, name: str, argv: list[str], *, env: dict[str, str], cwd: Path, log_path: Path) -> None:
-        self.name = name
-        self.argv = argv
-        self.env = env
-        self.cwd = cwd
-        self.log_path = log_path
-        self.process: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    def start(self) -> None:
-        assert not self.alive(), f"{self.name} is already running"
-        with self.log_path.open("ab") as log:
-            log.write(f"\n=== start #{self.starts + 1} ===\n".encode())
-            log.flush()
-            self.process = subprocess.Popen(self.argv, cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT)
-        self.starts += 1
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def kill(self) -> None:
-        """SIGKILL, as a crash or the OOM killer would."""
-        if self.alive():
-            assert self.process is not None
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait()
-
-    def terminate(self, timeout_s: float = 30) -> int:
-        """SIGTERM and wait; the exit code. A process still running after ``timeout_s`` is a failure."""
-        assert self.process is not None, f"{self.name} was never started"
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            raise AssertionError(f"{self.name} ignored SIGTERM for {timeout_s}s\n{self.log_tail()}") from None
-
-    def cleanup(self) -> None:
-        self.kill()
-
-    def rss_mib(self) -> float:
-        """Resident memory of the process, in MiB (0 when it is not running)."""
-        if not self.alive():
-            return 0.0
-        try:
-            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-        except OSError:
-            pass
-        return 0.0
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace") if self.log_path.exists() else ""
-
-    def log_tail(self, chars: int = 4000) -> str:
-        return f"--- {self.name} log (tail) ---\n{self.log_text()[-chars:]}"
 
 
 class MLServiceProcess(Child):
@@ -156,17 +100,7 @@ class MLServiceProcess(Child):
 
     def start(self, timeout_s: float = 60) -> None:
         super().start()
-        self.wait_ready(timeout_s)
-
-    def wait_ready(self, timeout_s: float = 60) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if not self.alive():
-                raise AssertionError(f"{self.name} exited while starting\n{self.log_tail()}")
-            if http_status(f"{self.url}/ready") == 200:
-                return
-            time.sleep(0.2)
-        raise AssertionError(f"{self.name} not ready after {timeout_s}s\n{self.log_tail()}")
+        self.wait_ready(f"{self.url}/ready", timeout_s)
 
 
 class ProcessorProcess(Child):
@@ -191,17 +125,6 @@ class ProcessorProcess(Child):
         super().__init__(
             name, [sys.executable, str(PROCESSOR_MAIN)], env=env, cwd=REPO_ROOT, log_path=folder / f"{name}.log"
         )
-
-
-def http_status(url: str, timeout_s: float = 2.0) -> int | None:
-    """The HTTP status of a GET, or None when nothing answered."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
-    except (urllib.error.URLError, OSError):
-        return None
 
 
 # -- a misbehaving ML service --------------------------------------------------------------------------------

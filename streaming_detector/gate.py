@@ -1,4 +1,4 @@
-"""The processor side's post-processing: per-service alert decisions from raw scores, with a cool-down."""
+"""The alert gate: per-service alert decisions from raw context scores, with a cool-down."""
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -14,16 +14,21 @@ class GateConfig:
     threshold: float  # raw score above which an event is anomalous (calibrated on healthy traffic)
     cooldown_events: int = 120  # after an alert, this many events of the same service raise no new alert
 
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, Any]) -> "GateConfig":
+        """The gate a trained context model's metadata describes: its threshold and training cool-down."""
+        return cls(float(metadata["threshold"]), int(metadata["training"]["cooldown_events"]))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "GateConfig":
+        """The gate as ``asdict`` wrote it (``GET /model``'s ``context.gate``, a ``state_dict``)."""
+        return cls(float(data["threshold"]), int(data["cooldown_events"]))
+
 
 class GateOutput(NamedTuple):
     anomaly: np.ndarray  # bool: raise an alert for this event
     score: np.ndarray  # float: the raw score, never muted (0.0 while the service warms up)
     suppressed: np.ndarray  # bool: in the cool-down after an alert of the same service
-
-    @property
-    def alert_score(self) -> np.ndarray:
-        """The score with the cool-down applied (0 when muted): what NAB's threshold sweep ranks."""
-        return np.where(self.suppressed, 0.0, self.score)
 
 
 class AlertGate:
@@ -71,5 +76,5 @@ class AlertGate:
         return {"config": asdict(self.config), "cooldown": {k: v for k, v in self.cooldown.items() if v > 0}}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.config = GateConfig(**state["config"])
+        self.config = GateConfig.from_dict(state["config"])
         self.cooldown = {str(k): int(v) for k, v in state["cooldown"].items()}

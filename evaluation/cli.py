@@ -1,9 +1,9 @@
 """``make eval``: replay labelled scenarios (and optionally a NAB corpus) through the processor's scoring path.
 
-The scenarios and NAB files go through ``ContextDetector.score_arrays`` in micro-batches of ``--batch``
-events: the tracker, context model and gate the processor's ``ContextualScorer`` runs (tracker and gate in
-the processor, the model in the ML service), with state carried across batches as in the processor.
-``tests/unit/test_eval_path.py`` checks that the processor's scorer reaches the same verdicts.
+The scenarios and NAB files go through ``ContextualScorer`` in micro-batches of ``--batch`` events, the
+composition the processor runs, over ``InProcessModel`` (the context model the ML service serves, in this
+process), with state carried across batches as in the processor. ``tests/unit/test_eval_path.py`` checks that
+the processor's HTTP path reaches the same verdicts.
 """
 
 import argparse
@@ -14,25 +14,52 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from ml_service.detector import ContextDetector, DetectorOutput, TrainingConfig, train_context_model
-from ml_service.evaluation.metrics import ScenarioMetrics, evaluate, overall
-from ml_service.evaluation.nab import PROFILES, category_scores, load_corpus, score_corpus
-from ml_service.evaluation.scenarios import SCENARIO_NAMES, build_scenario
+from evaluation.nab import PROFILES, category_scores, load_corpus, score_corpus
+from evaluation.quality import ScenarioMetrics, evaluate, overall
+from evaluation.scenarios import SCENARIO_NAMES, build_scenario
+from streaming_detector import ContextualScorer, TrainingConfig, in_process_scorer, train_context_model
+from streaming_detector.scorer import Event
 
 
-def replay(
-    detector: ContextDetector, services: Sequence[str], latency: np.ndarray, error: np.ndarray, batch: int
-) -> DetectorOutput:
-    """Feed a stream to the detector in micro-batches, as the processor does; concatenate the outputs."""
-    parts = [
-        detector.score_arrays(services[i : i + batch], latency[i : i + batch], error[i : i + batch])
-        for i in range(0, len(services), batch)
+class Replay(NamedTuple):
+    """Per event of a replayed stream: the alert, whether its service was warm, and the NAB-ranked score."""
+
+    anomaly: np.ndarray  # bool
+    score: np.ndarray  # float: higher = more anomalous; 0.0 while the service warms up
+    warm: np.ndarray  # bool: scored in its service's context
+    alert_score: np.ndarray  # float: the score, 0 while muted by the cool-down
+
+
+class ColumnEvent(NamedTuple):
+    """An event as the scorer reads it, without the schema's validation (a NAB value may be negative)."""
+
+    event_id: str
+    service: str
+    latency_ms: float
+    error_rate: float
+
+
+def replay(scorer: ContextualScorer, events: Sequence[Event], batch: int) -> Replay:
+    """Feed a stream to the scorer in micro-batches, as the processor does; concatenate the verdicts."""
+    verdicts = [verdict for i in range(0, len(events), batch) for verdict in scorer.score(events[i : i + batch])]
+    return Replay(
+        np.array([v.anomaly for v in verdicts], dtype=bool),
+        np.array([v.score for v in verdicts], dtype=np.float64),
+        np.array([v.in_context for v in verdicts], dtype=bool),
+        np.array([v.alert_score for v in verdicts], dtype=np.float64),
+    )
+
+
+def column_events(services: Sequence[str], latency_ms: Sequence[float], error_rate: Sequence[float]) -> list[Event]:
+    """Events given column-wise, numbered in stream order."""
+    return [
+        ColumnEvent(str(i), service, latency, error)
+        for i, (service, latency, error) in enumerate(zip(services, latency_ms, error_rate, strict=True))
     ]
-    return DetectorOutput(*(np.concatenate([getattr(p, f) for p in parts]) for f in DetectorOutput._fields))
 
 
 def run_scenarios(
@@ -42,13 +69,7 @@ def run_scenarios(
     for name in names:
         scenario = build_scenario(name, seed)
         events = scenario.events
-        output = replay(
-            ContextDetector.from_metadata(forest, metadata),
-            [e.service for e in events],
-            np.array([e.latency_ms for e in events]),
-            np.array([e.error_rate for e in events]),
-            batch,
-        )
+        output = replay(in_process_scorer(forest, metadata, cache_events=batch), events, batch)
         results.append(evaluate(name, events, scenario.incidents, output.anomaly, output.warm))
     return results
 
@@ -62,13 +83,9 @@ def run_nab(forest: Any, metadata: dict[str, Any], path: Path, batch: int) -> di
     corpus = load_corpus(path)
     scores = {}
     for k, series in enumerate(corpus, 1):
-        output = replay(
-            ContextDetector.from_metadata(forest, metadata),
-            [series.service] * len(series.values),
-            series.values,
-            np.zeros(len(series.values)),
-            batch,
-        )
+        values = series.values.tolist()
+        events = column_events([series.service] * len(values), values, [0.0] * len(values))
+        output = replay(in_process_scorer(forest, metadata, cache_events=batch), events, batch)
         scores[series.name] = output.alert_score
         if k % 10 == 0:
             print(f"  NAB: {k}/{len(corpus)} files scored", flush=True)
@@ -91,11 +108,28 @@ def run_nab(forest: Any, metadata: dict[str, Any], path: Path, batch: int) -> di
     return {**results, "categories_standard": categories}
 
 
+TABLE_HEADER = (
+    f"{'scenario':<16} {'events':>7} {'incid':>5} {'found':>5} {'alerts':>6} {'true':>5} {'false':>5} "
+    f"{'prec':>6} {'recall':>6} {'F1':>6} {'FPR%':>7} {'false/h':>7} {'false/d':>7} {'delay':>6}"
+)
+TABLE_LEGEND = (
+    "incid: incidents injected; found: incidents with at least one alert; alerts = true (on an incident's events;\n"
+    "  one incident may raise several, e.g. a slow drift that keeps rising) + false (on healthy events).\n"
+    "prec = true/alerts, recall = found/incid, F1 their harmonic mean ('-' where a scenario has no incident).\n"
+    "FPR% = false alerts per 100 healthy events; false/h, false/d = false alerts an hour / a day for one service\n"
+    "  sending 1 event/s (FPR x 3,600 / x 86,400); delay = events of the service from an incident's start to\n"
+    "  its first alert. Every alert outside an incident's events is false: no grace period after an incident."
+)
+
+
 def _row(m: ScenarioMetrics) -> str:
     delay = "-" if math.isnan(m.mean_delay) else f"{m.mean_delay:.1f}"
+    # Without incidents, precision and recall say nothing: the false-alert rates are the figures.
+    quality = f"{m.precision:>6.3f} {m.recall:>6.3f} {m.f1:>6.3f}" if m.incidents else f"{'-':>6} {'-':>6} {'-':>6}"
+    fpr = m.false_positive_rate
     return (
-        f"{m.name:<16} {m.events:>7} {m.incidents:>5} {m.detected:>5} {m.alerts:>6} {m.precision:>6.3f} "
-        f"{m.recall:>6.3f} {m.f1:>6.3f} {100 * m.false_positive_rate:>7.3f} {delay:>7}"
+        f"{m.name:<16} {m.events:>7} {m.incidents:>5} {m.detected:>5} {m.alerts:>6} {m.true_alerts:>5} "
+        f"{m.false_alerts:>5} {quality} {100 * fpr:>7.3f} {fpr * 3600:>7.2f} {fpr * 86400:>7.1f} {delay:>6}"
     )
 
 
@@ -131,17 +165,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Per scenario, counts summed over the seeds.
         results = [replace(overall([per_seed[s][k] for s in seeds]), name=name) for k, name in enumerate(names)]
         total = overall(results)
-        print(
-            f"\n{'scenario':<16} {'events':>7} {'incid':>5} {'found':>5} {'alerts':>6} {'prec':>6} {'recall':>6} "
-            f"{'F1':>6} {'FPR%':>7} {'delay':>7}   (seeds {args.seed})"
-        )
+        print(f"\n{TABLE_HEADER}   (seeds {args.seed})")
         for m in [*results, total]:
             print(_row(m))
         if len(seeds) > 1:
             for seed, seed_results in per_seed.items():
                 print(_row(replace(overall(seed_results), name=f"overall seed {seed}")))
-        print("(delay: events of the service from an incident's start to its first alert;")
-        print(" every alert outside an incident's events counts as false: no grace period after an incident)")
+        print(TABLE_LEGEND)
         report["scenarios"] = [
             {
                 **asdict(m),

@@ -1,4 +1,4 @@
-"""Throughput of POST /predict/batch: ``python benchmark.py --url URL`` or ``python benchmark.py --in-process``.
+"""Throughput of POST /predict/batch: ``python benchmarks/ml_service_throughput.py --url URL`` or ``--in-process``.
 
 Over HTTP it sends the same pre-serialised batch of simulator events (all fields, as the processor
 would) from ``--concurrency`` keep-alive connections for ``--seconds``, decodes every answer and prints
@@ -16,8 +16,9 @@ from typing import Any
 
 import orjson
 import requests
-from log_simulator.profiles import generate_normal_events
 from ml_service.app import create_app
+
+from streaming_detector.profiles import generate_normal_events
 
 
 def over_http(url: str, body: bytes, seconds: float, concurrency: int) -> tuple[int, list[float]]:

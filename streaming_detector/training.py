@@ -1,19 +1,16 @@
-"""The IsolationForest on context features: training, and the streaming detector the processor calls."""
+"""Training the context model: the IsolationForest on context features of simulated healthy services."""
 
 import math
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
-from log_simulator.profiles import NormalProfile
 from sklearn.ensemble import IsolationForest
 
-from eventbus import LogEvent
-from ml_service.detector.context import CONTEXT_FEATURES, FEATURES, ContextConfig, ContextTracker
-from ml_service.detector.forest import ContextModel
-from ml_service.detector.gate import AlertGate, GateConfig
+from streaming_detector.forest import ContextModel
+from streaming_detector.profiles import NormalProfile
+from streaming_detector.tracker import CONTEXT_FEATURES, FOREST_FEATURES, ContextConfig, ContextTracker
 
 
 @dataclass(frozen=True)
@@ -32,20 +29,6 @@ class TrainingConfig:
     excess_weight: float = 0.5  # weight of the log-excess beyond the healthy range, added to the forest score
     cooldown_events: int = 120  # after an alert, this many events of the same service raise no new alert
     seed: int = 0
-
-
-class DetectorOutput(NamedTuple):
-    """Per event: the alert, the score behind it, whether the service was warm, and whether an alert was muted."""
-
-    anomaly: np.ndarray  # bool: raise an alert for this event
-    score: np.ndarray  # float: higher = more anomalous; 0.0 while the service warms up
-    warm: np.ndarray  # bool: the service had enough history for its context to be trusted
-    suppressed: np.ndarray  # bool: in the cool-down after an alert of the same service
-
-    @property
-    def alert_score(self) -> np.ndarray:
-        """The score with the cool-down applied (0 when muted): what NAB's threshold sweep ranks."""
-        return np.where(self.suppressed, 0.0, self.score)
 
 
 def training_profiles(count: int, seed: int) -> list[NormalProfile]:
@@ -84,12 +67,12 @@ def train_context_model(
 ) -> tuple[IsolationForest, dict[str, Any]]:
     """Fit the forest on context features of healthy traffic, deterministically; return it with its metadata.
 
-    The metadata holds everything ``ContextDetector.from_metadata`` needs besides the forest (threshold,
+    The metadata holds everything ``InProcessModel`` needs besides the forest (threshold,
     context configuration, cool-down) and a summary of the training data.
     """
     training = training or TrainingConfig()
     context = context or ContextConfig()
-    width = len(FEATURES)
+    width = len(FOREST_FEATURES)
     services, latency, error = normal_training_stream(training)
     vectors, warm = ContextTracker(context).features(services, latency, error)
     matrix = vectors[warm][:, :width]
@@ -115,7 +98,7 @@ def train_context_model(
         "kind": "context-iforest",
         "trained_at": datetime.now(UTC).isoformat(),
         "features": list(CONTEXT_FEATURES),
-        "forest_features": list(FEATURES),
+        "forest_features": list(FOREST_FEATURES),
         "threshold": threshold,
         "context": asdict(context),
         "training": asdict(training),
@@ -131,57 +114,7 @@ def train_context_model(
                 "min": float(matrix[:, k].min()),
                 "max": float(matrix[:, k].max()),
             }
-            for k, name in enumerate(FEATURES)
+            for k, name in enumerate(FOREST_FEATURES)
         },
     }
     return forest, metadata
-
-
-class ContextDetector:
-    """(a) + (b) in one process: ``ContextTracker`` -> ``ContextModel.score`` -> ``AlertGate``, per micro-batch.
-
-    The state (tracker and gate) lives in this object: one detector per consumer of a partition set.
-    """
-
-    def __init__(self, model: ContextModel, gate: GateConfig, context: ContextConfig | None = None) -> None:
-        self.model = model
-        self.tracker = ContextTracker(context)
-        self.gate = AlertGate(gate)
-
-    @classmethod
-    def from_metadata(cls, forest: IsolationForest, metadata: dict[str, Any]) -> "ContextDetector":
-        """The detector ``train_context_model`` describes: its forest and metadata."""
-        return cls(
-            ContextModel.from_metadata(forest, metadata),
-            GateConfig(float(metadata["threshold"]), int(metadata["training"]["cooldown_events"])),
-            ContextConfig(**metadata["context"]),
-        )
-
-    def score_arrays(
-        self,
-        services: Sequence[str],
-        latency_ms: Sequence[float] | np.ndarray,
-        error_rate: Sequence[float] | np.ndarray,
-    ) -> DetectorOutput:
-        """Score a micro-batch given column-wise, in stream order, and learn it (one forest call)."""
-        features, warm = self.tracker.features(services, latency_ms, error_rate)
-        raw = np.zeros(len(warm), dtype=np.float64)
-        if warm.any():
-            raw[warm] = self.model.score(features[warm])
-        gated = self.gate.decide_detailed(services, raw, warm)
-        return DetectorOutput(gated.anomaly, gated.score, warm, gated.suppressed)
-
-    def score_batch(self, events: Sequence[LogEvent]) -> list[tuple[bool, float]]:
-        """The processor's call: ``(anomaly, score)`` per event, same order; learns the events."""
-        output = self.score_arrays(
-            [e.service for e in events], [e.latency_ms for e in events], [e.error_rate for e in events]
-        )
-        return list(zip(output.anomaly.tolist(), output.score.tolist(), strict=True))
-
-    def state_dict(self) -> dict[str, Any]:
-        """JSON-able snapshot of the per-service state (tracker and gate)."""
-        return {"tracker": self.tracker.state_dict(), "gate": self.gate.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.tracker.load_state_dict(state["tracker"])
-        self.gate.load_state_dict(state["gate"])

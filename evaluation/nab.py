@@ -33,7 +33,7 @@ PROBATION_PERCENT = 0.15
 
 @dataclass(frozen=True)
 class CostProfile:
-    """One of NAB's application profiles (``config/profiles.json``)."""
+    """One of NAB's application profiles (``config/profiles.json`` in Numenta's NAB repository)."""
 
     name: str
     tp_weight: float

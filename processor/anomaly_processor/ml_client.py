@@ -1,4 +1,6 @@
-"""Scoring transport: the ``Scorer`` protocol the pipeline calls, and ``HttpScorer``, its default over HTTP.
+"""The ML service's client: the ``Scorer`` protocol the pipeline calls, and ``HttpScorer``, its default over HTTP.
+
+``HttpScorer`` is also the ``streaming_detector.ModelClient`` the processor's ``ContextualScorer`` runs over.
 
 Contract of the ML service: ``POST /predict/batch`` takes a JSON array of events (``latency_ms``,
 ``error_rate``, ``service``; never ``label``, the ground truth; optionally
@@ -10,18 +12,20 @@ Contract of the ML service: ``POST /predict/batch`` takes a JSON array of events
 import math
 import re
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 import orjson
 import requests
 
-from anomaly_processor.errors import (
+from eventbus import LogEvent
+from streaming_detector import (
+    Score,
     ScoringConfigError,
     ScoringProtocolError,
     ScoringRejectedError,
     ScoringUnavailableError,
 )
-from eventbus import LogEvent
+from streaming_detector.scorer import Contexts
 
 # The service's limit on events per request.
 MAX_ITEMS_PER_REQUEST = 10_000
@@ -30,22 +34,9 @@ REJECTED_STATUSES = frozenset({400, 413, 422})
 # Answers that say "not now": the same batch is retried.
 RETRY_STATUSES = frozenset({408, 425, 429})
 _DETAIL_MAX_CHARS = 300
-# Per event, its context features to send as ``context``, or None to send none.
-Contexts = Sequence[Sequence[float] | None]
-
-
-class Score(NamedTuple):
-    """The detector's answer for one event: ``score`` is higher when more anomalous.
-
-    ``explanation`` (an ``eventbus.Explanation`` as a dict) says why; ``incident_id`` names the incident an
-    alert belongs to. Both are filled in the processor, never by the ML service.
-    """
-
-    anomaly: bool
-    score: float
-    model_version: str
-    explanation: dict[str, Any] | None = None
-    incident_id: str | None = None
+# Features are sent rounded to this many decimals (surprisals in nats: 1e-6 is far below any threshold's
+# precision); the JSON of a context is then half as long, and as fast to write and to parse.
+CONTEXT_DECIMALS = 6
 
 
 class Scorer(Protocol):
@@ -61,6 +52,8 @@ class Scorer(Protocol):
 
 class HttpScorer:
     """Scores through the ML service's ``/predict/batch`` over one keep-alive HTTP session."""
+
+    context_decimals: int | None = CONTEXT_DECIMALS
 
     def __init__(
         self,

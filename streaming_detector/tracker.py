@@ -2,7 +2,7 @@
 
 The vector has two parts:
 
-* ``FEATURES``: scale-free deviations in the service's own spread (log-latency baselines with capped
+* ``FOREST_FEATURES``: scale-free deviations in the service's own spread (log-latency baselines with capped
   learning, so an incident does not become the normal). The IsolationForest scores these. They assume the
   shape of normal latency (log-normal noise around a level), which is right for a young service.
 * ``surprise`` and ``history_weight``: the service's OWN history speaking. A few raw signals (distance from
@@ -12,16 +12,17 @@ The vector has two parts:
   one threshold fit a CPU percentage, a tweet count and a 20 ms service. ``history_weight`` says how much
   that history is trusted: 0 for a new service, rising to ``history_weight_max`` as events accumulate.
 
-The service side (``ContextModel``) blends the forest's verdict with ``surprise`` by ``history_weight``.
+The model (``ContextModel``, run by the ML service) blends the forest's verdict with ``surprise`` by ``history_weight``.
 """
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-FEATURES = (
+FOREST_FEATURES = (
     "level_z",  # this event's deviation from the service's baseline, in the service's own spread
     "recent_level_z",  # the recent level (fast average, this event included) against the baseline
     "drift_z",  # the medium-term level against the long-term level: slow creep
@@ -33,7 +34,10 @@ HISTORY_FEATURES = (
     "surprise",  # largest tail surprisal (nats) of the calibrated signals against the service's own history
     "history_weight",  # how far the blend trusts ``surprise`` over the forest: 0 (new service) .. max
 )
-CONTEXT_FEATURES = (*FEATURES, *HISTORY_FEATURES)  # the vector the processor sends: the forest's, then the history's
+CONTEXT_FEATURES = (
+    *FOREST_FEATURES,
+    *HISTORY_FEATURES,
+)  # the vector the processor sends: the forest's, then the history's
 N_SIGNALS = 4  # calibrated signals: level distance, step size, recent-mean shift, error excess
 
 
@@ -55,25 +59,21 @@ class ContextConfig:
     surprise_alpha: float = 0.001  # EWMA weight of their long-term level and spreads (exact mean while fewer)
     surprise_window: int = 10  # recent events behind the recent-mean shift
     # Past values of each signal its calibration ranks against: a service's last 4,000 events, so what
-    # recurs every day or two (a nightly jump) is in it. NAB with a weight max of 0.5: 2,000 values 55.3,
-    # 4,000 or 8,000 59.0.
+    # recurs every day or two (a nightly jump) is in it (figures: docs/tuning.md).
     history: int = 4000
-    # Every this many events a service's signals join its history. Keep 1: with every fourth event, a job
-    # that spiked every 300 events at the wrong phase never entered the history and paged every time.
+    # Every this many events a service's signals join its history. Keep 1: a periodic spike sampled at the
+    # wrong phase never enters a sparser history and pages every time.
     history_every: int = 1
     # Calibration needs this many past values (else surprisal 0): with 20, the tail was extrapolated from two
     # values, and new services alerted early.
     min_history: int = 160
-    # Beyond this quantile of the history an exponential tail is extrapolated (0.75-0.9 within 0.8 NAB point).
+    # Beyond this quantile of the history an exponential tail is extrapolated (0.75-0.9 score alike).
     tail_quantile: float = 0.8
     max_tail: float = 20.0  # tail term when the history's top is flat (any excess is unprecedented)
     # history_weight = max * n / (n + events): a young service is judged by the forest; a mature one a little
-    # more by its own history than by the forest. NAB standard for 0.45 / 0.5 / 0.525 / 0.55 / 0.6: 52.3 /
-    # 59.0 / 59.7 / 60.3 / 60.2; scenario F1 over 16 seeds 0.961 (0.5) / 0.958 / 0.955 (0.6): more lets
-    # repeated incidents in a long history hide the next one.
+    # more by its own history than by the forest. More lets repeated incidents in a long history hide the next.
     history_weight_max: float = 0.55
-    # Half of the maximum after this many events: slower than 300, the forest keeps more say while the
-    # history is short (scenario F1 over 16 seeds 0.952 -> 0.965, NAB 54.6 -> 53.0).
+    # Half of the maximum after this many events: the forest keeps more say while the history is short.
     history_weight_events: float = 800.0
 
 
@@ -102,6 +102,15 @@ def transform(values: np.ndarray, config: ContextConfig) -> np.ndarray:
     return np.sign(values) * np.log1p(np.abs(values)) if config.log_values else values
 
 
+class Spread(NamedTuple):
+    """One service's scales, in the tracker's (log) space: what turns a feature back into a value."""
+
+    sd: float  # spread of the level around the baseline
+    step_sd: float  # spread of one event's step
+    long_mean: float  # long-term level
+    error_sd: float  # spread of the error rate (with its floor)
+
+
 class ContextTracker:
     """Every service's online state; ``features`` scores events in their service's context, then learns them.
 
@@ -115,7 +124,7 @@ class ContextTracker:
 
     def __init__(self, config: ContextConfig | None = None) -> None:
         # numba (~30 MiB private, ~130 MiB shared a process) loads only where context is tracked (or will be)
-        from ml_service.detector.kernels import advance_context
+        from streaming_detector.kernels import advance_context
 
         self._advance = advance_context
         self.config = config or ContextConfig()
@@ -168,6 +177,24 @@ class ContextTracker:
             cfg.history, cfg.history_every, cfg.min_history, cfg.tail_quantile, cfg.max_tail,
         )  # fmt: skip
         return rows, warm
+
+    def spreads(self, services: Iterable[str]) -> dict[str, Spread]:
+        """The current scales of the warm ones of ``services`` (what turns a feature back into a value)."""
+        columns = [NUMBERS.index(n) for n in ("slow_var", "step_var", "long_mean", "error_var")]
+        floor_sq = self.config.error_floor**2
+        out: dict[str, Spread] = {}
+        for name in services:
+            slot = self._index.get(name)
+            if slot is None or self._counts[slot] <= self.config.warmup_events:
+                continue
+            slow_var, step_var, long_mean, error_var = self._numbers[slot, columns].tolist()
+            out[name] = Spread(
+                math.sqrt(max(slow_var, 0.0)),
+                math.sqrt(max(step_var, 0.0)),
+                long_mean,
+                math.sqrt(max(error_var, 0.0) + floor_sq),
+            )
+        return out
 
     def state_dict(self) -> dict[str, Any]:
         """A JSON-able snapshot of every service's state and the configuration."""

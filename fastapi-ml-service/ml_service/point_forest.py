@@ -11,6 +11,8 @@ thresholds on each feature, and every cell falls in one leaf. So the forest comp
 
 Scoring is then two binary searches and one gather per (row, tree): ~1 ms per 1,000 rows, and the
 same numbers as scikit-learn, to the last bit or two (the sum over trees runs in another order).
+The context forest's general walk (``streaming_detector.FlatForest``) scores this forest too, but five times
+slower per batch (docs/tuning.md): the two-feature point model keeps this grid.
 """
 
 from bisect import bisect_left

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from evaluation.scenarios import Incident
 from eventbus import LABEL_NORMAL, LogEvent
-from ml_service.evaluation.scenarios import Incident
 
 
 @dataclass(frozen=True)

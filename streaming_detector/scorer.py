@@ -1,7 +1,13 @@
-"""Per-service streaming context: ``ContextualScorer`` keeps each service's state and scores events in it.
+"""The streaming detector composed: ``ContextualScorer`` keeps each service's state and scores events in it.
 
-Where the state lives: in this processor process, in memory, one ``ContextTracker`` (per-service baselines)
-and one ``AlertGate`` (the threshold) for every service whose partition it consumes (events are
+Tracker (per-service context features) -> a model client (the context model's raw scores) -> gate (the
+threshold, and per-service cool-downs unless ``cooldown=False``) -> an explanation per verdict
+(``streaming_detector.explain``). The model client is a small protocol (``ModelClient``) with two
+implementations: over HTTP to the ML service (``anomaly_processor.ml_client.HttpScorer``, the processor) and in
+this process (``streaming_detector.in_process.InProcessModel``, evaluation and tests).
+
+Where the state lives: in the scoring process, in memory, one ``ContextTracker`` (per-service baselines)
+and one ``AlertGate`` for every service whose partition it consumes (events are
 keyed by service, so a service's events all reach one consumer). Nothing is persisted: after a restart or
 a rebalance the new owner rebuilds a service's state from the stream, and the service is scored by the
 stateless point model until it is warm again (``ContextConfig.warmup_events`` events).
@@ -14,28 +20,85 @@ failed commit gets the same features and the same verdict.
 
 import itertools
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
-from ml_service.detector import AlertGate, ContextConfig, ContextTracker, GateConfig
 
-from anomaly_processor.errors import ScoringConfigError, ScoringRejectedError, ScoringUnavailableError
-from anomaly_processor.explain import PointReference, Spread, explain_context, explain_point, service_spreads
-from anomaly_processor.scoring import HttpScorer, Score
-from eventbus import LogEvent
+from streaming_detector.errors import ScoringConfigError, ScoringRejectedError, ScoringUnavailableError
+from streaming_detector.explain import PointReference, explain_context, explain_point
+from streaming_detector.gate import AlertGate, GateConfig
+from streaming_detector.tracker import ContextConfig, ContextTracker, Spread
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CACHE_EVENTS = 10_000
-# Features are sent rounded to this many decimals (surprisals in nats: 1e-6 is far below any threshold's
-# precision); the JSON of a context is then half as long, and as fast to write and to parse.
-CONTEXT_DECIMALS = 6
-
 
 Context = tuple[float, ...]
+# Per event, its context features to send as ``context``, or None to send none.
+Contexts = Sequence[Sequence[float] | None]
 _UNSEEN: Any = object()
+
+
+class Score(NamedTuple):
+    """The detector's answer for one event: ``score`` is higher when more anomalous.
+
+    ``in_context``: scored by the context model (its service was warm); ``muted``: in the cool-down after an
+    alert of the same service, so ``anomaly`` is False whatever the score (never with ``cooldown=False``).
+    ``explanation`` (an ``eventbus.Explanation`` as a dict) says why; ``incident_id`` names the incident an
+    alert belongs to (set by the processor's incidents, never by the ML service).
+    """
+
+    anomaly: bool
+    score: float
+    model_version: str
+    in_context: bool = False
+    muted: bool = False
+    explanation: dict[str, Any] | None = None
+    incident_id: str | None = None
+
+    @property
+    def alert_score(self) -> float:
+        """The score with the cool-down applied (0 when muted): what NAB's threshold sweep ranks."""
+        return 0.0 if self.muted else self.score
+
+
+class Event(Protocol):
+    """What the scorer reads of an event (``eventbus.LogEvent`` has it, so does any record with these fields)."""
+
+    @property
+    def event_id(self) -> str | None: ...  # the cache key; the processor derives one for an event sent without
+
+    @property
+    def service(self) -> str: ...
+
+    @property
+    def latency_ms(self) -> float: ...
+
+    @property
+    def error_rate(self) -> float: ...
+
+
+class ModelClient(Protocol):
+    """Where the context model runs: ``model_info`` describes it as ``GET /model`` does, ``score`` scores events.
+
+    ``score`` gets each event's context features (None for an event of a service still warming up, which the
+    point model answers) and raises ``ScoringUnavailableError`` (retry), ``ScoringRejectedError`` (bad data)
+    or ``ScoringConfigError`` (never answers this caller). ``context_decimals``: features are rounded to this
+    many decimals before they are sent (None: sent as computed).
+    """
+
+    base_url: str
+    context_decimals: int | None
+
+    def model_info(self) -> dict[str, Any]: ...
+
+    def score(self, events: Sequence[Any], contexts: Contexts | None = None) -> list[Score]: ...
+
+    def ready(self) -> bool: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -49,7 +112,7 @@ class ContextSpec:
     point: PointReference | None = None  # what explains the point model's verdicts during warm-up
 
     @classmethod
-    def from_model_info(cls, info: dict[str, Any], source: str) -> "ContextSpec":
+    def from_model_info(cls, info: Mapping[str, Any], source: str) -> "ContextSpec":
         context = info.get("context")
         if not isinstance(context, dict):
             raise ScoringConfigError(
@@ -61,7 +124,7 @@ class ContextSpec:
                 version=str(info["version"]),
                 features=tuple(str(name) for name in context["features"]),
                 tracker=ContextConfig(**context["context"]),
-                gate=GateConfig(float(context["gate"]["threshold"]), int(context["gate"]["cooldown_events"])),
+                gate=GateConfig.from_dict(context["gate"]),
                 point=PointReference.from_model_info(info),
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -71,21 +134,24 @@ class ContextSpec:
 
 
 class ContextualScorer:
-    """A ``Scorer``: per-service context features computed here, scored by the ML service, explained here.
+    """A ``Scorer``: per-service context features computed here, scored by the model client, explained here.
 
-    Warm events go to the service with their ``context`` (the context model scores them); events of services
-    still warming up go without (the point model answers). Every event above its model's threshold is an
-    alert (no cool-down: the pipeline groups a service's consecutive alerts into one incident), and every
-    verdict carries an explanation (``anomaly_processor.explain``). The model description is fetched from
-    ``GET /model`` on first use and again whenever the service answers with another ``model_version``.
+    Warm events go to the client with their ``context`` (the context model scores them); events of services
+    still warming up go without (the point model answers). The gate then decides the warm events' alerts from
+    their raw scores: with ``cooldown=True`` (evaluation's default) it mutes what follows an alert of the
+    same service; the processor passes ``cooldown=False``, marks every event above the threshold and groups a
+    service's consecutive alerts into one incident. Every verdict carries an explanation. The model
+    description is fetched from the client on first use and again whenever it answers with another
+    ``model_version``.
     """
 
-    def __init__(self, http: HttpScorer, *, cache_events: int = DEFAULT_CACHE_EVENTS) -> None:
+    def __init__(self, client: ModelClient, *, cache_events: int = DEFAULT_CACHE_EVENTS, cooldown: bool = True) -> None:
         if cache_events < 1:
             raise ValueError(f"cache_events must be positive, got {cache_events}")
-        self.http = http
-        self.base_url = http.base_url
+        self.client = client
+        self.base_url = client.base_url
         self.cache_events = cache_events
+        self.cooldown = cooldown
         self.spec: ContextSpec | None = None
         self.tracker: ContextTracker | None = None
         self.gate: AlertGate | None = None
@@ -94,12 +160,12 @@ class ContextualScorer:
         self._spreads: dict[str, Spread] = {}  # service -> its spreads before its latest batch
 
     def ready(self) -> bool:
-        return self.http.ready()
+        return self.client.ready()
 
     def close(self) -> None:
-        self.http.close()
+        self.client.close()
 
-    def score(self, events: Sequence[LogEvent]) -> list[Score]:
+    def score(self, events: Sequence[Event]) -> list[Score]:
         spec, tracker, gate = self._model()
         contexts = self._learn(events, tracker)
         verdicts: list[Score | None] = [self._verdicts.get(_event_id(event)) for event in events]
@@ -108,7 +174,7 @@ class ContextualScorer:
             pending = [events[i] for i in todo]
             pending_contexts = [contexts[i] for i in todo]
             try:
-                scores = self.http.score(pending, pending_contexts)
+                scores = self.client.score(pending, pending_contexts)
             except ScoringRejectedError:
                 if any(context is not None for context in pending_contexts) and self._model_changed():
                     raise ScoringUnavailableError("the ML service changed its model: scoring again") from None
@@ -116,7 +182,7 @@ class ContextualScorer:
             warm = [j for j, context in enumerate(pending_contexts) if context is not None]
             if warm:
                 raw = np.array([scores[j].score for j in warm])
-                anomaly, _ = gate.decide([pending[j].service for j in warm], raw)
+                gated = gate.decide_detailed([pending[j].service for j in warm], raw)
                 explained = explain_context(
                     [pending[j] for j in warm],
                     [pending_contexts[j] or () for j in warm],
@@ -125,13 +191,14 @@ class ContextualScorer:
                     spec.gate.threshold,
                     tracker.config.log_values,
                 )
-                for j, alert, why in zip(warm, anomaly.tolist(), explained, strict=True):
-                    scores[j] = Score(alert, scores[j].score, scores[j].model_version, why)
+                decided = zip(warm, gated.anomaly.tolist(), gated.suppressed.tolist(), explained, strict=True)
+                for j, alert, muted, why in decided:
+                    scores[j] = scores[j]._replace(anomaly=alert, in_context=True, muted=muted, explanation=why)
             if spec.point is not None and len(warm) < len(pending):
                 cold = [j for j, context in enumerate(pending_contexts) if context is None]
                 reasons = explain_point([pending[j] for j in cold], [scores[j].score for j in cold], spec.point)
                 for j, why in zip(cold, reasons, strict=True):
-                    scores[j] = Score(scores[j].anomaly, scores[j].score, scores[j].model_version, why)
+                    scores[j] = scores[j]._replace(explanation=why)
             for i, event, score in zip(todo, pending, scores, strict=True):
                 verdicts[i] = self._verdicts[_event_id(event)] = score
             if any(score.model_version != spec.version for score in scores):
@@ -145,11 +212,17 @@ class ContextualScorer:
             "gate": self.gate.state_dict() if self.gate else None,
         }
 
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a ``state_dict`` (the model description is fetched first, as on first use)."""
+        _, tracker, gate = self._model()
+        tracker.load_state_dict(state["tracker"])
+        gate.load_state_dict(state["gate"])
+
     # -- internals -----------------------------------------------------------------------------------------
 
     def _model(self) -> tuple[ContextSpec, ContextTracker, AlertGate]:
         if self.spec is None or self.tracker is None or self.gate is None:
-            self._install(ContextSpec.from_model_info(self.http.model_info(), self.base_url))
+            self._install(ContextSpec.from_model_info(self.client.model_info(), self.base_url))
         assert self.spec is not None and self.tracker is not None and self.gate is not None
         return self.spec, self.tracker, self.gate
 
@@ -162,27 +235,31 @@ class ContextualScorer:
             self.tracker = ContextTracker(spec.tracker)
             self._contexts.clear()  # cached features were computed with the old configuration
             self._verdicts.clear()
-        # No cool-down here: muting what follows an alert hid incidents; the pipeline's incidents group alerts.
-        self.gate = AlertGate(replace(spec.gate, cooldown_events=0))
+        # The processor's incidents group alerts: a cool-down there would mute what follows one (and hide incidents).
+        gate = AlertGate(spec.gate if self.cooldown else replace(spec.gate, cooldown_events=0))
+        if self.gate is not None:
+            gate.cooldown = dict(self.gate.cooldown)
+        self.gate = gate
         self.spec = spec
         log.info(
-            "context model %s: %d features, threshold %g, warm-up %d events",
+            "context model %s: %d features, threshold %g, cool-down %d events, warm-up %d events",
             spec.version,
             len(spec.features),
             spec.gate.threshold,
+            gate.config.cooldown_events,
             spec.tracker.warmup_events,
         )
 
     def _model_changed(self) -> bool:
-        """Fetch ``GET /model`` again; True (and the tracker and gate rebuilt) when its version changed."""
-        spec = ContextSpec.from_model_info(self.http.model_info(), self.base_url)
+        """Fetch the model description again; True (and the tracker and gate rebuilt) when its version changed."""
+        spec = ContextSpec.from_model_info(self.client.model_info(), self.base_url)
         if self.spec is not None and spec.version == self.spec.version:
             return False
         log.info("ML service now serves %s (was %s)", spec.version, self.spec.version if self.spec else None)
         self._install(spec)
         return True
 
-    def _learn(self, events: Sequence[LogEvent], tracker: ContextTracker) -> list[Context | None]:
+    def _learn(self, events: Sequence[Event], tracker: ContextTracker) -> list[Context | None]:
         """Each event's context features (None while its service warms up). Those of events not seen yet are
         computed in stream order, which advances their services' state; the others come from the cache."""
         cache = self._contexts
@@ -198,15 +275,16 @@ class ContextualScorer:
         if new:
             fresh = [events[i] for i in new] if len(new) < len(events) else events
             names = {e.service for e in fresh}
-            before = service_spreads(tracker, names)
+            before = tracker.spreads(names)
             features, warm = tracker.features(
                 [e.service for e in fresh], [e.latency_ms for e in fresh], [e.error_rate for e in fresh]
             )
             # Spreads explain the batch's verdicts: from before it, or after it for a service warm only since.
-            self._spreads.update(service_spreads(tracker, names - before.keys()))
+            self._spreads.update(tracker.spreads(names - before.keys()))
             self._spreads.update(before)
+            decimals = self.client.context_decimals
             # Tuples of floats: the garbage collector stops tracking them, a cache of lists it would scan.
-            rows = map(tuple, features.round(CONTEXT_DECIMALS).tolist())
+            rows = map(tuple, (features if decimals is None else features.round(decimals)).tolist())
             for i, event, row, is_warm in zip(new, fresh, rows, warm.tolist(), strict=True):
                 contexts[i] = cache[_event_id(event)] = row if is_warm else None
             self._evict()
@@ -223,7 +301,7 @@ class ContextualScorer:
             self._verdicts.pop(event_id, None)
 
 
-def _event_id(event: LogEvent) -> str:
+def _event_id(event: Event) -> str:
     """The key of an event's cached features and verdict (the pipeline gives every event one)."""
     if event.event_id is None:
         raise ValueError(f"ContextualScorer needs events with an event_id: {event!r:.200}")

@@ -15,7 +15,7 @@ import numpy as np
 from sklearn.ensemble import IsolationForest
 from sklearn.ensemble._iforest import _average_path_length
 
-from ml_service.detector.kernels import forest_path_lengths
+from streaming_detector.kernels import forest_path_lengths
 
 
 class FlatForest:
@@ -66,16 +66,15 @@ class FlatForest:
 
 
 class ContextModel:
-    """Stateless scorer of context vectors (``context.CONTEXT_FEATURES``), in nats: the forest's verdict blended
+    """Stateless scorer of context vectors (``tracker.CONTEXT_FEATURES``), in nats: the forest's verdict blended
     with the service's own history.
 
-    * The forest scores ``FEATURES`` (plus the excess beyond the healthy feature range), and that score is put
+    * The forest scores ``FOREST_FEATURES`` (plus the excess beyond the healthy feature range), and that score is put
       in nats by its tail on held-out healthy traffic: ``log(10) + (score - q90) / mean excess over q90``.
     * The result is ``(1 - w) * min(forest_nats, forest_cap) + w * surprise``, ``w = history_weight`` (0 for a
       young service). The cap (12 nats, above the 9-nat threshold) lets the forest alone alert on a young
       service; once a service has history, the forest alone can no longer page: its own history must agree
-      that the event is rare. Measured: without the cap, a daily square wave alerted at every jump, and NAB
-      scored 48; with it, 55, for the same scenario F1.
+      that the event is rare: without the cap a daily square wave alerted at every jump (docs/tuning.md).
 
     ``score(vectors)`` is all the ML service needs (vectors come from the processor's ``ContextTracker``).
     """
@@ -108,7 +107,7 @@ class ContextModel:
         )
 
     def forest_score(self, features: np.ndarray) -> np.ndarray:
-        """The forest's score per row of ``FEATURES`` (higher = more anomalous), plus the log-excess beyond the
+        """The forest's score per row of ``FOREST_FEATURES`` (higher = more anomalous), plus the log-excess beyond the
         healthy range.
 
         An IsolationForest cannot rank points outside its training range: a 5x and a 50x spike land in the

@@ -1,0 +1,1 @@
+"""Benchmarks and the soak run: tools beside the services (``make bench``, ``make soak``), installed as a package."""

@@ -1,0 +1,168 @@
+"""Consuming: fill a micro-batch, hand back records of partitions lost meanwhile, wait while staying in the group.
+
+A batch waits for a first record, then up to ``BATCH_WAIT_MS`` to fill. Records polled before a rebalance that
+took their partition away are sought back to (when the partition came back) rather than risk a gap. While the
+loop waits to retry, every partition is paused and the consumer keeps polling, so it stays in its group
+without consuming more.
+"""
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+
+from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
+
+from anomaly_processor.metrics import ProcessorMetrics
+from anomaly_processor.output import Printer
+from anomaly_processor.ownership import PartitionOwnership
+from anomaly_processor.records import ConsumedRecord, DecodedBatch
+
+log = logging.getLogger(__name__)
+
+IDLE_POLL_MS = 500  # how long one poll waits for a first record; bounds how late a stop request is noticed
+HOLD_POLL_MS = 500  # polls while waiting to retry, to stay in the group
+
+
+class BatchConsumer:
+    """The loop's side of the consumer: micro-batches in, records handed back, waiting while paused."""
+
+    def __init__(
+        self,
+        consumer: KafkaConsumer,
+        ownership: PartitionOwnership,
+        *,
+        batch_max: int,
+        batch_wait_ms: int,
+        printer: Printer,
+        metrics: ProcessorMetrics,
+        stop: threading.Event,
+    ) -> None:
+        self._consumer = consumer
+        self._ownership = ownership
+        self._batch_max = batch_max
+        self._batch_wait_ms = batch_wait_ms
+        self._printer = printer
+        self._metrics = metrics
+        self._stop = stop
+
+    def poll_batch(self) -> tuple[list[ConsumedRecord], int]:
+        """Up to ``BATCH_MAX`` records: wait for a first one, then up to ``BATCH_WAIT_MS`` to fill the batch."""
+        chunks: list[tuple[int, list[ConsumedRecord]]] = []
+        count = 0
+        deadline: float | None = None
+        wait_ms = IDLE_POLL_MS
+        while count < self._batch_max and not self._stop.is_set():
+            polled = self._consumer.poll(timeout_ms=wait_ms, max_records=self._batch_max - count)
+            records = [record for batch in polled.values() for record in batch]
+            if records:
+                chunks.append((self._ownership.current_epoch(), records))
+                count += len(records)
+                if deadline is None:
+                    deadline = time.monotonic() + self._batch_wait_ms / 1000
+            if deadline is None:
+                break
+            wait_ms = int((deadline - time.monotonic()) * 1000)
+            if wait_ms <= 0:
+                break
+        epoch = self._ownership.current_epoch()
+        records = [record for _, chunk in chunks for record in chunk]
+        stale: set[tuple[str, int]] = set()
+        for polled_at, chunk in chunks:
+            revoked = self._ownership.revoked_since(polled_at)
+            stale.update((r.topic, r.partition) for r in chunk if (r.topic, r.partition) in revoked)
+        if stale:
+            # Polled before a rebalance: hand these partitions' records back rather than risk a gap.
+            dropped = [r for r in records if (r.topic, r.partition) in stale]
+            records = [r for r in records if (r.topic, r.partition) not in stale]
+            log.info("rebalanced while filling the batch: %d records of %s will be polled again", len(dropped), stale)
+            self.rewind(dropped)
+        if records and log.isEnabledFor(logging.DEBUG):
+            log.debug("batch of %d records: %s", len(records), _ranges(records))
+        return records, epoch
+
+    def rewind(self, records: Sequence[ConsumedRecord]) -> None:
+        """Seek back to the first of ``records`` in each partition still assigned, so they are polled again.
+
+        kafka-python keeps the fetch position of a partition that is revoked and assigned back in one
+        rebalance, so records dropped from a batch must be sought back to, or they would be skipped.
+        Partitions no longer ours need nothing: their next owner starts at the committed offset.
+        """
+        first: dict[TopicPartition, int] = {}
+        for record in records:
+            tp = TopicPartition(record.topic, record.partition)
+            first[tp] = min(first.get(tp, record.offset), record.offset)
+        assigned = self._consumer.assignment()
+        for tp, offset in first.items():
+            if tp not in assigned:
+                continue
+            try:
+                self._consumer.seek(tp, offset)
+            except (KafkaError, AssertionError, ValueError) as exc:  # revoked meanwhile: its next owner redoes it
+                log.warning("could not seek %s back to %d (%s)", tp, offset, exc)
+
+    def drop_lost(self, decoded: DecodedBatch, epoch: int) -> DecodedBatch:
+        """Without the records of partitions revoked while we waited; they are polled again by their owner."""
+        lost = self._ownership.revoked_since(epoch)
+        if not lost:
+            return decoded
+        kept = DecodedBatch()
+        dropped: list[ConsumedRecord] = []
+        for event, record in zip(decoded.events, decoded.event_records, strict=True):
+            if (record.topic, record.partition) in lost:
+                dropped.append(record)
+            else:
+                kept.events.append(event)
+                kept.event_records.append(record)
+        for record, reason in decoded.refused:
+            if (record.topic, record.partition) in lost:
+                dropped.append(record)
+            else:
+                kept.refused.append((record, reason))
+        for record, event in decoded.forward:
+            if (record.topic, record.partition) in lost:
+                dropped.append(record)
+            else:
+                kept.forward.append((record, event))
+        if dropped:
+            log.info("partitions %s were revoked while waiting: %d records will be polled again", lost, len(dropped))
+            self.rewind(dropped)
+        return kept
+
+    def hold(self, seconds: float) -> None:
+        """Wait ``seconds`` (less if stopped) with all partitions paused, polling to keep group membership."""
+        deadline = time.monotonic() + seconds
+        self._ownership.holding = True
+        try:
+            while True:
+                assignment = self._consumer.assignment()
+                if assignment:
+                    self._consumer.pause(*assignment)
+                remaining_ms = int((deadline - time.monotonic()) * 1000)
+                polled = self._consumer.poll(timeout_ms=max(0, min(remaining_ms, HOLD_POLL_MS)))
+                for tp, records in polled.items():
+                    # Assigned during the poll and returned before we could pause it: put the records back.
+                    self._consumer.seek(tp, records[0].offset)
+                self._printer.tick()
+                self._metrics.beat()
+                if remaining_ms <= HOLD_POLL_MS or self._stop.is_set():
+                    return
+        finally:
+            self._ownership.holding = False
+
+    def resume_paused(self) -> None:
+        """Resume whatever a wait left paused."""
+        paused = self._consumer.paused()
+        if paused:
+            self._consumer.resume(*paused)
+
+
+def _ranges(records: Sequence[ConsumedRecord]) -> dict[str, tuple[int, int]]:
+    """``{"logs[0]": (first offset, last offset)}``, for diagnostics."""
+    ranges: dict[str, tuple[int, int]] = {}
+    for r in records:
+        name = f"{r.topic}[{r.partition}]"
+        first, last = ranges.get(name, (r.offset, r.offset))
+        ranges[name] = (min(first, r.offset), max(last, r.offset))
+    return ranges
