@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-RUN_DIR = ROOT / ".run"
+RUN_DIR = Path(os.environ.get("STACK_RUN_DIR", ROOT / ".run")).resolve()  # as scripts/stack.py: tests move it
 DATA_DIR = RUN_DIR / "monitoring"
 CONFIG_DIR = ROOT / "monitoring"
 ALERTMANAGER_PORT = int(os.environ.get("ALERTMANAGER_PORT", "9193"))
@@ -89,7 +89,7 @@ def start(name: str, args: list[str], url: str) -> None:
 
 
 def up() -> None:
-    RUN_DIR.mkdir(exist_ok=True)
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
     start(
         "alertmanager",
         [
