@@ -27,7 +27,7 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 
 from streaming_detector.errors import ScoringConfigError, ScoringRejectedError, ScoringUnavailableError
-from streaming_detector.explain import PointReference, explain_context, explain_point
+from streaming_detector.explain import Measured, PointReference, explain_context, explain_point
 from streaming_detector.gate import AlertGate, GateConfig
 from streaming_detector.tracker import ContextConfig, ContextTracker, Spread
 
@@ -64,20 +64,11 @@ class Score(NamedTuple):
         return 0.0 if self.muted else self.score
 
 
-class Event(Protocol):
+class Event(Measured, Protocol):
     """What the scorer reads of an event (``eventbus.LogEvent`` has it, so does any record with these fields)."""
 
     @property
     def event_id(self) -> str | None: ...  # the cache key; the processor derives one for an event sent without
-
-    @property
-    def service(self) -> str: ...
-
-    @property
-    def latency_ms(self) -> float: ...
-
-    @property
-    def error_rate(self) -> float: ...
 
 
 class ModelClient(Protocol):

@@ -37,7 +37,6 @@ from anomaly_processor.batches import BatchConsumer
 from anomaly_processor.commits import OffsetCommitter
 from anomaly_processor.delivery import Delivery, Outgoing
 from anomaly_processor.errors import ScoringProtocolError, ScoringRejectedError, ScoringUnavailableError
-from anomaly_processor.incidents import IncidentTracker
 from anomaly_processor.metrics import ProcessorMetrics
 from anomaly_processor.ml_client import Score, Scorer
 from anomaly_processor.output import Printer
@@ -54,6 +53,7 @@ from anomaly_processor.records import (
 from anomaly_processor.retry import Backoff, RetryContext, describe, retriable, retry_after
 from anomaly_processor.settings import ProcessorSettings
 from eventbus import KafkaSettings, LogEvent
+from streaming_detector.incidents import IncidentTracker
 
 log = logging.getLogger(__name__)
 

@@ -6,6 +6,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streaming_detector.incidents import RESOLVE_AFTER_S, RESOLVE_EVENTS
+
 PrintMode = Literal["auto", "events", "summary", "quiet"]
 
 
@@ -67,12 +69,12 @@ class ProcessorSettings(BaseSettings):
         "process, and an even split keeps them equally busy), at most two per CPU.",
     )
     incident_resolve_s: float = Field(
-        default=60.0,
+        default=RESOLVE_AFTER_S,
         ge=0,
         description="An incident is resolved once its service has been normal this long (event time) ...",
     )
     incident_resolve_events: int = Field(
-        default=10, ge=1, description="... and for at least this many events since its last alert."
+        default=RESOLVE_EVENTS, ge=1, description="... and for at least this many events since its last alert."
     )
     incident_idle_resolve_s: float = Field(
         default=300.0, gt=0, description="An incident whose service sent nothing this long (wall clock) is resolved."

@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import free_port
+from devstack.processes import free_port
 
 
 def binary(*names: str) -> str:

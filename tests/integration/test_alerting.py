@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
-from log_simulator.profiles import NormalProfile, generate_normal_events
 
 from eventbus import Incident, KafkaSettings, LogEvent, Verdict
+from streaming_detector.profiles import NormalProfile, generate_normal_events
 from tests.integration.monitoring import Alertmanager, Recorder
 from tests.integration.test_processor_pipeline import (  # noqa: F401 - fixtures used by name
     Processor,

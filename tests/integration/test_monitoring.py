@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 from kafka import KafkaProducer
-from log_simulator.profiles import generate_normal_events
 
+from devstack.processes import free_port
 from eventbus import KafkaSettings
-from tests.conftest import free_port
+from streaming_detector.profiles import generate_normal_events
 from tests.integration.monitoring import Prometheus, binary
 from tests.integration.test_alerting import service_stream
 from tests.integration.test_processor_pipeline import (  # noqa: F401 - fixtures used by name

@@ -40,7 +40,9 @@ def test_eval_cli_prints_the_table_and_writes_json(tmp_path, capsys) -> None:
     assert "error_bursts" in printed and "overall" in printed and "total runtime" in printed
     report = json.loads(out.read_text())
     assert report["scenarios"][-1]["name"] == "overall"
-    assert report["scenarios"][0]["recall"] >= 0.75
+    # Alerts are pages: bursts less than a minute apart on one service are one incident (0.75 per alert before).
+    assert report["scenarios"][0]["recall"] >= 0.5
+    assert report["scenarios"][0]["precision"] >= 0.9
 
 
 def test_a_row_without_incidents_shows_false_alert_rates_not_precision() -> None:

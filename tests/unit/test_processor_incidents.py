@@ -4,12 +4,12 @@ import random
 from datetime import UTC, datetime
 
 import pytest
-from anomaly_processor.incidents import IncidentTracker, event_seconds
 from anomaly_processor.ml_client import Score
 
 from eventbus import Explanation, Incident, LogEvent
 from streaming_detector import ContextConfig, ContextTracker
 from streaming_detector.explain import PointReference, explain_context, explain_point
+from streaming_detector.incidents import IncidentTracker, event_seconds
 
 START = 1_700_000_000.0
 
