@@ -62,9 +62,9 @@ def topic_replication(brokers: int) -> tuple[int, int]:
 
 
 def ensure_topics(settings: KafkaSettings, timeout_s: float = 30.0) -> list[str]:
-    """Create ``logs`` (several partitions), ``predictions``, ``logs.dlq`` and the repartition topic if missing;
-    return those created. The repartition topic gets as many partitions as ``logs`` has, so that a service's
-    partition has the same number in both and one consumer owns both (the processor assigns by range).
+    """Create ``logs`` (several partitions), ``predictions``, ``logs.dlq``, ``incidents`` and the repartition topic
+    if missing; return those created. The repartition topic gets as many partitions as ``logs`` has, so that a
+    service's partition has the same number in both and one consumer owns both (the processor assigns by range).
     They are replicated as the cluster allows (``topic_replication``)."""
     admin = make_admin(settings)
     try:
@@ -77,6 +77,7 @@ def ensure_topics(settings: KafkaSettings, timeout_s: float = 30.0) -> list[str]
             settings.predictions_topic: settings.logs_partitions,
             settings.dlq_topic: 1,
             settings.repartition_topic: logs_partitions,
+            settings.incidents_topic: settings.logs_partitions,
         }
         missing = {name: n for name, n in wanted.items() if name not in existing}
         if missing:

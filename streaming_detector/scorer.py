@@ -1,12 +1,13 @@
 """The streaming detector composed: ``ContextualScorer`` keeps each service's state and scores events in it.
 
-Tracker (per-service context features) -> a model client (the context model's raw scores) -> gate (per-service
-cool-downs). The model client is a small protocol (``ModelClient``) with two implementations: over HTTP to the
-ML service (``anomaly_processor.ml_client.HttpScorer``, the processor) and in this process
-(``streaming_detector.in_process.InProcessModel``, evaluation and tests).
+Tracker (per-service context features) -> a model client (the context model's raw scores) -> gate (the
+threshold, and per-service cool-downs unless ``cooldown=False``) -> an explanation per verdict
+(``streaming_detector.explain``). The model client is a small protocol (``ModelClient``) with two
+implementations: over HTTP to the ML service (``anomaly_processor.ml_client.HttpScorer``, the processor) and in
+this process (``streaming_detector.in_process.InProcessModel``, evaluation and tests).
 
 Where the state lives: in the scoring process, in memory, one ``ContextTracker`` (per-service baselines)
-and one ``AlertGate`` (per-service cool-downs) for every service whose partition it consumes (events are
+and one ``AlertGate`` for every service whose partition it consumes (events are
 keyed by service, so a service's events all reach one consumer). Nothing is persisted: after a restart or
 a rebalance the new owner rebuilds a service's state from the stream, and the service is scored by the
 stateless point model until it is warm again (``ContextConfig.warmup_events`` events).
@@ -20,14 +21,15 @@ failed commit gets the same features and the same verdict.
 import itertools
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
 from streaming_detector.errors import ScoringConfigError, ScoringRejectedError, ScoringUnavailableError
+from streaming_detector.explain import Measured, PointReference, explain_context, explain_point
 from streaming_detector.gate import AlertGate, GateConfig
-from streaming_detector.tracker import ContextConfig, ContextTracker
+from streaming_detector.tracker import ContextConfig, ContextTracker, Spread
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +45,9 @@ class Score(NamedTuple):
     """The detector's answer for one event: ``score`` is higher when more anomalous.
 
     ``in_context``: scored by the context model (its service was warm); ``muted``: in the cool-down after an
-    alert of the same service, so ``anomaly`` is False whatever the score.
+    alert of the same service, so ``anomaly`` is False whatever the score (never with ``cooldown=False``).
+    ``explanation`` (an ``eventbus.Explanation`` as a dict) says why; ``incident_id`` names the incident an
+    alert belongs to (set by the processor's incidents, never by the ML service).
     """
 
     anomaly: bool
@@ -51,6 +55,8 @@ class Score(NamedTuple):
     model_version: str
     in_context: bool = False
     muted: bool = False
+    explanation: dict[str, Any] | None = None
+    incident_id: str | None = None
 
     @property
     def alert_score(self) -> float:
@@ -58,20 +64,11 @@ class Score(NamedTuple):
         return 0.0 if self.muted else self.score
 
 
-class Event(Protocol):
+class Event(Measured, Protocol):
     """What the scorer reads of an event (``eventbus.LogEvent`` has it, so does any record with these fields)."""
 
     @property
     def event_id(self) -> str | None: ...  # the cache key; the processor derives one for an event sent without
-
-    @property
-    def service(self) -> str: ...
-
-    @property
-    def latency_ms(self) -> float: ...
-
-    @property
-    def error_rate(self) -> float: ...
 
     @property
     def event_time(self) -> float | None: ...  # when it happened, epoch seconds (None: unknown)
@@ -106,6 +103,7 @@ class ContextSpec:
     features: tuple[str, ...]
     tracker: ContextConfig
     gate: GateConfig
+    point: PointReference | None = None  # what explains the point model's verdicts during warm-up
 
     @classmethod
     def from_model_info(cls, info: Mapping[str, Any], source: str) -> "ContextSpec":
@@ -121,6 +119,7 @@ class ContextSpec:
                 features=tuple(str(name) for name in context["features"]),
                 tracker=ContextConfig(**context["context"]),
                 gate=GateConfig.from_dict(context["gate"]),
+                point=PointReference.from_model_info(info),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ScoringConfigError(
@@ -129,25 +128,30 @@ class ContextSpec:
 
 
 class ContextualScorer:
-    """A ``Scorer``: per-service context features computed here, scored by the model client, alerts gated here.
+    """A ``Scorer``: per-service context features computed here, scored by the model client, explained here.
 
     Warm events go to the client with their ``context`` (the context model scores them); events of services
-    still warming up go without (the point model answers). The gate then applies the cool-down to the warm
-    events' raw scores. The model description is fetched from the client on first use and again whenever
-    it answers with another ``model_version``.
+    still warming up go without (the point model answers). The gate then decides the warm events' alerts from
+    their raw scores: with ``cooldown=True`` (evaluation's default) it mutes what follows an alert of the
+    same service; the processor passes ``cooldown=False``, marks every event above the threshold and groups a
+    service's consecutive alerts into one incident. Every verdict carries an explanation. The model
+    description is fetched from the client on first use and again whenever it answers with another
+    ``model_version``.
     """
 
-    def __init__(self, client: ModelClient, *, cache_events: int = DEFAULT_CACHE_EVENTS) -> None:
+    def __init__(self, client: ModelClient, *, cache_events: int = DEFAULT_CACHE_EVENTS, cooldown: bool = True) -> None:
         if cache_events < 1:
             raise ValueError(f"cache_events must be positive, got {cache_events}")
         self.client = client
         self.base_url = client.base_url
         self.cache_events = cache_events
+        self.cooldown = cooldown
         self.spec: ContextSpec | None = None
         self.tracker: ContextTracker | None = None
         self.gate: AlertGate | None = None
         self._contexts: dict[str, Context | None] = {}  # event id -> features sent (None: warming up)
         self._verdicts: dict[str, Score] = {}  # event id -> final verdict, once scored
+        self._spreads: dict[str, Spread] = {}  # service -> its spreads before its latest batch
 
     def ready(self) -> bool:
         return self.client.ready()
@@ -173,8 +177,22 @@ class ContextualScorer:
             if warm:
                 raw = np.array([scores[j].score for j in warm])
                 gated = gate.decide_detailed([pending[j].service for j in warm], raw)
-                for j, alert, muted in zip(warm, gated.anomaly.tolist(), gated.suppressed.tolist(), strict=True):
-                    scores[j] = Score(alert, scores[j].score, scores[j].model_version, True, muted)
+                explained = explain_context(
+                    [pending[j] for j in warm],
+                    [pending_contexts[j] or () for j in warm],
+                    raw.tolist(),
+                    self._spreads,
+                    spec.gate.threshold,
+                    tracker.config.log_values,
+                )
+                decided = zip(warm, gated.anomaly.tolist(), gated.suppressed.tolist(), explained, strict=True)
+                for j, alert, muted, why in decided:
+                    scores[j] = scores[j]._replace(anomaly=alert, in_context=True, muted=muted, explanation=why)
+            if spec.point is not None and len(warm) < len(pending):
+                cold = [j for j, context in enumerate(pending_contexts) if context is None]
+                reasons = explain_point([pending[j] for j in cold], [scores[j].score for j in cold], spec.point)
+                for j, why in zip(cold, reasons, strict=True):
+                    scores[j] = scores[j]._replace(explanation=why)
             for i, event, score in zip(todo, pending, scores, strict=True):
                 verdicts[i] = self._verdicts[_event_id(event)] = score
             if any(score.model_version != spec.version for score in scores):
@@ -211,7 +229,8 @@ class ContextualScorer:
             self.tracker = ContextTracker(spec.tracker)
             self._contexts.clear()  # cached features were computed with the old configuration
             self._verdicts.clear()
-        gate = AlertGate(spec.gate)
+        # The processor's incidents group alerts: a cool-down there would mute what follows one (and hide incidents).
+        gate = AlertGate(spec.gate if self.cooldown else replace(spec.gate, cooldown_events=0))
         if self.gate is not None:
             gate.cooldown = dict(self.gate.cooldown)
         self.gate = gate
@@ -221,7 +240,7 @@ class ContextualScorer:
             spec.version,
             len(spec.features),
             spec.gate.threshold,
-            spec.gate.cooldown_events,
+            gate.config.cooldown_events,
             spec.tracker.warmup_events,
         )
 
@@ -249,12 +268,17 @@ class ContextualScorer:
                 contexts.append(context)
         if new:
             fresh = [events[i] for i in new] if len(new) < len(events) else events
+            names = {e.service for e in fresh}
+            before = tracker.spreads(names)
             features, warm = tracker.features(
                 [e.service for e in fresh],
                 [e.latency_ms for e in fresh],
                 [e.error_rate for e in fresh],
                 [e.event_time for e in fresh],
             )
+            # Spreads explain the batch's verdicts: from before it, or after it for a service warm only since.
+            self._spreads.update(tracker.spreads(names - before.keys()))
+            self._spreads.update(before)
             decimals = self.client.context_decimals
             # Tuples of floats: the garbage collector stops tracking them, a cache of lists it would scan.
             rows = map(tuple, (features if decimals is None else features.round(decimals)).tolist())
