@@ -18,7 +18,8 @@ SECURE ?= 0
 .DEFAULT_GOAL := help
 .PHONY: help install browser kafka-up kafka-down consume train serve process simulate up down logs status screenshot \
         bench-state flood test test-unit test-integration test-faults lint format schemas eval bench soak clean \
-        cluster-up cluster-down cluster-status images stack-up stack-down test-containers
+        cluster-up cluster-down cluster-status images stack-up stack-down test-containers monitoring-tools \
+        monitoring-up monitoring-down
 
 help: ## List every target with one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-17s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -76,19 +77,42 @@ browser: ## Install Debian's Chromium for the dashboard's browser test (apt-get,
 	    || { echo "error: could not install chromium; install it (apt-get install chromium) and re-run"; exit 1; }; \
 	fi
 
+PROMETHEUS ?= /usr/bin/prometheus
+ALERTMANAGER ?= /usr/bin/prometheus-alertmanager
+
+# Debian starts both as system services when systemd runs; stopped and disabled at once, as the Alertmanager
+# service would listen on 9093, the local Kafka broker's controller port. The project runs its own (9090, 9193).
+monitoring-tools: ## Install Debian's Prometheus and Alertmanager for the monitoring tests and monitoring-up (apt-get, once)
+	@if [ ! -x "$(PROMETHEUS)" ] || [ ! -x "$(ALERTMANAGER)" ]; then \
+	  echo "Installing Prometheus and Alertmanager (Debian packages) ..."; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
+	    prometheus prometheus-alertmanager >/dev/null \
+	    || { echo "error: could not install them; apt-get install prometheus prometheus-alertmanager, and re-run"; exit 1; }; \
+	  if [ -d /run/systemd/system ]; then \
+	    $$SUDO systemctl disable --now prometheus prometheus-alertmanager >/dev/null 2>&1 || true; \
+	  fi; \
+	fi
+
+monitoring-up: $(STAMP) monitoring-tools ## Prometheus (:9090) and Alertmanager (:9193) on the running stack; prints their URLs
+	@$(PY) scripts/monitoring.py up
+
+monitoring-down: $(STAMP) ## Stop what monitoring-up started
+	@$(PY) scripts/monitoring.py down
+
 screenshot: $(STAMP) browser ## Regenerate docs/dashboard.png with the browser test (real broker, real Chromium)
 	@$(PY) kafka-docker/main.py fetch-jars
 	@UPDATE_SCREENSHOT=1 $(PY) -m pytest -q tests/integration/test_dashboard_browser.py $(PYTEST_ARGS)
 	@echo "docs/dashboard.png updated"
 
-test: $(STAMP) browser ## Run every test (unit, then integration against a real Kafka broker)
+test: $(STAMP) browser monitoring-tools ## Run every test (unit, then integration against a real Kafka broker)
 	@$(PY) kafka-docker/main.py fetch-jars
 	@$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: $(STAMP) ## Run the fast unit tests (no broker)
 	@$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-test-integration: $(STAMP) browser ## Run the integration tests (real broker, real processes)
+test-integration: $(STAMP) browser monitoring-tools ## Run the integration tests (real broker, real processes)
 	@$(PY) kafka-docker/main.py fetch-jars
 	@$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 

@@ -63,13 +63,14 @@ def train_model(folder: Path) -> Path:
 
 
 def fresh_topics(bootstrap: str) -> KafkaSettings:
-    """Settings naming new topics (logs with 3 partitions, predictions, dlq) on ``bootstrap``, created."""
+    """Settings naming new topics (logs with 3 partitions, predictions, dlq, incidents) on ``bootstrap``, created."""
     suffix = uuid.uuid4().hex[:10]
     settings = KafkaSettings(
         kafka_bootstrap_servers=bootstrap,
         logs_topic=f"logs-{suffix}",
         predictions_topic=f"predictions-{suffix}",
         dlq_topic=f"logs.dlq-{suffix}",
+        incidents_topic=f"incidents-{suffix}",
         repartition_topic=f"logs.by-service-{suffix}",
         state_topic=f"logs.state-{suffix}",
         logs_partitions=3,

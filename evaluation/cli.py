@@ -4,6 +4,10 @@ The scenarios and NAB files go through ``ContextualScorer`` in micro-batches of 
 composition the processor runs, over ``InProcessModel`` (the context model the ML service serves, in this
 process), with state carried across batches as in the processor. ``tests/unit/test_eval_path.py`` checks that
 the processor's HTTP path reaches the same verdicts.
+
+Alerts are counted as the product pages: without the gate's cool-down, every event above the threshold is an
+anomaly, a service's consecutive anomalies are grouped into one incident by ``streaming_detector.incidents``
+(the processor's default resolution), and each incident is one alert (``paged``).
 """
 
 import argparse
@@ -26,10 +30,12 @@ from streaming_detector import (
     AlertGate,
     ContextualScorer,
     GateConfig,
+    Score,
     TrainingConfig,
     in_process_scorer,
     train_context_model,
 )
+from streaming_detector.incidents import IncidentTracker, TimedEvent
 from streaming_detector.scorer import Event
 
 
@@ -39,7 +45,7 @@ class Replay(NamedTuple):
     anomaly: np.ndarray  # bool
     score: np.ndarray  # float: higher = more anomalous; 0.0 while the service warms up
     warm: np.ndarray  # bool: scored in its service's context
-    alert_score: np.ndarray  # float: the score, 0 while muted by the cool-down
+    alert_score: np.ndarray  # float: the score, 0 while muted (by the cool-down, or in an open incident)
 
 
 class ColumnEvent(NamedTuple):
@@ -49,7 +55,7 @@ class ColumnEvent(NamedTuple):
     service: str
     latency_ms: float
     error_rate: float
-    event_time: float | None = None
+    event_time: float | None = None  # epoch seconds: incidents resolve after a time without alerts
 
 
 def replay(scorer: ContextualScorer, events: Sequence[Event], batch: int) -> Replay:
@@ -63,17 +69,33 @@ def replay(scorer: ContextualScorer, events: Sequence[Event], batch: int) -> Rep
     )
 
 
+def paged(events: Sequence[TimedEvent], output: Replay) -> Replay:
+    """The replay's alerts as the processor pages them, from a replay without the cool-down: ``anomaly`` marks
+    the events that open an incident (one page per incident), ``alert_score`` is 0 for a service's events
+    while its incident is open (its first alert keeps its score, for NAB's threshold sweep)."""
+    incidents = IncidentTracker(idle_resolve_s=math.inf)  # no wall clock: a replay runs faster than real time
+    pages = np.zeros(len(events), dtype=bool)
+    alert_score = output.score.copy()
+    rows = zip(events, output.anomaly.tolist(), output.score.tolist(), strict=True)
+    for i, (event, anomaly, score) in enumerate(rows):
+        if event.service in incidents.open:
+            alert_score[i] = 0.0
+        _, records = incidents.observe([(event, Score(anomaly, score, ""))])
+        pages[i] = any(record["event"] == "opened" for record in records)
+    return output._replace(anomaly=pages, alert_score=alert_score)
+
+
 def column_events(
     services: Sequence[str],
     latency_ms: Sequence[float],
     error_rate: Sequence[float],
     event_time: Sequence[float | None] | None = None,
-) -> list[Event]:
-    """Events given column-wise, numbered in stream order."""
+) -> list[ColumnEvent]:
+    """Events given column-wise, numbered in stream order (with their times, if given)."""
     times = [None] * len(services) if event_time is None else event_time
     return [
-        ColumnEvent(str(i), service, latency, error, time)
-        for i, (service, latency, error, time) in enumerate(zip(services, latency_ms, error_rate, times, strict=True))
+        ColumnEvent(str(i), service, latency, error, at)
+        for i, (service, latency, error, at) in enumerate(zip(services, latency_ms, error_rate, times, strict=True))
     ]
 
 
@@ -84,7 +106,9 @@ def run_scenarios(
     for name in names:
         scenario = build_scenario(name, seed)
         events = scenario.events
-        output = replay(in_process_scorer(forest, metadata, cache_events=batch), events, batch)
+        output = paged(
+            events, replay(in_process_scorer(forest, metadata, cache_events=batch, cooldown=False), events, batch)
+        )
         results.append(evaluate(name, events, scenario.incidents, output.anomaly, output.warm))
     return results
 
@@ -144,11 +168,12 @@ def run_nab(forest: Any, metadata: dict[str, Any], path: Path, batch: int) -> di
     verdicts = {}
     for k, series in enumerate(corpus, 1):
         values = series.values.tolist()
-        times = series.timestamps.astype("int64").astype(float).tolist()
+        times = series.timestamps.astype("datetime64[s]").astype(np.int64).astype(np.float64).tolist()
         events = column_events([series.service] * len(values), values, [0.0] * len(values), times)
-        output = replay(in_process_scorer(forest, metadata, cache_events=batch), events, batch)
+        published = replay(in_process_scorer(forest, metadata, cache_events=batch, cooldown=False), events, batch)
+        output = paged(events, published)
         scores[series.name] = output.alert_score
-        verdicts[series.name] = output.anomaly.astype(np.float64)
+        verdicts[series.name] = published.anomaly.astype(np.float64)  # every alert, as on `predictions`
         if k % 10 == 0:
             print(f"  NAB: {k}/{len(corpus)} files scored", flush=True)
     parts = {"full": corpus, "half_even": corpus[0::2], "half_odd": corpus[1::2]}
@@ -176,8 +201,10 @@ TABLE_HEADER = (
     f"{'prec':>6} {'recall':>6} {'F1':>6} {'FPR%':>7} {'false/h':>7} {'false/d':>7} {'delay':>6}"
 )
 TABLE_LEGEND = (
-    "incid: incidents injected; found: incidents with at least one alert; alerts = true (on an incident's events;\n"
-    "  one incident may raise several, e.g. a slow drift that keeps rising) + false (on healthy events).\n"
+    "incid: incidents injected; found: incidents with at least one alert; alerts = pages, as the processor sends\n"
+    "  them: one per incident it opens (a service's consecutive anomalies, resolved after 10 normal events and\n"
+    "  60 s); true (on an injected incident's events; a slow drift that keeps rising past a resolution may page\n"
+    "  again) + false (on healthy events).\n"
     "prec = true/alerts, recall = found/incid, F1 their harmonic mean ('-' where a scenario has no incident).\n"
     "FPR% = false alerts per 100 healthy events; false/h, false/d = false alerts an hour / a day for one service\n"
     "  sending 1 event/s (FPR x 3,600 / x 86,400); delay = events of the service from an incident's start to\n"

@@ -3,6 +3,7 @@
 Public surface (pinned by ``tests/unit/test_eventbus.py``)::
 
     LogEvent, Verdict            the one schema for events in ``logs`` and verdicts in ``predictions``
+    Incident, Explanation        incident records (topic ``incidents``) and a verdict's reason
     EventOrigin                  where a message sits: the id and time of an event that carries none
     parse_event, event_object, validate_event, epoch_seconds, time_cell_seconds, EVENT_MAX_BYTES
     json_schemas, SCHEMA_FILES        the published JSON Schemas of both (docs/schema/, GET /schema/...)
@@ -14,6 +15,7 @@ Public surface (pinned by ``tests/unit/test_eventbus.py``)::
 
 from eventbus._clients import ensure_topics, make_admin, make_consumer, make_producer, wait_for_broker
 from eventbus._contract import SCHEMA_FILES, json_schemas
+from eventbus._incidents import Explanation, Incident
 from eventbus._schema import (
     EVENT_MAX_BYTES,
     LABEL_NORMAL,
@@ -59,6 +61,8 @@ __all__ = [
     "BrokerRefusedError",
     "BrokerUnavailableError",
     "EventBusError",
+    "Explanation",
+    "Incident",
     "KafkaSettings",
     "LogEvent",
     "Verdict",

@@ -65,11 +65,11 @@ def topic_replication(brokers: int) -> tuple[int, int]:
 
 
 def ensure_topics(settings: KafkaSettings, timeout_s: float = 30.0) -> list[str]:
-    """Create ``logs`` (several partitions), ``predictions``, ``logs.dlq``, the repartition topic and the state
-    changelog if missing; return those created. The repartition topic and the changelog get as many partitions
-    as ``logs`` has, so that a service's partition has the same number in all three and one consumer owns them
-    (the processor assigns by range). All are replicated as the cluster allows (``topic_replication``); the
-    changelog is compacted (the last state of each service is kept)."""
+    """Create ``logs`` (several partitions), ``predictions``, ``logs.dlq``, ``incidents``, the repartition topic
+    and the state changelog if missing; return those created. The repartition topic and the changelog get as many
+    partitions as ``logs`` has, so that a service's partition has the same number in all three and one consumer
+    owns them (the processor assigns by range). All are replicated as the cluster allows (``topic_replication``);
+    the changelog is compacted (the last state of each service is kept)."""
     admin = make_admin(settings)
     try:
         existing = set(admin.list_topics())
@@ -82,6 +82,7 @@ def ensure_topics(settings: KafkaSettings, timeout_s: float = 30.0) -> list[str]
             settings.dlq_topic: 1,
             settings.repartition_topic: logs_partitions,
             settings.state_topic: logs_partitions,
+            settings.incidents_topic: settings.logs_partitions,
         }
         missing = {name: n for name, n in wanted.items() if name not in existing}
         if missing:

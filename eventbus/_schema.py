@@ -34,6 +34,7 @@ from pydantic import (
     field_validator,
 )
 
+from eventbus._incidents import Explanation
 from eventbus.errors import BadEventError
 
 LABEL_NORMAL = "normal"
@@ -43,7 +44,7 @@ EVENT_MAX_BYTES = 64 * 1024
 # year 5138, 1e11 ms is 1973, so no timestamp of this century is ambiguous.
 EPOCH_UNITS = ((1e11, 1.0), (1e14, 1e3), (1e17, 1e6), (math.inf, 1e9))
 # Fields a verdict sets itself; an event's own field of the same name is replaced in its verdict.
-VERDICT_FIELDS = ("event_id", "event_time", "anomaly", "score", "model_version")
+VERDICT_FIELDS = ("event_id", "event_time", "anomaly", "score", "model_version", "explanation", "incident_id")
 
 ServiceName = Annotated[str, Field(min_length=1, max_length=200)]
 EventId = Annotated[str, Field(min_length=1, max_length=200)]
@@ -192,6 +193,8 @@ class Verdict(_Event):
     anomaly: bool
     score: float
     model_version: str
+    explanation: Explanation | None = None  # why: see ``eventbus._incidents``
+    incident_id: str | None = None  # the incident this alert belongs to (alerts only)
 
     @field_validator("score")
     @classmethod

@@ -20,6 +20,9 @@ class KafkaSettings(BaseSettings):
     logs_topic: str = Field(default="logs", description="Topic the simulator writes log events to.")
     predictions_topic: str = Field(default="predictions", description="Topic the processor writes verdicts to.")
     dlq_topic: str = Field(default="logs.dlq", description="Topic bad messages are dead-lettered to.")
+    incidents_topic: str = Field(
+        default="incidents", description="Topic the processor writes incident records to (keyed by service)."
+    )
     repartition_topic: str = Field(
         default="logs.by-service",
         description="Internal topic the processor re-keys events by service through, when their key is not their "
@@ -52,6 +55,7 @@ class KafkaSettings(BaseSettings):
             "LOGS_TOPIC": self.logs_topic,
             "PREDICTIONS_TOPIC": self.predictions_topic,
             "DLQ_TOPIC": self.dlq_topic,
+            "INCIDENTS_TOPIC": self.incidents_topic,
             "REPARTITION_TOPIC": self.repartition_topic,
             "STATE_TOPIC": self.state_topic,
             "LOGS_PARTITIONS": str(self.logs_partitions),

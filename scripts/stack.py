@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import monitoring  # scripts/monitoring.py, beside this file
 from devstack.processes import http_status, stop_pid
 from devstack.processes import wait_until as devstack_wait_until
 
@@ -160,6 +161,8 @@ def start(service: Service) -> int | None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if sys.stdout.isatty():
         env.setdefault("FORCE_COLOR", "1")  # the processor's log file is followed on this terminal
+    if service is PROCESSOR and (alertmanager := monitoring.running_alertmanager_url()):
+        env.setdefault("ALERTMANAGER_URL", alertmanager)  # `make monitoring-up` runs one: incidents go there
     if service is ML_SERVICE and admin_key() is None:
         ADMIN_KEY_FILE.touch(mode=0o600)
         ADMIN_KEY_FILE.write_text(secrets.token_urlsafe(24))

@@ -12,7 +12,7 @@ framework and no Kafka client. Its pieces::
     raw_scores = ContextModel.from_metadata(forest, metadata).score(features)   # (n,) float, higher = worse
     # (c) composed, over a model client: HTTP in the processor, in process for evaluation and tests
     scorer = ContextualScorer(client)          # client: a ModelClient, e.g. InProcessModel(forest, metadata)
-    scorer.score(events) -> [Score(anomaly, score, model_version, in_context, muted), ...]
+    scorer.score(events) -> [Score(anomaly, score, model_version, in_context, muted, explanation), ...]
 
 * State is per service, learned online from the stream only: no per-service setting, no prior knowledge
   of a service. Each event is scored from its service's state BEFORE the event (plus the event itself),
@@ -34,7 +34,9 @@ framework and no Kafka client. Its pieces::
   (``warm`` is False): without history there is no notion of normal for it. The stateless point model
   (``/predict``) answers for them; ``InProcessModel`` answers ``anomaly=False, score=0.0``.
 * Alerts: ``anomaly = score > threshold`` unless the service alerted within its last ``cooldown_events``
-  events (one alert per incident, not one per event of it); ``score`` itself is never muted.
+  events; ``score`` itself is never muted. The processor and ``make eval`` use ``cooldown=False``: every event
+  above the threshold is an alert, and ``incidents.IncidentTracker`` groups a service's alerts into incidents
+  (one page each).
 * Recovery after an incident: the baseline learns slowly (~100 events) and an outlier moves it at most
   ``clip_sigmas`` spreads, so a 60–150 event level shift has not become the normal when it ends and the
   return to normal raises no alert. The scenario metrics count every alert outside an incident as false

@@ -50,6 +50,8 @@ class InProcessModel:
         pass
 
 
-def in_process_scorer(forest: Any, metadata: Mapping[str, Any], *, cache_events: int = 10_000) -> ContextualScorer:
+def in_process_scorer(
+    forest: Any, metadata: Mapping[str, Any], *, cache_events: int = 10_000, cooldown: bool = True
+) -> ContextualScorer:
     """The streaming detector in one process: ``ContextualScorer`` over ``InProcessModel``."""
-    return ContextualScorer(InProcessModel(forest, metadata), cache_events=cache_events)
+    return ContextualScorer(InProcessModel(forest, metadata), cache_events=cache_events, cooldown=cooldown)

@@ -1,7 +1,9 @@
 """Which services' state is in memory: at most ``max_services``, the least recently seen moved to a ``StateStore``.
 
 ``ContextualScorer`` keeps one ``ServiceMemory``; the processor's store is a local file filled from its
-changelog topic, so a service moved out (or owned by another processor before) comes back as it left.
+changelog topic, so a service moved out (or owned by another processor before) comes back as it left. Only
+the tracker's state moves: an alert gate's cool-down (evaluation's; the processor runs without) stays with
+the gate.
 """
 
 import itertools
@@ -9,8 +11,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 
-from streaming_detector.gate import AlertGate
-from streaming_detector.state import StateMismatchError, StateStore, decode_state, encode_state, with_cooldown
+from streaming_detector.state import StateMismatchError, StateStore, decode_state, encode_state
 from streaming_detector.tracker import ContextTracker
 
 log = logging.getLogger(__name__)
@@ -39,45 +40,36 @@ class ServiceMemory:
         dirty, self.dirty = self.dirty, set()
         return dirty
 
-    def export(self, service: str, tracker: ContextTracker | None, gate: AlertGate | None) -> bytes | None:
+    def export(self, service: str, tracker: ContextTracker | None) -> bytes | None:
         """``service``'s state as bytes (from memory, else from the store); None if it has none."""
-        if tracker is not None and gate is not None and service in tracker:
-            return encode_state(tracker.config, tracker.export(service), gate.cooldown.get(service, 0))
-        data = self.store.get(service) if self.store is not None else None
-        if data is not None and gate is not None and service in gate.cooldown:
-            data = with_cooldown(data, gate.cooldown[service])  # the gate counted on after it left memory
-        return data
+        if tracker is not None and service in tracker:
+            return encode_state(tracker.config, tracker.export(service))
+        return self.store.get(service) if self.store is not None else None
 
-    def forget(self, which: Callable[[str], bool], tracker: ContextTracker | None, gate: AlertGate | None) -> int:
+    def forget(self, which: Callable[[str], bool], tracker: ContextTracker | None) -> int:
         """Drop from memory, without saving, every service ``which`` selects; returns how many were in memory."""
         dropped = [name for name in self.in_memory if which(name)]
         for name in dropped:
-            self.drop(name, tracker, gate)
-        if gate is not None:
-            gate.cooldown = {name: left for name, left in gate.cooldown.items() if not which(name)}
+            self.drop(name, tracker)
         self.dirty = {name for name in self.dirty if not which(name)}
         return len(dropped)
 
-    def drop(self, name: str, tracker: ContextTracker | None, gate: AlertGate | None) -> None:
-        """Out of memory. A running cool-down stays with the gate, which decides for the whole batch after it
-        was learned (a service may leave memory in between); the gate's count wins over the stored one."""
+    def drop(self, name: str, tracker: ContextTracker | None) -> None:
         del self.in_memory[name]
         if tracker is not None and name in tracker:
             tracker.remove(name)
-        if gate is not None and gate.cooldown.get(name, 1) <= 0:
-            del gate.cooldown[name]
 
-    def bring_in(self, names: set[str], tracker: ContextTracker, gate: AlertGate) -> None:
+    def bring_in(self, names: set[str], tracker: ContextTracker) -> None:
         """Make ``names`` the most recently seen services in memory: load those that are not from the store,
         first moving the least recently seen others out if there is no room for them."""
         missing = [name for name in names if name not in self.in_memory]
         if self.max_services is not None:
             overflow = len(self.in_memory) + len(missing) - self.max_services
             for name in list(itertools.islice((n for n in self.in_memory if n not in names), max(overflow, 0))):
-                data = self.export(name, tracker, gate)
+                data = self.export(name, tracker)
                 assert self.store is not None and data is not None
                 self.store.put(name, data)
-                self.drop(name, tracker, gate)
+                self.drop(name, tracker)
                 self.evicted += 1
         for name in missing:
             self.in_memory[name] = None
@@ -85,12 +77,8 @@ class ServiceMemory:
             if data is None:
                 continue
             try:
-                arrays, cooldown = decode_state(tracker.config, data)
+                tracker.restore(name, decode_state(tracker.config, data))
             except StateMismatchError as exc:
                 log.warning("state of service %r discarded, it warms up again: %s", name, exc)
-                continue
-            tracker.restore(name, arrays)
-            if cooldown > 0 and name not in gate.cooldown:
-                gate.cooldown[name] = cooldown
         for name in names:
             self.in_memory.move_to_end(name)

@@ -1,15 +1,16 @@
 """The streaming detector composed: ``ContextualScorer`` keeps each service's state and scores events in it.
 
-Tracker (per-service context features) -> a model client (the context model's raw scores) -> gate (per-service
-cool-downs). The model client is a small protocol (``ModelClient``) with two implementations: over HTTP to the
-ML service (``anomaly_processor.ml_client.HttpScorer``, the processor) and in this process
-(``streaming_detector.in_process.InProcessModel``, evaluation and tests).
+Tracker (per-service context features) -> a model client (the context model's raw scores) -> gate (the
+threshold, and per-service cool-downs unless ``cooldown=False``) -> an explanation per verdict
+(``streaming_detector.explain``). The model client is a small protocol (``ModelClient``) with two
+implementations: over HTTP to the ML service (``anomaly_processor.ml_client.HttpScorer``, the processor) and in
+this process (``streaming_detector.in_process.InProcessModel``, evaluation and tests).
 
 Where the state lives: in the scoring process, one ``ContextTracker`` (per-service baselines) and one
-``AlertGate`` (per-service cool-downs) for the services whose partition it consumes (events are keyed by
-service, so a service's events all reach one consumer). With ``max_services``, at most that many services
-are in memory: the least recently seen is moved to the ``StateStore`` (bytes, ``streaming_detector.state``)
-and brought back when it is seen again. ``export``/``take_dirty``/``forget`` let the processor save each
+``AlertGate`` for the services whose partition it consumes (events are keyed by service, so a service's events
+all reach one consumer). With ``max_services``, at most that many services are in the tracker: the least
+recently seen is moved to the ``StateStore`` (bytes, ``streaming_detector.state``) and brought back when it is
+seen again (``streaming_detector.memory``). ``export``/``take_dirty``/``forget`` let the processor save each
 service's state to its changelog topic and drop the state of partitions it no longer owns.
 
 Each event advances the state exactly once, however often the pipeline asks for it: its features and,
@@ -21,16 +22,17 @@ failed commit gets the same features and the same verdict.
 import itertools
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
 from streaming_detector.errors import ScoringConfigError, ScoringRejectedError, ScoringUnavailableError
+from streaming_detector.explain import Measured, PointReference, explain_context, explain_point
 from streaming_detector.gate import AlertGate, GateConfig
 from streaming_detector.memory import ServiceMemory
 from streaming_detector.state import StateStore
-from streaming_detector.tracker import ContextConfig, ContextTracker
+from streaming_detector.tracker import ContextConfig, ContextTracker, Spread
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,9 @@ class Score(NamedTuple):
     """The detector's answer for one event: ``score`` is higher when more anomalous.
 
     ``in_context``: scored by the context model (its service was warm); ``muted``: in the cool-down after an
-    alert of the same service, so ``anomaly`` is False whatever the score.
+    alert of the same service, so ``anomaly`` is False whatever the score (never with ``cooldown=False``).
+    ``explanation`` (an ``eventbus.Explanation`` as a dict) says why; ``incident_id`` names the incident an
+    alert belongs to (set by the processor's incidents, never by the ML service).
     """
 
     anomaly: bool
@@ -53,6 +57,8 @@ class Score(NamedTuple):
     model_version: str
     in_context: bool = False
     muted: bool = False
+    explanation: dict[str, Any] | None = None
+    incident_id: str | None = None
 
     @property
     def alert_score(self) -> float:
@@ -60,20 +66,11 @@ class Score(NamedTuple):
         return 0.0 if self.muted else self.score
 
 
-class Event(Protocol):
+class Event(Measured, Protocol):
     """What the scorer reads of an event (``eventbus.LogEvent`` has it, so does any record with these fields)."""
 
     @property
     def event_id(self) -> str | None: ...  # the cache key; the processor derives one for an event sent without
-
-    @property
-    def service(self) -> str: ...
-
-    @property
-    def latency_ms(self) -> float: ...
-
-    @property
-    def error_rate(self) -> float: ...
 
     @property
     def event_time(self) -> float | None: ...  # when it happened, epoch seconds (None: unknown)
@@ -108,6 +105,7 @@ class ContextSpec:
     features: tuple[str, ...]
     tracker: ContextConfig
     gate: GateConfig
+    point: PointReference | None = None  # what explains the point model's verdicts during warm-up
 
     @classmethod
     def from_model_info(cls, info: Mapping[str, Any], source: str) -> "ContextSpec":
@@ -123,6 +121,7 @@ class ContextSpec:
                 features=tuple(str(name) for name in context["features"]),
                 tracker=ContextConfig(**context["context"]),
                 gate=GateConfig.from_dict(context["gate"]),
+                point=PointReference.from_model_info(info),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ScoringConfigError(
@@ -131,12 +130,15 @@ class ContextSpec:
 
 
 class ContextualScorer:
-    """A ``Scorer``: per-service context features computed here, scored by the model client, alerts gated here.
+    """A ``Scorer``: per-service context features computed here, scored by the model client, explained here.
 
     Warm events go to the client with their ``context`` (the context model scores them); events of services
-    still warming up go without (the point model answers). The gate then applies the cool-down to the warm
-    events' raw scores. The model description is fetched from the client on first use and again whenever
-    it answers with another ``model_version``.
+    still warming up go without (the point model answers). The gate then decides the warm events' alerts from
+    their raw scores: with ``cooldown=True`` (evaluation's default) it mutes what follows an alert of the
+    same service; the processor passes ``cooldown=False``, marks every event above the threshold and groups a
+    service's consecutive alerts into one incident. Every verdict carries an explanation. The model
+    description is fetched from the client on first use and again whenever it answers with another
+    ``model_version``.
     """
 
     def __init__(
@@ -146,6 +148,7 @@ class ContextualScorer:
         cache_events: int = DEFAULT_CACHE_EVENTS,
         store: StateStore | None = None,
         max_services: int | None = None,
+        cooldown: bool = True,
     ) -> None:
         if cache_events < 1:
             raise ValueError(f"cache_events must be positive, got {cache_events}")
@@ -153,12 +156,14 @@ class ContextualScorer:
         self.client = client
         self.base_url = client.base_url
         self.cache_events = cache_events
+        self.cooldown = cooldown
         self.spec: ContextSpec | None = None
         self.tracker: ContextTracker | None = None
         self.gate: AlertGate | None = None
         # event id -> (its service, the features sent: None while warming up)
         self._contexts: dict[str, tuple[str, Context | None]] = {}
         self._verdicts: dict[str, Score] = {}  # event id -> final verdict, once scored
+        self._spreads: dict[str, Spread] = {}  # service -> its spreads before its latest batch
 
     def ready(self) -> bool:
         return self.client.ready()
@@ -168,7 +173,7 @@ class ContextualScorer:
 
     def score(self, events: Sequence[Event]) -> list[Score]:
         spec, tracker, gate = self._model()
-        contexts = self._learn(events, tracker, gate)
+        contexts = self._learn(events, tracker)
         verdicts: list[Score | None] = [self._verdicts.get(_event_id(event)) for event in events]
         todo = [i for i, verdict in enumerate(verdicts) if verdict is None]
         if todo:
@@ -184,8 +189,22 @@ class ContextualScorer:
             if warm:
                 raw = np.array([scores[j].score for j in warm])
                 gated = gate.decide_detailed([pending[j].service for j in warm], raw)
-                for j, alert, muted in zip(warm, gated.anomaly.tolist(), gated.suppressed.tolist(), strict=True):
-                    scores[j] = Score(alert, scores[j].score, scores[j].model_version, True, muted)
+                explained = explain_context(
+                    [pending[j] for j in warm],
+                    [pending_contexts[j] or () for j in warm],
+                    raw.tolist(),
+                    self._spreads,
+                    spec.gate.threshold,
+                    tracker.config.log_values,
+                )
+                decided = zip(warm, gated.anomaly.tolist(), gated.suppressed.tolist(), explained, strict=True)
+                for j, alert, muted, why in decided:
+                    scores[j] = scores[j]._replace(anomaly=alert, in_context=True, muted=muted, explanation=why)
+            if spec.point is not None and len(warm) < len(pending):
+                cold = [j for j, context in enumerate(pending_contexts) if context is None]
+                reasons = explain_point([pending[j] for j in cold], [scores[j].score for j in cold], spec.point)
+                for j, why in zip(cold, reasons, strict=True):
+                    scores[j] = scores[j]._replace(explanation=why)
             for i, event, score in zip(todo, pending, scores, strict=True):
                 verdicts[i] = self._verdicts[_event_id(event)] = score
             if any(score.model_version != spec.version for score in scores):
@@ -218,12 +237,15 @@ class ContextualScorer:
 
     def export(self, service: str) -> bytes | None:
         """``service``'s state as bytes (from memory, else from the store); None if it has none."""
-        return self.memory.export(service, self.tracker, self.gate)
+        return self.memory.export(service, self.tracker)
 
     def forget(self, which: Callable[[str], bool]) -> int:
         """Drop from memory, without saving, every service ``which`` selects, and the cached features and
         verdicts of its events (whoever owns it now restores it); returns how many were in memory."""
-        dropped = self.memory.forget(which, self.tracker, self.gate)
+        dropped = self.memory.forget(which, self.tracker)
+        if self.gate is not None:  # evaluation's cool-downs (the processor runs without)
+            self.gate.cooldown = {name: left for name, left in self.gate.cooldown.items() if not which(name)}
+        self._spreads = {name: spread for name, spread in self._spreads.items() if not which(name)}
         stale = [event_id for event_id, (service, _) in self._contexts.items() if which(service)]
         for event_id in stale:
             del self._contexts[event_id]
@@ -233,9 +255,11 @@ class ContextualScorer:
     def services_in_memory(self) -> int:
         return len(self.memory.in_memory)
 
-    def _advance(self, events: Sequence[Event], tracker: ContextTracker, gate: AlertGate) -> tuple[Any, Any]:
+    def _advance(self, events: Sequence[Event], tracker: ContextTracker) -> tuple[Any, Any]:
         """``tracker.features`` of ``events``, in runs of at most ``max_services`` distinct services, each run's
-        services brought into memory first (so memory stays bounded however many services a batch holds)."""
+        services brought into memory first (so memory stays bounded however many services a batch holds).
+        Each run's services' spreads are kept to explain their verdicts: from before the run, or after it for
+        a service warm only since."""
         names = [e.service for e in events]
         limit = self.memory.max_services or len(names) or 1
         rows, warm = [], []
@@ -246,7 +270,8 @@ class ContextualScorer:
             while stop < len(names) and (names[stop] in run or len(run) < limit):
                 run.add(names[stop])
                 stop += 1
-            self.memory.bring_in(run, tracker, gate)
+            self.memory.bring_in(run, tracker)
+            before = tracker.spreads(run)
             part = events[start:stop]
             r, w = tracker.features(
                 names[start:stop],
@@ -254,6 +279,8 @@ class ContextualScorer:
                 [e.error_rate for e in part],
                 [e.event_time for e in part],
             )
+            self._spreads.update(tracker.spreads(run - before.keys()))
+            self._spreads.update(before)
             rows.append(r)
             warm.append(w)
             self.memory.dirty.update(run)
@@ -280,7 +307,8 @@ class ContextualScorer:
             self.memory.reset()
             self._contexts.clear()  # cached features were computed with the old configuration
             self._verdicts.clear()
-        gate = AlertGate(spec.gate)
+        # The processor's incidents group alerts: a cool-down there would mute what follows one (and hide incidents).
+        gate = AlertGate(spec.gate if self.cooldown else replace(spec.gate, cooldown_events=0))
         if self.gate is not None:
             gate.cooldown = dict(self.gate.cooldown)
         self.gate = gate
@@ -290,7 +318,7 @@ class ContextualScorer:
             spec.version,
             len(spec.features),
             spec.gate.threshold,
-            spec.gate.cooldown_events,
+            gate.config.cooldown_events,
             spec.tracker.warmup_events,
         )
 
@@ -303,7 +331,7 @@ class ContextualScorer:
         self._install(spec)
         return True
 
-    def _learn(self, events: Sequence[Event], tracker: ContextTracker, gate: AlertGate) -> list[Context | None]:
+    def _learn(self, events: Sequence[Event], tracker: ContextTracker) -> list[Context | None]:
         """Each event's context features (None while its service warms up). Those of events not seen yet are
         computed in stream order, which advances their services' state; the others come from the cache."""
         cache = self._contexts
@@ -318,7 +346,7 @@ class ContextualScorer:
                 contexts.append(hit[1])
         if new:
             fresh = [events[i] for i in new] if len(new) < len(events) else events
-            features, warm = self._advance(fresh, tracker, gate)
+            features, warm = self._advance(fresh, tracker)
             decimals = self.client.context_decimals
             # Tuples of floats: the garbage collector stops tracking them, a cache of lists it would scan.
             rows = map(tuple, (features if decimals is None else features.round(decimals)).tolist())

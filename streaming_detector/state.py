@@ -22,10 +22,11 @@ import numpy as np
 
 from streaming_detector.tracker import N_SIGNALS, NUMBERS, ContextConfig, ServiceArrays
 
-FORMAT_VERSION = 2  # 2: the days of hourly maxima and levels (time-aware history)
+# 2: the days of hourly maxima and levels (time-aware history); 3: no gate cool-down (incidents replaced it)
+FORMAT_VERSION = 3
 MAGIC = b"SDST"
-# magic, format, configuration fingerprint, events seen, history values learned, days held, gate cool-down left
-_HEADER = struct.Struct("<4sH16sqqqq")
+# magic, format, configuration fingerprint, events seen, history values learned, days held
+_HEADER = struct.Struct("<4sH16sqqq")
 
 
 class StateMismatchError(ValueError):
@@ -40,23 +41,23 @@ def fingerprint(config: ContextConfig) -> bytes:
     return hashlib.sha256(text.encode()).digest()[:16]
 
 
-def encode_state(config: ContextConfig, arrays: ServiceArrays, cooldown: int = 0) -> bytes:
-    """A service's tracker state (and its alert gate's cool-down) as bytes."""
+def encode_state(config: ContextConfig, arrays: ServiceArrays) -> bytes:
+    """A service's tracker state as bytes."""
     days = len(arrays.days)
-    header = _HEADER.pack(MAGIC, FORMAT_VERSION, fingerprint(config), arrays.count, arrays.learned, days, cooldown)
+    header = _HEADER.pack(MAGIC, FORMAT_VERSION, fingerprint(config), arrays.count, arrays.learned, days)
     parts = [arrays.numbers, arrays.recent, arrays.arrival.ravel()]
     parts += [arrays.days.astype(np.float64), arrays.season_max.ravel(), arrays.season_level.ravel()]
     return header + np.concatenate(parts).astype("<f8", copy=False).tobytes()
 
 
-def decode_state(config: ContextConfig, data: bytes) -> tuple[ServiceArrays, int]:
-    """``(arrays, cooldown)`` from ``encode_state``'s bytes; ``StateMismatchError`` if written otherwise."""
+def decode_state(config: ContextConfig, data: bytes) -> ServiceArrays:
+    """The arrays ``encode_state`` wrote; ``StateMismatchError`` if written otherwise."""
     if len(data) < 6 or data[:4] != MAGIC:
         raise StateMismatchError("not a detector state snapshot")
     version = int.from_bytes(data[4:6], "little")
     if version != FORMAT_VERSION or len(data) < _HEADER.size:
         raise StateMismatchError(f"written in format {version}, this is format {FORMAT_VERSION}")
-    _, _, written_under, count, learned, days, cooldown = _HEADER.unpack_from(data)
+    _, _, written_under, count, learned, days = _HEADER.unpack_from(data)
     if written_under != fingerprint(config):
         raise StateMismatchError("written under another context configuration")
     values = np.frombuffer(data, dtype="<f8", offset=_HEADER.size).astype(np.float64)
@@ -66,7 +67,7 @@ def decode_state(config: ContextConfig, data: bytes) -> tuple[ServiceArrays, int
     if len(values) != sum(sizes):
         raise StateMismatchError(f"{len(data)} bytes do not fit a service with {learned} values, {days} days")
     numbers, recent, arrival, held, season_max, season_level = np.split(values, np.cumsum(sizes)[:-1])
-    arrays = ServiceArrays(
+    return ServiceArrays(
         int(count),
         int(learned),
         numbers,
@@ -76,14 +77,6 @@ def decode_state(config: ContextConfig, data: bytes) -> tuple[ServiceArrays, int
         season_max.reshape(days, bins, N_SIGNALS),
         season_level.reshape(days, bins, 2),
     )
-    return arrays, int(cooldown)
-
-
-def with_cooldown(data: bytes, cooldown: int) -> bytes:
-    """``data`` with its gate cool-down replaced."""
-    header = list(_HEADER.unpack_from(data))
-    header[-1] = cooldown
-    return _HEADER.pack(*header) + data[_HEADER.size :]
 
 
 class StateStore(Protocol):

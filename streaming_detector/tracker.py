@@ -18,7 +18,7 @@ The model (``ContextModel``, run by the ML service) blends the forest's verdict 
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -154,6 +154,15 @@ class ServiceArrays:
 def transform(values: np.ndarray, config: ContextConfig) -> np.ndarray:
     values = np.asarray(values, dtype=np.float64)
     return np.sign(values) * np.log1p(np.abs(values)) if config.log_values else values
+
+
+class Spread(NamedTuple):
+    """One service's scales, in the tracker's (log) space: what turns a feature back into a value."""
+
+    sd: float  # spread of the level around the baseline
+    step_sd: float  # spread of one event's step
+    long_mean: float  # long-term level
+    error_sd: float  # spread of the error rate (with its floor)
 
 
 class ContextTracker:
@@ -307,6 +316,24 @@ class ContextTracker:
     def _clear(self, slot: int) -> None:
         for attr in _ROWS:
             getattr(self, attr)[slot] = _EMPTY.get(attr, 0)
+
+    def spreads(self, services: Iterable[str]) -> dict[str, Spread]:
+        """The current scales of the warm ones of ``services`` (what turns a feature back into a value)."""
+        columns = [NUMBERS.index(n) for n in ("slow_var", "step_var", "long_mean", "error_var")]
+        floor_sq = self.config.error_floor**2
+        out: dict[str, Spread] = {}
+        for name in services:
+            slot = self._index.get(name)
+            if slot is None or self._counts[slot] <= self.config.warmup_events:
+                continue
+            slow_var, step_var, long_mean, error_var = self._numbers[slot, columns].tolist()
+            out[name] = Spread(
+                math.sqrt(max(slow_var, 0.0)),
+                math.sqrt(max(step_var, 0.0)),
+                long_mean,
+                math.sqrt(max(error_var, 0.0) + floor_sq),
+            )
+        return out
 
     def state_dict(self) -> dict[str, Any]:
         """A JSON-able snapshot of every service's state and the configuration."""

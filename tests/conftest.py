@@ -40,7 +40,7 @@ collect_ignore = [] if os.environ.get("CONTAINER_TESTS") else ["containers"]
 def stack_environment(home: Path) -> dict[str, str]:
     """The environment of a ``make up`` of its own: a local broker, services and run files under ``home``, on
     distinct free ports."""
-    kafka_port, controller_port, ml_port, metrics_port = free_ports(4)
+    kafka_port, controller_port, ml_port, metrics_port, alertmanager_port, prometheus_port = free_ports(6)
     return {
         **os.environ,
         "KAFKA_MODE": "local",
@@ -50,6 +50,8 @@ def stack_environment(home: Path) -> dict[str, str]:
         "KAFKA_BOOTSTRAP_SERVERS": f"localhost:{kafka_port}",
         "ML_PORT": str(ml_port),
         "PROCESSOR_METRICS_PORT": str(metrics_port),
+        "ALERTMANAGER_PORT": str(alertmanager_port),  # make monitoring-up: not the machine's 9193 and 9090
+        "PROMETHEUS_PORT": str(prometheus_port),
         "STACK_RUN_DIR": str(home / "run"),
         "MODEL_PATH": str(home / "model.joblib"),
     }

@@ -18,6 +18,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 from pydantic import ValidationError
 
+from anomaly_processor.alerting import make_notifier
 from anomaly_processor.errors import ScoringConfigError
 from anomaly_processor.metrics import MetricsServer, ProcessorMetrics
 from anomaly_processor.ml_client import HttpScorer, Scorer
@@ -112,7 +113,8 @@ def make_scorer(settings: ProcessorSettings) -> HttpScorer | ContextualScorer:
     if not settings.context:
         return http
     # The cache holds the batch in hand (retried, bisected) and the one before (redelivered after a failed commit).
-    return ContextualScorer(http, cache_events=max(DEFAULT_CACHE_EVENTS, 2 * settings.batch_max))
+    # No cool-down: every alert is marked, and the pipeline groups a service's alerts into incidents.
+    return ContextualScorer(http, cache_events=max(DEFAULT_CACHE_EVENTS, 2 * settings.batch_max), cooldown=False)
 
 
 def tune_garbage_collector() -> None:
@@ -165,6 +167,15 @@ def run(
     consumer, producer = clients
     restorer: KafkaConsumer | None = None
     pipeline: Pipeline | None = None
+    notifier = make_notifier(
+        alertmanager_url=settings.alertmanager_url,
+        webhook_url=settings.incident_webhook_url,
+        dashboard_url=settings.dashboard_url,
+        refresh_s=settings.alert_refresh_s,
+        metrics=metrics,
+        backoff_initial_s=settings.retry_backoff_initial_s,
+        backoff_max_s=settings.retry_backoff_max_s,
+    )
     try:
         if isinstance(scorer, ContextualScorer) and settings.state_changelog:
             restorer = make_consumer(kafka, group_id=None, client_id="anomaly-processor-restore")
@@ -179,6 +190,7 @@ def run(
             scorer_name=name,
             metrics=metrics,
             restorer=restorer,
+            notify=notifier.publish if notifier is not None else None,
         )
         printer.notice(
             f"Processing {kafka.logs_topic} -> {kafka.predictions_topic} (dead letters: {kafka.dlq_topic}) "
@@ -186,6 +198,8 @@ def run(
             + (" in per-service context" if isinstance(scorer, ContextualScorer) else "")
             + (f", state in {kafka.state_topic}" if pipeline.state is not None else "")
         )
+        if notifier is not None:
+            printer.notice(f"Incidents go to {', '.join(r.name for r in notifier.receivers)}")
         if remote is not None and not remote.ready():
             printer.notice(f"ML service at {name} is not ready yet: events will wait for it.")
         pipeline.run()
@@ -196,6 +210,8 @@ def run(
         printer.notice(f"Stopping: {exc}")
         return 2
     finally:
+        if notifier is not None:
+            notifier.close()
         if pipeline is not None:
             pipeline.close()
         elif restorer is not None:

@@ -9,7 +9,7 @@ a daemon thread (prometheus_client's threading WSGI server) on ``PROCESSOR_METRI
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
@@ -21,6 +21,10 @@ from prometheus_client.utils import floatToGoString
 # The loop turns at least every poll (0.5 s) or retry wait (<= RETRY_BACKOFF_MAX_S); a scoring call or a
 # bisection of a rejected batch may hold it longer, but not this long unless it is stuck.
 HEALTH_STALE_S = 120.0
+
+# Label values of per-service metrics: a stream with thousands of services must not make thousands of series.
+MAX_SERVICE_LABELS = 50
+OTHER_SERVICES = "_other"
 
 _DEAD_LETTER_CLASSES = (
     ("empty message", "empty"),
@@ -85,6 +89,42 @@ class ProcessorMetrics:
             ["topic", "partition"],
             registry=r,
         )
+        self._state_metrics(r)
+        self.incidents = Counter(
+            "processor_incidents", "Incident records produced to INCIDENTS_TOPIC, by event.", ["event"], registry=r
+        )
+        self.open_incidents = Gauge(
+            "processor_open_incidents",
+            f"Open incidents per service (the first {MAX_SERVICE_LABELS} services seen, the rest as "
+            f'service="{OTHER_SERVICES}").',
+            ["service"],
+            registry=r,
+        )
+        self.alerts_sent = Counter(
+            "processor_alert_deliveries",
+            "Incident notifications accepted by a receiver (alertmanager, webhook).",
+            ["receiver"],
+            registry=r,
+        )
+        self.alert_failures = Counter(
+            "processor_alert_delivery_failures",
+            "Incident notifications that failed and will be retried (receiver down or refusing).",
+            ["receiver"],
+            registry=r,
+        )
+        self.alerts_pending = Gauge(
+            "processor_alerts_pending",
+            "Incident notifications not yet accepted, by receiver.",
+            ["receiver"],
+            registry=r,
+        )
+        self._service_labels: set[str] = set()
+        self._heartbeat = 0.0
+        self._running = False
+        self._restoring = 0
+
+    def _state_metrics(self, r: CollectorRegistry) -> None:
+        """The state changelog's: restores, saves, services in memory."""
         self.restoring_partitions = Gauge(
             "processor_state_restoring_partitions",
             "Partitions whose services' state is being read from STATE_TOPIC (their events wait for it).",
@@ -107,9 +147,29 @@ class ProcessorMetrics:
             "Services whose state is in memory (at most STATE_MAX_SERVICES; the rest in the local file).",
             registry=r,
         )
-        self._heartbeat = 0.0
-        self._running = False
-        self._restoring = 0
+
+    def observe_incidents(self, records: Iterable[Mapping[str, Any]], open_now: Mapping[str, Any]) -> None:
+        """Count incident records and set the open incidents per service (label values bounded)."""
+        touched: set[str] = set()
+        for record in records:
+            self.incidents.labels(record["event"]).inc()
+            touched.add(self.service_label(record["service"]))
+        counts: dict[str, int] = dict.fromkeys(touched, 0)
+        for service in open_now:
+            label = self.service_label(service)
+            if label in counts:
+                counts[label] += 1
+        for label, count in counts.items():
+            self.open_incidents.labels(label).set(count)
+
+    def service_label(self, service: str) -> str:
+        """The service itself while fewer than ``MAX_SERVICE_LABELS`` were labelled, else ``OTHER_SERVICES``."""
+        if service in self._service_labels:
+            return service
+        if len(self._service_labels) < MAX_SERVICE_LABELS:
+            self._service_labels.add(service)
+            return service
+        return OTHER_SERVICES
 
     def observe_dead_letters(self, reasons: Iterable[str]) -> None:
         for reason in reasons:

@@ -9,8 +9,8 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
-from typing import TextIO
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TextIO
 
 import orjson
 
@@ -18,8 +18,10 @@ from anomaly_processor.ml_client import Score
 from anomaly_processor.records import ConsumedRecord
 from anomaly_processor.settings import PrintMode
 from eventbus import LogEvent
+from streaming_detector.explain import explanation_text
 
 ANOMALY_MARK = "⚠ ANOMALY"
+INCIDENT_MARK = "▲ INCIDENT"
 DEAD_LETTER_MARK = "✗ DEAD-LETTER"
 _RED = "\x1b[1;31m"
 _YELLOW = "\x1b[33m"
@@ -38,10 +40,34 @@ def printable(text: str) -> str:
 def event_line(event: LogEvent, score: Score) -> str:
     """``Log: {...}, Anomaly: True (score 11.7, model v1)``, as the original design printed it, plus the score.
 
-    The event is shown with the fields the producer sent, as sent."""
+    The event is shown with the fields the producer sent, as sent. An explained verdict shows its severity (the
+    one scale: 1 is the threshold) and why instead of the raw score:
+    ``Anomaly: True (severity 1.62: latency 1,480 ms, usually 190–260 ms; incident inc-…; model v1)``.
+    """
     log = printable(orjson.dumps(event.as_sent()).decode())
-    text = f"Log: {log}, Anomaly: {score.anomaly} (score {score.score:.4g}, model {printable(score.model_version)})"
+    why = score.explanation
+    if why is None:
+        detail = f"score {score.score:.4g}"
+    else:
+        detail = f"severity {why['severity']:.2f}: {printable(explanation_text(why))}"
+        if score.incident_id:
+            detail += f"; incident {score.incident_id}"
+    text = f"Log: {log}, Anomaly: {score.anomaly} ({detail}, model {printable(score.model_version)})"
     return f"{ANOMALY_MARK} {text}" if score.anomaly else text
+
+
+def incident_line(record: Mapping[str, Any]) -> str:
+    """``▲ INCIDENT opened inc-… payment: latency 1,480 ms, usually 190–260 ms (1 alert, severity 1.62)``"""
+    why = record.get("explanation") or {}
+    alerts = record["alerts"]
+    text = (
+        f"{INCIDENT_MARK} {record['event']} {record['incident_id']} {printable(record['service'])}: "
+        f"{printable(explanation_text(why) if why else record['signal'])} "
+        f"({alerts} alert{'s' if alerts != 1 else ''}, peak severity {record['peak_severity']:.2f}"
+    )
+    if record.get("resolution"):
+        text += f", resolved: {record['resolution']}"
+    return text + ")"
 
 
 def dead_letter_line(record: ConsumedRecord, reason: str) -> str:
@@ -110,6 +136,14 @@ class Printer:
             if lines:
                 self._write("\n".join(lines))
         self.tick(now)
+
+    def incidents(self, records: Sequence[Mapping[str, Any]]) -> None:
+        """Report incident records (opened and resolved always, updated only with the per-event lines)."""
+        if self.mode == "quiet":
+            return
+        shown = [r for r in records if r["event"] != "updated" or self.mode == "events"]
+        if shown:
+            self._write("\n".join(self._paint(self.label + incident_line(r), _RED) for r in shown))
 
     def retry(self, message: str) -> None:
         """Report a retry (ML service or Kafka unavailable) with the wait that follows."""

@@ -29,10 +29,11 @@ waiting paused), ``PartitionOwnership`` (rebalance epochs), ``Delivery`` (produc
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.errors import KafkaError
@@ -58,6 +59,7 @@ from anomaly_processor.records import (
 from anomaly_processor.retry import Backoff, RetryContext, describe, retriable, retry_after
 from anomaly_processor.settings import ProcessorSettings
 from eventbus import KafkaSettings, LogEvent
+from streaming_detector.incidents import IncidentTracker
 from streaming_detector.scorer import ContextualScorer
 
 log = logging.getLogger(__name__)
@@ -149,6 +151,7 @@ class Pipeline:
         scorer_name: str = "the scorer",
         metrics: ProcessorMetrics | None = None,
         restorer: KafkaConsumer | None = None,
+        notify: Callable[[list[dict[str, Any]]], None] | None = None,
     ) -> None:
         self._consumer = consumer
         self._scorer = scorer
@@ -158,6 +161,10 @@ class Pipeline:
         self.stop = stop or threading.Event()
         self._scorer_name = scorer_name
         self.metrics = metrics or ProcessorMetrics()
+        self.incidents = IncidentTracker(
+            settings.incident_resolve_s, settings.incident_resolve_events, settings.incident_idle_resolve_s
+        )
+        self._notify = notify  # hands delivered incident records to the alerting thread (never blocks)
         self.ownership = PartitionOwnership(consumer, on_revoke=lambda tp: self.commits.forget(tp))
         self.batches = BatchConsumer(
             consumer,
@@ -255,6 +262,7 @@ class Pipeline:
             # Those partitions were sought to where their saved state left off: their records come again.
             records = [r for r in records if r.partition not in restored]
         if not records:
+            self._resolve_idle()
             self.printer.tick()
             if self.state is not None and not self._behind and self.state.due():
                 try:
@@ -295,6 +303,7 @@ class Pipeline:
         if scored is None:
             return None
         self.metrics.scoring_seconds.observe(time.perf_counter() - started)
+        scored.verdicts, incidents = self.incidents.observe(scored.verdicts)
         outgoing = [
             Outgoing(self._kafka.predictions_topic, event.key(), verdict_json(event, score))
             for event, score in scored.verdicts
@@ -303,6 +312,7 @@ class Pipeline:
             Outgoing(self._kafka.dlq_topic, record.key, dead_letter_json(record, reason))
             for record, reason in scored.dead_letters
         )
+        outgoing.extend(self._incident_records(incidents))
         outgoing.extend(
             Outgoing(
                 self._kafka.repartition_topic,
@@ -319,6 +329,7 @@ class Pipeline:
             return None
         handled = [record for record in records if self.ownership.owned_since(record, epoch)]
         self.printer.batch(len(handled), scored.verdicts, scored.dead_letters)
+        self._announce(incidents)
         self._count(len(handled), scored)
         if decoded.forward:
             self.metrics.rekeyed.inc(len(decoded.forward))
@@ -339,6 +350,27 @@ class Pipeline:
         if anomalies:
             metrics.anomalies.inc(anomalies)
         metrics.observe_dead_letters(reason for _, reason in scored.dead_letters)
+
+    def _incident_records(self, incidents: list[dict[str, Any]]) -> list[Outgoing]:
+        topic = self._kafka.incidents_topic
+        return [Outgoing(topic, record["service"].encode(), orjson.dumps(record)) for record in incidents]
+
+    def _announce(self, incidents: list[dict[str, Any]]) -> None:
+        """Incident records acknowledged by Kafka: print them, count them, hand them to the alerting thread."""
+        if not incidents:
+            return
+        self.printer.incidents(incidents)
+        self.metrics.observe_incidents(incidents, self.incidents.open)
+        if self._notify is not None:
+            self._notify(incidents)
+
+    def _resolve_idle(self) -> None:
+        """While no events arrive, resolve the incidents of services silent for too long (wall clock)."""
+        expired = self.incidents.expire()
+        if expired and self.delivery.deliver(self._incident_records(expired)):
+            self._announce(expired)
+
+    # -- scoring -------------------------------------------------------------------------------------------
 
     def _score_with_retry(self, decoded: DecodedBatch, epoch: int) -> ScoredBatch | None:
         backoff = self._backoff()

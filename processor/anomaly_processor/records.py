@@ -96,14 +96,21 @@ def _encode_key(key: bytes | None) -> tuple[str | None, Literal["utf-8", "base64
 
 
 def verdict_json(event: LogEvent, score: Score) -> bytes:
-    """``Verdict(**event.as_sent(), event_id=..., event_time=..., **score._asdict()).to_json()``, without
-    building the model: the event is validated already and ``score`` was checked by ``decode_scores``."""
+    """``Verdict(**event.as_sent(), event_id=..., event_time=..., <score's verdict fields>).to_json()``, without
+    building the model (``in_context`` and ``muted`` stay in the processor): the event is validated already
+    and ``score`` was checked by ``decode_scores``."""
     verdict = event.as_sent()
     verdict["event_id"] = event.event_id
     verdict["event_time"] = event.event_time
     verdict["anomaly"] = score.anomaly
     verdict["score"] = score.score
     verdict["model_version"] = score.model_version
+    # Set by the processor, or absent (as ``Verdict.to_json`` leaves out what is None): never the producer's.
+    for name, value in (("explanation", score.explanation), ("incident_id", score.incident_id)):
+        if value is None:
+            verdict.pop(name, None)
+        else:
+            verdict[name] = value
     return orjson.dumps(verdict)
 
 

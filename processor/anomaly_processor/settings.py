@@ -6,6 +6,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streaming_detector.incidents import RESOLVE_AFTER_S, RESOLVE_EVENTS
+
 PrintMode = Literal["auto", "events", "summary", "quiet"]
 
 
@@ -87,6 +89,30 @@ class ProcessorSettings(BaseSettings):
         description="Processes consuming in the group, started and supervised by this one: one process tops out "
         "near 20,000 events/s (kafka-python); auto: one per partition of LOGS_TOPIC (each partition is read by one "
         "process, and an even split keeps them equally busy), at most two per CPU.",
+    )
+    incident_resolve_s: float = Field(
+        default=RESOLVE_AFTER_S,
+        ge=0,
+        description="An incident is resolved once its service has been normal this long (event time) ...",
+    )
+    incident_resolve_events: int = Field(
+        default=RESOLVE_EVENTS, ge=1, description="... and for at least this many events since its last alert."
+    )
+    incident_idle_resolve_s: float = Field(
+        default=300.0, gt=0, description="An incident whose service sent nothing this long (wall clock) is resolved."
+    )
+    alertmanager_url: str | None = Field(
+        default=None,
+        description="Alertmanager base URL (e.g. http://localhost:9193): incidents become alerts; unset: off.",
+    )
+    incident_webhook_url: str | None = Field(
+        default=None, description="URL that gets a JSON POST of each opened and resolved incident; unset: off."
+    )
+    alert_refresh_s: float = Field(
+        default=60.0, gt=0, description="How often an open incident's alert is sent again to Alertmanager."
+    )
+    dashboard_url: str = Field(
+        default="http://localhost:8000/dashboard", description="Linked from alerts: the dashboard people open."
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="Level of the diagnostics logged to stderr."

@@ -26,7 +26,7 @@ from log_simulator.generator import ServiceSpec
 from prometheus_client.parser import text_string_to_metric_families
 
 from devstack.processes import Child, free_port
-from eventbus import KafkaSettings, LogEvent, Verdict, make_admin
+from eventbus import VERDICT_FIELDS, KafkaSettings, LogEvent, Verdict, make_admin
 from streaming_detector.profiles import NormalProfile, generate_normal_events
 from tests.unit.ml_context import SMALL_CONTEXT_ARGS
 
@@ -292,7 +292,8 @@ def test_every_event_gets_exactly_one_verdict(
     by_id = {e.event_id: e for e in events}
     for verdict in verdicts:
         event = by_id[verdict.event_id]
-        assert verdict.model_dump(exclude={"anomaly", "score", "model_version", "event_time"}) == event.model_dump()
+        assert verdict.model_dump(exclude=set(VERDICT_FIELDS) - {"event_id"}) == event.model_dump()
+        assert verdict.explanation is not None  # every verdict says why
         assert verdict.event_time == event.event_time
         assert verdict.model_version.startswith("iforest-")
     assert "[summary] consumed=" in processor.stdout()

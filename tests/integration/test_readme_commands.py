@@ -47,9 +47,12 @@ NOT_RUN = {
     "PROCESSOR_WORKERS=auto .venv/bin/python processor/main.py": "runs until Ctrl-C",
     ".venv/bin/python fastapi-ml-service/main.py": "serves until Ctrl-C; `make up` runs it in the background",
     "cd fastapi-ml-service && ../.venv/bin/uvicorn main:app --port 8000": "serves until Ctrl-C",
+    'make simulate ARGS="--rate 50 --anomalies level_shift --anomaly-rate 0.002"': (
+        "sends until Ctrl-C; tests/integration/test_alerting.py injects a level shift and checks its one alert"
+    ),
 }
 # Commands that follow output until Ctrl-C: run until a line matches, then interrupted like a user would.
-FOLLOWED = {"make logs": re.compile(r"Anomaly: (True|False) \(score ")}
+FOLLOWED = {"make logs": re.compile(r"Anomaly: (True|False) \((score|severity) ")}
 
 
 @dataclass
@@ -114,7 +117,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
         assert "All services are up." in up.stdout
         yield env
     finally:
+        # The README's `make monitoring-down` (named in its text) stops what `make monitoring-up` started.
+        monitoring = subprocess.run(
+            ["make", "monitoring-down"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+        )
         down = subprocess.run(["make", "down"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+        assert monitoring.returncode == 0, monitoring.stdout + monitoring.stderr
         assert down.returncode == 0, down.stdout + down.stderr
         assert "Kafka (local KRaft) stopped" in down.stdout
         for pid_file in (home / "run").glob("*.pid"):

@@ -25,7 +25,7 @@ def events():
 
 def scorer_with(model, store=None, max_services=None):
     forest, metadata = model
-    scorer = in_process_scorer(forest, metadata)
+    scorer = in_process_scorer(forest, metadata, cooldown=False)  # as the processor: incidents, no cool-down
     if store is not None:
         scorer.memory.keep_in(store, max_services)
     return scorer
@@ -60,9 +60,8 @@ def test_a_service_with_a_full_history_round_trips_bit_for_bit() -> None:
     rng = np.random.default_rng(1)
     times = 1.7e9 + 600.0 * np.arange(1000)  # an event every 10 minutes: a week of hourly maxima
     tracker.features(["a"] * 700, rng.lognormal(5, 0.3, 700), rng.random(700) * 0.05, times[:700].tolist())
-    data = encode_state(config, tracker.export("a"), cooldown=7)
-    arrays, cooldown = decode_state(config, data)
-    assert cooldown == 7 and len(arrays.days) == 6  # 4.9 days, over 6 calendar days
+    arrays = decode_state(config, encode_state(config, tracker.export("a")))
+    assert len(arrays.days) == 6  # 4.9 days, over 6 calendar days
     copy = ContextTracker(config)
     copy.features(["b", "a"], [100.0, 1.0], [0.0, 0.0], [times[0], times[0]])  # a slot used before
     copy.remove("a")

@@ -42,7 +42,9 @@ def test_eval_cli_prints_the_table_and_writes_json(tmp_path, capsys) -> None:
     assert "nightly_job" in printed and "sensitivity" in printed
     report = json.loads(out.read_text())
     assert report["scenarios"][-1]["name"] == "overall"
-    assert report["scenarios"][0]["recall"] >= 0.75
+    # Alerts are pages: bursts less than a minute apart on one service are one incident (0.75 per alert before).
+    assert report["scenarios"][0]["recall"] >= 0.5
+    assert report["scenarios"][0]["precision"] >= 0.9
     [nightly] = report["rhythms"]
     assert nightly["rate"] == "1/5min" and nightly["false_per_day_learned"] <= 1.0
     assert [point["threshold"] for point in report["sensitivity"]["1/5min"]] == [7.0, 8.0, 9.0, 10.0, 11.0, 12.0]

@@ -44,6 +44,8 @@ def test_public_surface_is_pinned() -> None:
             "BrokerRefusedError",
             "BrokerUnavailableError",
             "EventBusError",
+            "Explanation",
+            "Incident",
             "KafkaSettings",
             "LogEvent",
             "Verdict",

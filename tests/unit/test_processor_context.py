@@ -148,14 +148,27 @@ def test_a_bisected_batch_gets_each_events_features_from_the_state_before_it_onc
     assert scorer.state_dict()["tracker"] == state
 
 
-def test_the_gate_raises_one_alert_per_incident_and_keeps_the_raw_score() -> None:
+def test_without_the_cool_down_every_event_above_the_threshold_is_an_alert_with_its_raw_score() -> None:
+    service = ScriptedService()
+    events = stream(30)
+    service.spike_ids = {e.event_id for e in events[20:23]} | {events[27].event_id}
+    scores = ContextualScorer(service, cooldown=False).score(events)
+    flagged = [i for i, s in enumerate(scores) if s.anomaly]
+    # The processor's way: nothing mutes 21 and 22 (the model's gate says 3 events), incidents group them.
+    assert flagged == [20, 21, 22, 27]
+    assert [scores[i].score for i in (20, 21, 22, 27)] == [20.0] * 4
+    assert not any(s.muted for s in scores)
+
+
+def test_with_the_cool_down_the_gate_raises_one_alert_per_incident_and_keeps_the_raw_score() -> None:
     service = ScriptedService()
     events = stream(30)
     service.spike_ids = {e.event_id for e in events[20:23]} | {events[27].event_id}
     scores = ContextualScorer(service).score(events)
     flagged = [i for i, s in enumerate(scores) if s.anomaly]
-    # 20 alerts; 21 and 22 are in its cool-down (3 events: 21, 22, 23); 27 is a new incident.
+    # 20 alerts; 21 and 22 are in its cool-down (3 events: 21, 22, 23); 27 is a new incident (28, 29 muted).
     assert flagged == [20, 27]
+    assert [i for i, s in enumerate(scores) if s.muted] == [21, 22, 23, 28, 29]
     assert [scores[i].score for i in (20, 21, 22, 27)] == [20.0] * 4
 
 

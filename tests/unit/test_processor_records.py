@@ -18,7 +18,7 @@ from anomaly_processor.records import (
     verdict_json,
 )
 
-from eventbus import EVENT_MAX_BYTES, BadEventError, EventOrigin, LogEvent, Verdict, parse_event
+from eventbus import EVENT_MAX_BYTES, VERDICT_FIELDS, BadEventError, EventOrigin, LogEvent, Verdict, parse_event
 from streaming_detector.profiles import generate_normal_events
 
 VALID = generate_normal_events(1, seed=3)[0].to_json()
@@ -187,19 +187,34 @@ def test_the_fast_decoder_agrees_with_parse_event_on_random_edits() -> None:
     assert still_valid >= 100, "the edits should leave some events valid, or acceptance is not being compared"
 
 
+WHY = {
+    "signal": "latency level",
+    "observed": 1480.0,
+    "expected": 221.5,
+    "low": 190.25,
+    "high": 260.0,
+    "unit": "ms",
+    "severity": 1.62,
+    "basis": "service",
+    "text": "latency 1,480 ms, usually 190–260 ms",
+}
+
+
 @pytest.mark.parametrize(
-    "score", [Score(True, 0.93, "iforest-1"), Score(False, 0.0, "v"), Score(False, 1e-300, "ü"), Score(True, 7.0, "x")]
+    "score",
+    [
+        Score(True, 0.93, "iforest-1"),
+        Score(False, 0.0, "v"),
+        Score(False, 1e-300, "ü"),
+        Score(True, 7.0, "x"),
+        Score(True, 14.6, "x", explanation=WHY, incident_id="inc-0123456789abcdef"),
+    ],
 )
 def test_the_verdict_record_is_the_shared_verdict_schema(score: Score) -> None:
     for event in generate_normal_events(5, seed=2):
         fast = verdict_json(event, score)
-        reference = Verdict(
-            **event.model_dump(),
-            event_time=event.event_time,
-            anomaly=score.anomaly,
-            score=score.score,
-            model_version=score.model_version,
-        )
+        sent = {name: value for name, value in score._asdict().items() if name in VERDICT_FIELDS}  # not muted etc.
+        reference = Verdict(**event.model_dump(), event_time=event.event_time, **sent)
         assert orjson.loads(fast) == orjson.loads(reference.to_json())
         assert Verdict.model_validate_json(fast) == reference
 
@@ -250,6 +265,15 @@ def test_fields_a_producer_adds_are_carried_unchanged_into_the_verdict() -> None
     assert {k: verdict[k] for k in extra} == extra
     assert verdict["event_id"] == "mine"  # a producer's own id is kept
     Verdict.model_validate(verdict)
+
+
+def test_a_producers_explanation_or_incident_id_never_passes_for_the_processors() -> None:
+    sent = {**ORIGINAL, "explanation": "trust me", "incident_id": "inc-forged"}
+    [event] = decode_batch([record(orjson.dumps(sent))]).events
+    plain = orjson.loads(verdict_json(event, Score(False, 0.1, "m")))
+    assert "explanation" not in plain and "incident_id" not in plain
+    explained = orjson.loads(verdict_json(event, Score(True, 14.6, "m", explanation=WHY, incident_id="inc-1")))
+    assert explained["explanation"] == WHY and explained["incident_id"] == "inc-1"
 
 
 def test_a_redelivered_message_gets_the_same_id_and_a_rekeyed_one_keeps_its_first_place() -> None:

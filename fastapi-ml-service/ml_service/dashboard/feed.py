@@ -18,7 +18,8 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 from pydantic import ValidationError
 
-from eventbus import EventBusError, KafkaSettings, Verdict, make_admin, make_consumer
+from eventbus import EventBusError, Incident, KafkaSettings, Verdict, make_admin, make_consumer
+from ml_service.dashboard.incidents import IncidentBoard
 from ml_service.dashboard.settings import DashboardSettings
 from ml_service.dashboard.window import LiveWindow
 
@@ -55,6 +56,7 @@ class LiveFeed:
             max_anomalies=settings.dashboard_max_anomalies,
             max_services=settings.dashboard_max_services,
         )
+        self.incidents = IncidentBoard()
         self._lock = threading.Lock()
         self._subscribers = 0
         self._last_release = 0.0
@@ -72,6 +74,7 @@ class LiveFeed:
             if self._thread is None:
                 self._stop.clear()
                 self.window.clear()
+                self.incidents.clear()
                 self._set_state("starting", "connecting to Kafka")
                 self._thread = threading.Thread(target=self._run, name="dashboard-feed", daemon=True)
                 self._thread.start()
@@ -170,6 +173,8 @@ class LiveFeed:
             return False
         partitions = [TopicPartition(self.kafka.predictions_topic, p) for p in sorted(predictions)]
         partitions += [TopicPartition(self.kafka.dlq_topic, p) for p in sorted(self._dlq_partitions(consumer))]
+        incidents = consumer.partitions_for_topic(self.kafka.incidents_topic) or ()
+        partitions += [TopicPartition(self.kafka.incidents_topic, p) for p in sorted(incidents)]
         consumer.assign(partitions)
         since_ms = int((time.time() - self.settings.dashboard_window_s) * 1000)
         found = consumer.offsets_for_times({tp: since_ms for tp in partitions})
@@ -191,6 +196,8 @@ class LiveFeed:
             for tp, records in batches.items():
                 if tp.topic == self.kafka.dlq_topic:
                     self.window.add_dead_lettered(r.timestamp / 1000.0 for r in records)
+                elif tp.topic == self.kafka.incidents_topic:
+                    self._add_incidents(records)
                 else:
                     self._add_verdicts(records)
             now = time.monotonic()
@@ -214,6 +221,15 @@ class LiveFeed:
             log.debug("dashboard feed: %d unreadable verdicts skipped", unreadable)
             self.window.count_unreadable(unreadable)
         self.window.add_verdicts(stamped)
+
+    def _add_incidents(self, records: list[Any]) -> None:
+        incidents = []
+        for record in records:
+            try:
+                incidents.append(Incident.model_validate_json(record.value))
+            except (ValidationError, ValueError, TypeError):
+                log.debug("dashboard feed: unreadable incident record skipped")
+        self.incidents.add(incidents)
 
     def _read_broker_figures(self, consumer: KafkaConsumer, admin: KafkaAdminClient) -> None:
         lag: int | None = None

@@ -82,6 +82,8 @@ async def _events(request: Request, feed: Feed) -> AsyncIterator[bytes]:
 
 def _with_status(view: dict[str, Any], feed: Feed) -> dict[str, Any]:
     view["feed"] = feed.status()
+    board = getattr(feed, "incidents", None)  # open and recent incidents, when the feed reads them
+    view["incidents"] = board.view() if board is not None else {"open": [], "recent": []}
     return view
 
 

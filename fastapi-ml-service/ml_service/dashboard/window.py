@@ -272,6 +272,10 @@ def _anomaly_entry(stamp: float, verdict: Verdict, rev: int) -> dict[str, Any]:
         "latency_ms": verdict.latency_ms,
         "error_rate": verdict.error_rate,
         "score": round(verdict.score, 6),
+        # The one scale people see (1 = the alert threshold, whichever model scored), and why.
+        "severity": verdict.explanation.severity if verdict.explanation else None,
+        "why": verdict.explanation.text if verdict.explanation else None,
+        "incident_id": verdict.incident_id,
         "label": verdict.label,
         "model_version": verdict.model_version,
         "signal": triggering_signal(verdict),

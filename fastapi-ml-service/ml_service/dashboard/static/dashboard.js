@@ -17,6 +17,7 @@
     anomalies: [], // newest first
     counters: {},
     feed: null,
+    incidents: { open: [], recent: [] },
     clockOffsetS: 0, // server time minus browser time
     connected: false,
   };
@@ -40,6 +41,7 @@
     state.clockOffsetS = message.now - Date.now() / 1000;
     state.counters = message.counters;
     state.feed = message.feed;
+    if (message.incidents) state.incidents = message.incidents;
     for (const [service, rows] of Object.entries(message.series)) {
       let buckets = state.series.get(service);
       if (!buckets) { buckets = new Map(); state.series.set(service, buckets); }
@@ -281,12 +283,34 @@
       el("td", { class: "service-cell", text: a.service }, tr);
       el("td", { class: "num", text: ms(a.latency_ms) }, tr);
       el("td", { class: "num", text: pct(a.error_rate, 1) }, tr);
-      el("td", { class: "num score", text: a.score.toFixed(3) }, tr);
+      // Severity: the one scale shown (1 = the alert threshold, whichever model scored); the raw score otherwise.
+      el("td", { class: "num score", text: a.severity != null ? a.severity.toFixed(2) : a.score.toFixed(3),
+        title: a.why || "" }, tr);
       const label = el("td", {}, tr);
       el("span", { class: "label-tag " + (a.label === "normal" ? "normal" : ""), text: a.label }, label);
     }
     document.getElementById("anomalies-empty").classList.toggle("hidden", state.anomalies.length > 0);
     document.getElementById("anomaly-count").textContent = state.anomalies.length ? `${state.anomalies.length} shown` : "";
+  }
+
+  function renderIncidents() {
+    const list = document.getElementById("incident-rows");
+    list.replaceChildren();
+    const all = state.incidents.open.concat(state.incidents.recent);
+    for (const i of all) {
+      const open = i.status === "open";
+      const li = el("li", { class: "incident " + (open ? "incident-open" : "incident-resolved"),
+        "data-testid": "incident-row", "data-incident-id": i.incident_id, "data-status": i.status,
+        title: i.incident_id }, list);
+      el("b", { class: "incident-state", text: open ? "OPEN" : "resolved" }, li);
+      el("span", { class: "service-cell", text: i.service }, li);
+      el("span", { class: "incident-why", text: i.why }, li);
+      const when = open ? `since ${clock(i.started_at)}` : `${clock(i.started_at)}–${clock(i.resolved_at)}`;
+      el("span", { class: "muted", text: `${i.alerts} alert${i.alerts === 1 ? "" : "s"} · peak severity ` +
+        `${i.peak_severity.toFixed(2)} · ${when}` }, li);
+    }
+    document.getElementById("incidents-empty").classList.toggle("hidden", all.length > 0);
+    document.getElementById("incident-count").textContent = `${state.incidents.open.length} open`;
   }
 
   function renderStatus() {
@@ -317,6 +341,7 @@
       renderServices(now);
       renderCounters();
       renderAnomalies(now);
+      renderIncidents();
       renderStatus();
     });
   }
