@@ -49,8 +49,8 @@ def spike(event: LogEvent, name: str) -> LogEvent:
 
 
 def reference(ml_service: MLService, events: Sequence[LogEvent]) -> dict[str, Score]:
-    """Every event's verdict from one uninterrupted scorer."""
-    scorer = ContextualScorer(HttpScorer(ml_service.url))
+    """Every event's verdict from one uninterrupted scorer, as the processor scores (no cool-down: incidents)."""
+    scorer = ContextualScorer(HttpScorer(ml_service.url), cooldown=False)
     verdicts: dict[str, Score] = {}
     for start in range(0, len(events), 500):
         batch = events[start : start + 500]
