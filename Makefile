@@ -17,8 +17,9 @@ SECURE ?= 0
 
 .DEFAULT_GOAL := help
 .PHONY: help install browser kafka-up kafka-down consume train serve process simulate up down logs status screenshot \
-        test test-unit test-integration test-faults lint format schemas eval bench soak clean cluster-up cluster-down \
-        cluster-status images stack-up stack-down test-containers monitoring-tools monitoring-up monitoring-down
+        bench-state flood test test-unit test-integration test-faults lint format schemas eval bench soak clean \
+        cluster-up cluster-down cluster-status images stack-up stack-down test-containers monitoring-tools \
+        monitoring-up monitoring-down
 
 help: ## List every target with one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-17s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -137,6 +138,16 @@ eval: $(STAMP) ## Detection quality on labelled scenarios (NAB=path/to/nab adds 
 bench: $(STAMP) ## Throughput, latency, HTTP rates and memory beside the original design (ARGS="--quick")
 	@$(PY) kafka-docker/main.py fetch-jars
 	@$(PY) benchmarks/run.py $(ARGS)
+	@$(PY) benchmarks/state_bench.py $(filter --quick,$(ARGS))
+
+bench-state: $(STAMP) ## What the state changelog costs: throughput with and without it, restore of 1,000 services
+	@$(PY) kafka-docker/main.py fetch-jars
+	@$(PY) benchmarks/state_bench.py $(ARGS)
+
+FLOOD_SERVICES ?= 100000
+flood: $(STAMP) ## A flood of FLOOD_SERVICES service names through one processor: RSS bound, no event lost
+	@$(PY) kafka-docker/main.py fetch-jars
+	@FLOOD_SERVICES=$(FLOOD_SERVICES) $(PY) -m pytest tests/integration/test_processor_state.py -k flood -s -q
 
 DURATION ?= 600
 RATE ?= 500

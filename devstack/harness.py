@@ -72,6 +72,7 @@ def fresh_topics(bootstrap: str) -> KafkaSettings:
         dlq_topic=f"logs.dlq-{suffix}",
         incidents_topic=f"incidents-{suffix}",
         repartition_topic=f"logs.by-service-{suffix}",
+        state_topic=f"logs.state-{suffix}",
         logs_partitions=3,
     )
     ensure_topics(settings)

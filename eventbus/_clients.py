@@ -14,6 +14,9 @@ from eventbus.errors import BrokerRefusedError, BrokerUnavailableError
 
 log = logging.getLogger(__name__)
 
+# The changelog keeps the last state of each service; a state is up to ~195 KiB (a full history, 4 weeks of hours).
+STATE_TOPIC_CONFIGS = {"cleanup.policy": "compact", "max.message.bytes": str(4 * 1024 * 1024)}
+
 
 def make_producer(settings: KafkaSettings, **overrides: Any) -> KafkaProducer:
     """A producer that waits for every in-sync replica (acks=all) and keeps order per key."""
@@ -62,10 +65,11 @@ def topic_replication(brokers: int) -> tuple[int, int]:
 
 
 def ensure_topics(settings: KafkaSettings, timeout_s: float = 30.0) -> list[str]:
-    """Create ``logs`` (several partitions), ``predictions``, ``logs.dlq``, ``incidents`` and the repartition topic
-    if missing; return those created. The repartition topic gets as many partitions as ``logs`` has, so that a
-    service's partition has the same number in both and one consumer owns both (the processor assigns by range).
-    They are replicated as the cluster allows (``topic_replication``)."""
+    """Create ``logs`` (several partitions), ``predictions``, ``logs.dlq``, ``incidents``, the repartition topic
+    and the state changelog if missing; return those created. The repartition topic and the changelog get as many
+    partitions as ``logs`` has, so that a service's partition has the same number in all three and one consumer
+    owns them (the processor assigns by range). All are replicated as the cluster allows (``topic_replication``);
+    the changelog is compacted (the last state of each service is kept)."""
     admin = make_admin(settings)
     try:
         existing = set(admin.list_topics())
@@ -77,18 +81,26 @@ def ensure_topics(settings: KafkaSettings, timeout_s: float = 30.0) -> list[str]
             settings.predictions_topic: settings.logs_partitions,
             settings.dlq_topic: 1,
             settings.repartition_topic: logs_partitions,
+            settings.state_topic: logs_partitions,
             settings.incidents_topic: settings.logs_partitions,
         }
         missing = {name: n for name, n in wanted.items() if name not in existing}
         if missing:
-            replication, min_isr = topic_replication(len(admin.describe_cluster()["brokers"]))
-            options = {"replication_factor": replication, "configs": {"min.insync.replicas": str(min_isr)}}
+            replication, min_isr = topic_replication(len(admin.describe_cluster().get("brokers") or ()))
+            specs: dict[str, dict[str, Any]] = {
+                name: {
+                    "num_partitions": n,
+                    "replication_factor": replication,
+                    "configs": {
+                        "min.insync.replicas": str(min_isr),
+                        **(STATE_TOPIC_CONFIGS if name == settings.state_topic else {}),
+                    },
+                }
+                for name, n in missing.items()
+            }
             # Another process may create a topic between our list and our create.
             with contextlib.suppress(TopicAlreadyExistsError):
-                admin.create_topics(
-                    {name: {"num_partitions": n, **options} for name, n in missing.items()},
-                    timeout_ms=int(timeout_s * 1000),
-                )
+                admin.create_topics(specs, timeout_ms=int(timeout_s * 1000))
         return sorted(missing)
     finally:
         admin.close()
@@ -96,6 +108,7 @@ def ensure_topics(settings: KafkaSettings, timeout_s: float = 30.0) -> list[str]
 
 def _partition_count(admin: KafkaAdminClient, topic: str) -> int | None:
     for described in admin.describe_topics([topic]):
+        # kafka-python 3 names the topic "name", 2 "topic"
         if described.get("name", described.get("topic")) == topic and not described.get("error_code"):
             return len(described.get("partitions") or ()) or None
     return None

@@ -28,6 +28,11 @@ class KafkaSettings(BaseSettings):
         description="Internal topic the processor re-keys events by service through, when their key is not their "
         "service (a keyless producer's), so that each service's state lives in one processor.",
     )
+    state_topic: str = Field(
+        default="logs.state",
+        description="Compacted changelog topic keyed by service where the processor saves each service's detector "
+        "state, so a restart or a rebalance resumes it instead of warming up again (as many partitions as logs).",
+    )
     logs_partitions: int = Field(default=3, ge=1, description="Partitions of the logs topic when it is created.")
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         default="PLAINTEXT", description="Security protocol for a staging or production cluster."
@@ -52,6 +57,7 @@ class KafkaSettings(BaseSettings):
             "DLQ_TOPIC": self.dlq_topic,
             "INCIDENTS_TOPIC": self.incidents_topic,
             "REPARTITION_TOPIC": self.repartition_topic,
+            "STATE_TOPIC": self.state_topic,
             "LOGS_PARTITIONS": str(self.logs_partitions),
         }
 

@@ -347,6 +347,24 @@ def logs() -> None:
         os._exit(0)
 
 
+def state_summary() -> str:
+    """``; state: 2 partitions restoring, 1500 services restored, 40 in memory`` from the processor's metrics."""
+    try:
+        with urllib.request.urlopen(f"{processor_metrics_url()}/metrics", timeout=2) as answer:
+            text = answer.read().decode()
+    except OSError:
+        return ""
+
+    def value(name: str) -> int:
+        found = re.search(rf"^{name} ([0-9.e+]+)$", text, re.MULTILINE)
+        return int(float(found.group(1))) if found else 0
+
+    restoring = value("processor_state_restoring_partitions")
+    restored = value("processor_state_services_restored_total")
+    in_memory = value("processor_state_services_in_memory")
+    return f"; state: {restoring} partitions restoring, {restored} services restored, {in_memory} in memory"
+
+
 def status() -> int:
     """A line per part; 0 when everything runs and is healthy, or when nothing runs at all; else 1."""
     kafka_state = kafka("status")  # 0 up, 1 down, 2 never started
@@ -366,8 +384,10 @@ def status() -> int:
             healthy &= ready
         elif service is PROCESSOR and processor_metrics_url():
             alive = http_ok(f"{processor_metrics_url()}/health")
-            detail = f", {processor_metrics_url()}/metrics {'healthy' if alive else 'NOT HEALTHY'}"
-            healthy &= alive
+            ready = alive and http_ok(f"{processor_metrics_url()}/ready")
+            word = "ready" if ready else "RESTORING STATE" if alive else "NOT HEALTHY"
+            detail = f", {processor_metrics_url()}/metrics {word}{state_summary()}"
+            healthy &= ready
         print(f"{service.name}: running (pid {pid}{detail}, log {shown(service.log_file)})")
     if healthy:
         print("All parts run and are healthy.")

@@ -68,7 +68,8 @@ class AlertGate:
                 suppressed[i] = True
             elif values[i] > threshold:
                 anomaly[i] = True
-                left[name] = cooldown
+                if cooldown:  # without a cool-down (the processor's), nothing to remember per service
+                    left[name] = cooldown
         return GateOutput(np.array(anomaly, dtype=bool), scores, np.array(suppressed, dtype=bool))
 
     def state_dict(self) -> dict[str, Any]:

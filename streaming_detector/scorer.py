@@ -6,11 +6,12 @@ threshold, and per-service cool-downs unless ``cooldown=False``) -> an explanati
 implementations: over HTTP to the ML service (``anomaly_processor.ml_client.HttpScorer``, the processor) and in
 this process (``streaming_detector.in_process.InProcessModel``, evaluation and tests).
 
-Where the state lives: in the scoring process, in memory, one ``ContextTracker`` (per-service baselines)
-and one ``AlertGate`` for every service whose partition it consumes (events are
-keyed by service, so a service's events all reach one consumer). Nothing is persisted: after a restart or
-a rebalance the new owner rebuilds a service's state from the stream, and the service is scored by the
-stateless point model until it is warm again (``ContextConfig.warmup_events`` events).
+Where the state lives: in the scoring process, one ``ContextTracker`` (per-service baselines) and one
+``AlertGate`` for the services whose partition it consumes (events are keyed by service, so a service's events
+all reach one consumer). With ``max_services``, at most that many services are in the tracker: the least
+recently seen is moved to the ``StateStore`` (bytes, ``streaming_detector.state``) and brought back when it is
+seen again (``streaming_detector.memory``). ``export``/``take_dirty``/``forget`` let the processor save each
+service's state to its changelog topic and drop the state of partitions it no longer owns.
 
 Each event advances the state exactly once, however often the pipeline asks for it: its features and,
 once scored, its final verdict are cached by ``event_id`` (the processor derives one for an event sent
@@ -20,7 +21,7 @@ failed commit gets the same features and the same verdict.
 
 import itertools
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple, Protocol
 
@@ -29,6 +30,8 @@ import numpy as np
 from streaming_detector.errors import ScoringConfigError, ScoringRejectedError, ScoringUnavailableError
 from streaming_detector.explain import Measured, PointReference, explain_context, explain_point
 from streaming_detector.gate import AlertGate, GateConfig
+from streaming_detector.memory import ServiceMemory
+from streaming_detector.state import StateStore
 from streaming_detector.tracker import ContextConfig, ContextTracker, Spread
 
 log = logging.getLogger(__name__)
@@ -38,7 +41,6 @@ DEFAULT_CACHE_EVENTS = 10_000
 Context = tuple[float, ...]
 # Per event, its context features to send as ``context``, or None to send none.
 Contexts = Sequence[Sequence[float] | None]
-_UNSEEN: Any = object()
 
 
 class Score(NamedTuple):
@@ -139,9 +141,18 @@ class ContextualScorer:
     ``model_version``.
     """
 
-    def __init__(self, client: ModelClient, *, cache_events: int = DEFAULT_CACHE_EVENTS, cooldown: bool = True) -> None:
+    def __init__(
+        self,
+        client: ModelClient,
+        *,
+        cache_events: int = DEFAULT_CACHE_EVENTS,
+        store: StateStore | None = None,
+        max_services: int | None = None,
+        cooldown: bool = True,
+    ) -> None:
         if cache_events < 1:
             raise ValueError(f"cache_events must be positive, got {cache_events}")
+        self.memory = ServiceMemory(store, max_services)  # which services' state is in memory, the others in store
         self.client = client
         self.base_url = client.base_url
         self.cache_events = cache_events
@@ -149,7 +160,8 @@ class ContextualScorer:
         self.spec: ContextSpec | None = None
         self.tracker: ContextTracker | None = None
         self.gate: AlertGate | None = None
-        self._contexts: dict[str, Context | None] = {}  # event id -> features sent (None: warming up)
+        # event id -> (its service, the features sent: None while warming up)
+        self._contexts: dict[str, tuple[str, Context | None]] = {}
         self._verdicts: dict[str, Score] = {}  # event id -> final verdict, once scored
         self._spreads: dict[str, Spread] = {}  # service -> its spreads before its latest batch
 
@@ -211,6 +223,71 @@ class ContextualScorer:
         _, tracker, gate = self._model()
         tracker.load_state_dict(state["tracker"])
         gate.load_state_dict(state["gate"])
+        self.memory.reset(tracker.names)
+
+    # -- the state of single services (the processor's changelog) -----------------------------------------
+
+    def keep_state_in(self, store: StateStore, max_services: int) -> None:
+        """From now on, at most ``max_services`` services in memory; the others in ``store``."""
+        self.memory.keep_in(store, max_services)
+
+    def take_dirty(self) -> set[str]:
+        """The services whose state changed since the last call."""
+        return self.memory.take_dirty()
+
+    def export(self, service: str) -> bytes | None:
+        """``service``'s state as bytes (from memory, else from the store); None if it has none."""
+        return self.memory.export(service, self.tracker)
+
+    def forget(self, which: Callable[[str], bool]) -> int:
+        """Drop from memory, without saving, every service ``which`` selects, and the cached features and
+        verdicts of its events (whoever owns it now restores it); returns how many were in memory."""
+        dropped = self.memory.forget(which, self.tracker)
+        if self.gate is not None:  # evaluation's cool-downs (the processor runs without)
+            self.gate.cooldown = {name: left for name, left in self.gate.cooldown.items() if not which(name)}
+        self._spreads = {name: spread for name, spread in self._spreads.items() if not which(name)}
+        stale = [event_id for event_id, (service, _) in self._contexts.items() if which(service)]
+        for event_id in stale:
+            del self._contexts[event_id]
+            self._verdicts.pop(event_id, None)
+        return dropped
+
+    def services_in_memory(self) -> int:
+        return len(self.memory.in_memory)
+
+    def _advance(self, events: Sequence[Event], tracker: ContextTracker) -> tuple[Any, Any]:
+        """``tracker.features`` of ``events``, in runs of at most ``max_services`` distinct services, each run's
+        services brought into memory first (so memory stays bounded however many services a batch holds).
+        Each run's services' spreads are kept to explain their verdicts: from before the run, or after it for
+        a service warm only since."""
+        names = [e.service for e in events]
+        limit = self.memory.max_services or len(names) or 1
+        rows, warm = [], []
+        start = 0
+        while start < len(names):
+            run: set[str] = set()
+            stop = start
+            while stop < len(names) and (names[stop] in run or len(run) < limit):
+                run.add(names[stop])
+                stop += 1
+            self.memory.bring_in(run, tracker)
+            before = tracker.spreads(run)
+            part = events[start:stop]
+            r, w = tracker.features(
+                names[start:stop],
+                [e.latency_ms for e in part],
+                [e.error_rate for e in part],
+                [e.event_time for e in part],
+            )
+            self._spreads.update(tracker.spreads(run - before.keys()))
+            self._spreads.update(before)
+            rows.append(r)
+            warm.append(w)
+            self.memory.dirty.update(run)
+            start = stop
+        if len(rows) == 1:
+            return rows[0], warm[0]
+        return np.concatenate(rows), np.concatenate(warm)
 
     # -- internals -----------------------------------------------------------------------------------------
 
@@ -227,6 +304,7 @@ class ContextualScorer:
             if self.tracker is not None:
                 log.warning("context configuration changed with model %s: every service warms up again", spec.version)
             self.tracker = ContextTracker(spec.tracker)
+            self.memory.reset()
             self._contexts.clear()  # cached features were computed with the old configuration
             self._verdicts.clear()
         # The processor's incidents group alerts: a cool-down there would mute what follows one (and hide incidents).
@@ -260,30 +338,22 @@ class ContextualScorer:
         contexts: list[Context | None] = []
         new: list[int] = []
         for i, event in enumerate(events):
-            context = cache.get(_event_id(event), _UNSEEN)
-            if context is _UNSEEN:
+            hit = cache.get(_event_id(event))
+            if hit is None:
                 new.append(i)
                 contexts.append(None)
             else:
-                contexts.append(context)
+                contexts.append(hit[1])
         if new:
             fresh = [events[i] for i in new] if len(new) < len(events) else events
-            names = {e.service for e in fresh}
-            before = tracker.spreads(names)
-            features, warm = tracker.features(
-                [e.service for e in fresh],
-                [e.latency_ms for e in fresh],
-                [e.error_rate for e in fresh],
-                [e.event_time for e in fresh],
-            )
-            # Spreads explain the batch's verdicts: from before it, or after it for a service warm only since.
-            self._spreads.update(tracker.spreads(names - before.keys()))
-            self._spreads.update(before)
+            features, warm = self._advance(fresh, tracker)
             decimals = self.client.context_decimals
             # Tuples of floats: the garbage collector stops tracking them, a cache of lists it would scan.
             rows = map(tuple, (features if decimals is None else features.round(decimals)).tolist())
             for i, event, row, is_warm in zip(new, fresh, rows, warm.tolist(), strict=True):
-                contexts[i] = cache[_event_id(event)] = row if is_warm else None
+                context = row if is_warm else None
+                contexts[i] = context
+                cache[_event_id(event)] = (event.service, context)
             self._evict()
         return contexts
 

@@ -113,11 +113,42 @@ NUMBERS = (
 
 
 _EMPTY = {"_season_day": -1, "_season_max": -np.inf}  # what a new service's row starts with (else 0)
+# ``ContextTracker``'s arrays with a row per service
+_ROWS = (
+    "_counts",
+    "_numbers",
+    "_recent",
+    "_learned",
+    "_arrival",
+    "_ordered",
+    "_season_day",
+    "_season_max",
+    "_season_level",
+)
 
 
 def season_ring(config: "ContextConfig") -> int:
     """Days of hourly maxima a service keeps: enough for the daily and the weekly look back."""
     return max(config.season_days, 7 * config.season_weeks) + 1
+
+
+@dataclass
+class ServiceArrays:
+    """One service's rows of ``ContextTracker``'s arrays, as they are (rings included): what a snapshot holds.
+
+    ``arrival`` keeps only the filled part of each signal's history (``min(learned, history)`` values): the
+    sorted copy is rebuilt from it, so a young service's snapshot is small. Likewise only the days of the
+    hourly ring that hold a day are kept (``days``, each at ``day % season_ring`` in the tracker).
+    """
+
+    count: int
+    learned: int
+    numbers: np.ndarray  # (len(NUMBERS),)
+    recent: np.ndarray  # (max(1, surprise_window - 1),) the ring as stored
+    arrival: np.ndarray  # (N_SIGNALS, min(learned, history)) the ring as stored
+    days: np.ndarray  # (d,) int64: the days held
+    season_max: np.ndarray  # (d, bins, N_SIGNALS) those days' hourly maxima
+    season_level: np.ndarray  # (d, bins, 2) those days' hourly sums and counts of log values
 
 
 def transform(values: np.ndarray, config: ContextConfig) -> np.ndarray:
@@ -173,17 +204,7 @@ class ContextTracker:
         slot = len(self.names)
         if slot == len(self._counts):
             grown = 2 * slot
-            for attr in (
-                "_counts",
-                "_numbers",
-                "_recent",
-                "_learned",
-                "_arrival",
-                "_ordered",
-                "_season_day",
-                "_season_max",
-                "_season_level",
-            ):
+            for attr in _ROWS:
                 old = getattr(self, attr)
                 new = np.full((grown, *old.shape[1:]), _EMPTY.get(attr, 0), dtype=old.dtype)
                 new[:slot] = old
@@ -232,6 +253,69 @@ class ContextTracker:
             cfg.season_margin,
         )  # fmt: skip
         return rows, warm
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._index
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def export(self, name: str) -> ServiceArrays:
+        """A copy of ``name``'s state (``KeyError`` if it has none here)."""
+        slot = self._index[name]
+        size = min(int(self._learned[slot]), self.config.history)
+        held = np.flatnonzero(self._season_day[slot] >= 0)
+        return ServiceArrays(
+            int(self._counts[slot]),
+            int(self._learned[slot]),
+            self._numbers[slot].copy(),
+            self._recent[slot].copy(),
+            self._arrival[slot, :, :size].copy(),
+            self._season_day[slot, held],
+            self._season_max[slot, held],
+            self._season_level[slot, held],
+        )
+
+    def restore(self, name: str, state: ServiceArrays) -> None:
+        """Give ``name`` the state ``export`` returned (replacing any it has): it then scores as it would have."""
+        history = self.config.history
+        size = state.arrival.shape[1]
+        if (
+            state.recent.shape != self._recent.shape[1:]
+            or size != min(state.learned, history)
+            or state.season_max.shape[1:] != self._season_max.shape[2:]
+        ):
+            raise ValueError(f"state of {name!r} does not fit this configuration")
+        slot = self._index[name] if name in self._index else self._add(name)
+        self._clear(slot)
+        self._counts[slot] = state.count
+        self._learned[slot] = state.learned
+        self._numbers[slot] = state.numbers
+        self._recent[slot] = state.recent
+        self._arrival[slot, :, :size] = state.arrival
+        self._ordered[slot, :, :size] = np.sort(state.arrival, axis=1)
+        held = state.days % self._season_day.shape[1]
+        self._season_day[slot, held] = state.days
+        self._season_max[slot, held] = state.season_max
+        self._season_level[slot, held] = state.season_level
+
+    def remove(self, name: str) -> None:
+        """Forget ``name``: the last service moves into its slot, so the arrays stay dense."""
+        slot = self._index.pop(name)
+        last = len(self.names) - 1
+        if slot != last:
+            moved = self.names[last]
+            for attr in _ROWS:
+                array = getattr(self, attr)
+                array[slot] = array[last]
+            self.names[slot] = moved
+            self._index[moved] = slot
+        self._clear(last)  # the next service added here starts from nothing
+        self.names.pop()
+
+    def _clear(self, slot: int) -> None:
+        for attr in _ROWS:
+            getattr(self, attr)[slot] = _EMPTY.get(attr, 0)
 
     def spreads(self, services: Iterable[str]) -> dict[str, Spread]:
         """The current scales of the warm ones of ``services`` (what turns a feature back into a value)."""

@@ -111,6 +111,7 @@ def fresh_settings(bootstrap: str, label: str, partitions: int = 3) -> KafkaSett
         predictions_topic=f"bench-predictions-{suffix}",
         dlq_topic=f"bench-dlq-{suffix}",
         repartition_topic=f"bench-by-service-{suffix}",
+        state_topic=f"bench-state-{suffix}",
         logs_partitions=partitions,
     )
     ensure_topics(settings)

@@ -165,6 +165,8 @@ def run(
     if clients is None:
         return 0
     consumer, producer = clients
+    restorer: KafkaConsumer | None = None
+    pipeline: Pipeline | None = None
     notifier = make_notifier(
         alertmanager_url=settings.alertmanager_url,
         webhook_url=settings.incident_webhook_url,
@@ -175,6 +177,8 @@ def run(
         backoff_max_s=settings.retry_backoff_max_s,
     )
     try:
+        if isinstance(scorer, ContextualScorer) and settings.state_changelog:
+            restorer = make_consumer(kafka, group_id=None, client_id="anomaly-processor-restore")
         pipeline = Pipeline(
             consumer,
             producer,
@@ -185,12 +189,14 @@ def run(
             stop=stop,
             scorer_name=name,
             metrics=metrics,
+            restorer=restorer,
             notify=notifier.publish if notifier is not None else None,
         )
         printer.notice(
             f"Processing {kafka.logs_topic} -> {kafka.predictions_topic} (dead letters: {kafka.dlq_topic}) "
             f"as group {settings.processor_group!r}, scoring with {name}"
             + (" in per-service context" if isinstance(scorer, ContextualScorer) else "")
+            + (f", state in {kafka.state_topic}" if pipeline.state is not None else "")
         )
         if notifier is not None:
             printer.notice(f"Incidents go to {', '.join(r.name for r in notifier.receivers)}")
@@ -206,6 +212,10 @@ def run(
     finally:
         if notifier is not None:
             notifier.close()
+        if pipeline is not None:
+            pipeline.close()
+        elif restorer is not None:
+            restorer.close(autocommit=False)
         consumer.close(autocommit=False)
         producer.close(timeout=5)
         printer.close()

@@ -60,23 +60,36 @@ class OffsetCommitter:
         self._bootstrap = retries.bootstrap
         # Offsets of records handled (acknowledged, printed) and not yet confirmed committed, per partition.
         self._uncommitted: dict[TopicPartition, OffsetAndMetadata] = {}
+        # Offsets handled but held back until the state they led to is saved (``queue(release=False)``).
+        self._held: dict[TopicPartition, OffsetAndMetadata] = {}
         self._commit_in_flight: tuple[Future, dict[TopicPartition, OffsetAndMetadata]] | None = None
 
     def forget(self, tp: TopicPartition) -> None:
         """Drop a revoked partition's offsets; called by ``PartitionOwnership.revoke`` under its lock."""
         self._uncommitted.pop(tp, None)
+        self._held.pop(tp, None)
         self._metrics.forget_partition(tp.topic, tp.partition)
 
-    def queue(self, handled: Sequence[ConsumedRecord], epoch: int) -> None:
-        """Queue the offsets of ``handled`` (acknowledged and printed) for commit, and send a commit if none is out."""
+    def queue(self, handled: Sequence[ConsumedRecord], epoch: int, *, release: bool = True) -> None:
+        """Queue the offsets of ``handled`` (acknowledged and printed) for commit, and send a commit if none is out.
+
+        ``release=False`` holds them back (the state they led to is not saved yet); a later ``release`` commits
+        them with everything held before.
+        """
         offsets = commit_offsets(handled)
         with self._ownership.lock:  # atomic with a revocation, which drops the revoked partitions' offsets
             for tp, om in offsets.items():
-                if self._ownership.revoked_after(tp, epoch):
-                    continue
-                held = self._uncommitted.get(tp)
-                if held is None or om.offset > held.offset:
-                    self._uncommitted[tp] = om
+                if not self._ownership.revoked_after(tp, epoch):
+                    _keep_latest(self._held, tp, om)
+        if release:
+            self.release()
+
+    def release(self) -> None:
+        """Let every offset held back be committed (their state is saved), and send a commit if none is out."""
+        with self._ownership.lock:
+            for tp, om in self._held.items():
+                _keep_latest(self._uncommitted, tp, om)
+            self._held.clear()
         if self._commit_in_flight is not None and not self._commit_in_flight[0].is_done:
             # The last batch's commit is still out: commit both now rather than let a third batch's worth of
             # handled records pile up unconfirmed, so a crash redoes at most the batch in hand and the one before.
@@ -97,6 +110,14 @@ class OffsetCommitter:
         offsets = self._unconfirmed()
         if offsets:
             self._commit_in_flight = (self._consumer.commit_async(offsets), offsets)
+
+    def positions(self) -> dict[TopicPartition, int]:
+        """Per partition, the offset after the last record handled and not yet confirmed committed (held or not)."""
+        with self._ownership.lock:
+            merged = dict(self._uncommitted)
+            for tp, om in self._held.items():
+                _keep_latest(merged, tp, om)
+        return {tp: om.offset for tp, om in merged.items()}
 
     def _unconfirmed(self) -> dict[TopicPartition, OffsetAndMetadata]:
         """A copy of the offsets handled and not yet confirmed committed."""
@@ -181,6 +202,12 @@ class OffsetCommitter:
                 continue
             if highwater is not None:
                 self._metrics.set_lag(tp.topic, tp.partition, highwater - committed.offset)
+
+
+def _keep_latest(offsets: dict[TopicPartition, OffsetAndMetadata], tp: TopicPartition, om: OffsetAndMetadata) -> None:
+    held = offsets.get(tp)
+    if held is None or om.offset > held.offset:
+        offsets[tp] = om
 
 
 def _offsets_text(offsets: dict[TopicPartition, OffsetAndMetadata]) -> str:

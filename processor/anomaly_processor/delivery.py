@@ -15,6 +15,7 @@ log = logging.getLogger(__name__)
 
 FLUSH_SLICE_S = 1.0  # producer.flush waits in slices so the consumer can keep polling in between
 STOP_GRACE_S = 10.0  # on stop, how long to still wait for Kafka to acknowledge the batch in hand
+KEY_CACHE_MAX = 50_000  # keys whose partition is remembered
 
 
 class KeyPartitioner:
@@ -38,6 +39,8 @@ class KeyPartitioner:
             if partitions is None:
                 partitions = self._partitions[topic] = sorted(self._producer.partitions_for(topic))
             partition = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
+            if len(self._cache) >= KEY_CACHE_MAX:  # a flood of service names must not grow it without end
+                self._cache.clear()
             self._cache[(topic, key)] = partition
         return partition
 
@@ -51,6 +54,7 @@ class Outgoing:
     value: bytes | None
     headers: list[tuple[str, bytes]] | None = None
     timestamp_ms: int | None = None
+    partition: int | None = None  # None: the key's partition
 
 
 class Delivery:
@@ -76,7 +80,9 @@ class Delivery:
             reason = ""
             for position, item in enumerate(pending):
                 try:
-                    partition = self.partition_of(item.topic, item.key)
+                    partition = item.partition
+                    if partition is None:
+                        partition = self.partition_of(item.topic, item.key)
                     future = self._producer.send(
                         item.topic,
                         value=item.value,

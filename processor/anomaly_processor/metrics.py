@@ -1,7 +1,8 @@
 """Prometheus metrics of the processor, and the small HTTP server that exposes them with ``/health``.
 
 ``GET /metrics`` (any path but ``/health``) answers the Prometheus text format; ``GET /health`` answers
-200 while the processing loop runs and has turned within ``HEALTH_STALE_S``, else 503. The server runs in
+200 while the processing loop runs and has turned within ``HEALTH_STALE_S``, else 503; ``GET /ready`` answers
+200 when, in addition, no partition's state is being restored from the changelog. The server runs in
 a daemon thread (prometheus_client's threading WSGI server) on ``PROCESSOR_METRICS_HOST:PORT``.
 """
 
@@ -88,6 +89,7 @@ class ProcessorMetrics:
             ["topic", "partition"],
             registry=r,
         )
+        self._state_metrics(r)
         self.incidents = Counter(
             "processor_incidents", "Incident records produced to INCIDENTS_TOPIC, by event.", ["event"], registry=r
         )
@@ -119,6 +121,32 @@ class ProcessorMetrics:
         self._service_labels: set[str] = set()
         self._heartbeat = 0.0
         self._running = False
+        self._restoring = 0
+
+    def _state_metrics(self, r: CollectorRegistry) -> None:
+        """The state changelog's: restores, saves, services in memory."""
+        self.restoring_partitions = Gauge(
+            "processor_state_restoring_partitions",
+            "Partitions whose services' state is being read from STATE_TOPIC (their events wait for it).",
+            registry=r,
+        )
+        self.services_restored = Counter(
+            "processor_state_services_restored", "Service states read from STATE_TOPIC on assignment.", registry=r
+        )
+        self.restore_seconds = Gauge(
+            "processor_state_last_restore_seconds", "Duration of the last restore from STATE_TOPIC.", registry=r
+        )
+        self.states_saved = Counter(
+            "processor_state_saved", "Service states produced to STATE_TOPIC before a commit.", registry=r
+        )
+        self.state_bytes_saved = Counter(
+            "processor_state_saved_bytes", "Bytes of service state produced to STATE_TOPIC.", registry=r
+        )
+        self.services_in_memory = Gauge(
+            "processor_state_services_in_memory",
+            "Services whose state is in memory (at most STATE_MAX_SERVICES; the rest in the local file).",
+            registry=r,
+        )
 
     def observe_incidents(self, records: Iterable[Mapping[str, Any]], open_now: Mapping[str, Any]) -> None:
         """Count incident records and set the open incidents per service (label values bounded)."""
@@ -165,6 +193,14 @@ class ProcessorMetrics:
 
     def healthy(self) -> bool:
         return self._running and time.monotonic() - self._heartbeat < HEALTH_STALE_S
+
+    def ready(self) -> bool:
+        """Healthy and restoring no state: events of every partition it owns are being scored."""
+        return self.healthy() and self._restoring == 0
+
+    def set_restoring(self, partitions: int) -> None:
+        self._restoring = partitions
+        self.restoring_partitions.set(partitions)
 
 
 def merge_metrics(texts: Iterable[str]) -> str:
@@ -221,15 +257,24 @@ class MetricsServer:
         *,
         scrape: Callable[[], str] | None = None,
         health: Callable[[], bool] | None = None,
+        ready: Callable[[], bool] | None = None,
     ) -> None:
         own = make_wsgi_app(metrics.registry) if metrics is not None else None
         healthy: Callable[[], bool] = health or (metrics.healthy if metrics is not None else (lambda: False))
+        is_ready: Callable[[], bool] = ready or (metrics.ready if metrics is not None else (lambda: False))
 
         def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-            if environ.get("PATH_INFO") == "/health":
-                ok = healthy()
+            path = environ.get("PATH_INFO")
+            if path in ("/health", "/ready"):
+                ok = healthy() if path == "/health" else is_ready()
                 start_response("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "application/json")])
-                return [b'{"status":"ok"}' if ok else b'{"status":"not processing"}']
+                return [
+                    b'{"status":"ok"}'
+                    if ok
+                    else b'{"status":"not processing"}'
+                    if path == "/health"
+                    else b'{"status":"not ready"}'
+                ]
             if own is not None:
                 result: Iterable[bytes] = own(environ, start_response)
                 return result

@@ -32,6 +32,7 @@ class PartitionOwnership:
         self._epoch = 0  # counts revocations
         self._revoked_at: dict[TopicPartition, int] = {}  # partition -> epoch of its last revocation
         self.holding = False  # the loop is waiting with every partition paused: pause new ones too
+        self.watchers: list[Any] = []  # told of each revocation and assignment (``revoked``/``assigned``)
 
     # -- the listener's side (kafka-python's IO thread) ----------------------------------------------------
 
@@ -43,11 +44,15 @@ class PartitionOwnership:
                 key = TopicPartition(tp.topic, tp.partition)
                 self._revoked_at[key] = self._epoch
                 self._on_revoke(key)
+        for watcher in self.watchers:
+            watcher.revoked(revoked)
         if revoked:
             log.info("partitions revoked: %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in revoked))
 
     def assign(self, assigned: Iterable[TopicPartition]) -> None:
         assigned = list(assigned)
+        for watcher in self.watchers:
+            watcher.assigned(assigned)
         if assigned:
             log.info("partitions assigned: %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
             if self.holding:

@@ -13,6 +13,11 @@ Events whose key is not their service (the original design's producer sends no k
 ``REPARTITION_TOPIC``, as Kafka Streams does after ``selectKey``, unless this consumer owns their service's
 partition of it: the pipeline consumes both topics, so a service's events are all scored in one place.
 
+With a ``ContextualScorer`` and a ``restorer`` consumer, each service's state is kept in ``STATE_TOPIC`` in
+step with the commits (``ChangelogState``): offsets are committed at most every ``STATE_COMMIT_INTERVAL_MS``,
+after the state of the services seen since was acknowledged, and the state of an assigned partition is
+restored before its events are scored.
+
 While the ML service or Kafka is unavailable the same batch is retried with capped exponential backoff; the
 assigned partitions stay paused and the consumer keeps polling, so it stays in its group without consuming more.
 
@@ -34,6 +39,7 @@ from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.errors import KafkaError
 
 from anomaly_processor.batches import BatchConsumer
+from anomaly_processor.changelog import ChangelogState, LocalStateStore
 from anomaly_processor.commits import OffsetCommitter
 from anomaly_processor.delivery import Delivery, Outgoing
 from anomaly_processor.errors import ScoringProtocolError, ScoringRejectedError, ScoringUnavailableError
@@ -54,6 +60,7 @@ from anomaly_processor.retry import Backoff, RetryContext, describe, retriable, 
 from anomaly_processor.settings import ProcessorSettings
 from eventbus import KafkaSettings, LogEvent
 from streaming_detector.incidents import IncidentTracker
+from streaming_detector.scorer import ContextualScorer
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +150,7 @@ class Pipeline:
         stop: threading.Event | None = None,
         scorer_name: str = "the scorer",
         metrics: ProcessorMetrics | None = None,
+        restorer: KafkaConsumer | None = None,
         notify: Callable[[list[dict[str, Any]]], None] | None = None,
     ) -> None:
         self._consumer = consumer
@@ -170,7 +178,36 @@ class Pipeline:
         retries = RetryContext(printer, self.stop, self.batches.hold, self._backoff, kafka.kafka_bootstrap_servers)
         self.delivery = Delivery(producer, retries)
         self.commits = OffsetCommitter(consumer, self.ownership, self.metrics, retries)
+        self.state: ChangelogState | None = None
+        if restorer is not None and isinstance(scorer, ContextualScorer):
+            self.state = self._keep_state(scorer, restorer, producer)
+        self._behind = False  # the scorer learned a batch that was not handled (its records are redone)
         consumer.subscribe([kafka.logs_topic, kafka.repartition_topic], listener=OwnershipListener(self.ownership))
+
+    def _keep_state(self, scorer: ContextualScorer, restorer: KafkaConsumer, producer: KafkaProducer) -> ChangelogState:
+        topic = self._kafka.repartition_topic
+        store = LocalStateStore(lambda service: self.delivery.partition_of(topic, service.encode()) or 0,
+                                self._settings.state_dir)  # fmt: skip
+        scorer.keep_state_in(store, self._settings.state_max_services)
+        state = ChangelogState(
+            scorer,
+            store,
+            self.delivery,
+            restorer,
+            self.ownership,
+            self._consumer,
+            self.commits.positions,
+            kafka=self._kafka,
+            interval_ms=self._settings.state_commit_interval_ms,
+            metrics=self.metrics,
+        )
+        state.check_partitions(producer.partitions_for)
+        self.ownership.watchers.append(state)
+        return state
+
+    def close(self) -> None:
+        if self.state is not None:
+            self.state.close()
 
     # -- the loop ------------------------------------------------------------------------------------------
 
@@ -213,22 +250,50 @@ class Pipeline:
         self.metrics.beat()
         self.commits.send()
         records, epoch = self.batches.poll_batch()
+        if self.state is not None and self.state.pending:
+            try:
+                restored = self.state.catch_up(self.stop)  # before any event of an assigned partition is scored
+            except BaseException:
+                self.batches.rewind(records)  # the restore is retried first, then these are polled again
+                raise
+            if self.stop.is_set():
+                self.batches.rewind(records)
+                return 0
+            # Those partitions were sought to where their saved state left off: their records come again.
+            records = [r for r in records if r.partition not in restored]
         if not records:
             self._resolve_idle()
             self.printer.tick()
+            if self.state is not None and not self._behind and self.state.due():
+                try:
+                    self._release(self.ownership.current_epoch())
+                finally:
+                    self.batches.resume_paused()  # waiting for Kafka's acks paused every partition
             return 0
         committed: int | None = None
         try:
             committed = self._handle(records, epoch)
             return committed or 0
         finally:
+            self._behind = committed is None
             if committed is None:
                 self.batches.rewind(records)
             self.batches.resume_paused()
 
     def commit_handled(self) -> bool:
-        """Commit synchronously every offset handled and not yet confirmed; False if some were not."""
+        """Commit synchronously every offset handled and not yet confirmed (saving the state first, unless the
+        scorer learned a batch that was not handled); False if some were not."""
+        if self.state is not None and not self._behind:
+            self._release(self.ownership.current_epoch())
         return self.commits.commit_handled()
+
+    def _release(self, epoch: int) -> bool:
+        """Save the state of the services seen since the last save, then let the held offsets be committed."""
+        assert self.state is not None
+        if not self.state.save(epoch):
+            return False
+        self.commits.release()
+        return True
 
     def _handle(self, records: list[ConsumedRecord], epoch: int) -> int | None:
         """Score, produce, print and commit one batch; None when given up (on shutdown) before committing."""
@@ -268,7 +333,12 @@ class Pipeline:
         self._count(len(handled), scored)
         if decoded.forward:
             self.metrics.rekeyed.inc(len(decoded.forward))
-        self.commits.queue(handled, epoch)
+        if self.state is None:
+            self.commits.queue(handled, epoch)
+        else:
+            self.commits.queue(handled, epoch, release=False)
+            if self.state.due():
+                self._release(epoch)
         return len(handled)
 
     def _count(self, handled: int, scored: ScoredBatch) -> None:

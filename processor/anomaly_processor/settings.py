@@ -56,6 +56,28 @@ class ProcessorSettings(BaseSettings):
         description="1: score each event in its service's context (per-service state kept here, context model of "
         "the ML service, point model while a service warms up); 0: plain point scoring of each event alone.",
     )
+    state_changelog: bool = Field(
+        default=True,
+        description="1 (with CONTEXT=1): save each service's state to STATE_TOPIC with every commit and restore it "
+        "when a partition is assigned, so a restart or a rebalance does not warm services up again; 0: memory only.",
+    )
+    state_max_services: int = Field(
+        default=1000,
+        ge=1,
+        description="Most services whose state is kept in memory (~350 KiB each); the least recently seen are moved "
+        "to a local file and brought back when seen again. Size it to the services a processor sees often.",
+    )
+    state_commit_interval_ms: int = Field(
+        default=1000,
+        ge=0,
+        description="With the changelog, offsets are committed (and the state of the services seen since saved) at "
+        "most this often: a crash redoes up to this much traffic; smaller writes more state.",
+    )
+    state_dir: str | None = Field(
+        default=None,
+        description="Directory of the local state file (services moved out of memory); default: the system's "
+        "temporary directory. Only a cache: the changelog is the state's home.",
+    )
     processor_metrics_host: str = Field(
         default="127.0.0.1", description="Interface of the Prometheus /metrics and /health endpoint."
     )

@@ -166,7 +166,7 @@ class Supervisor:
     def _serve_metrics(self) -> MetricsServer | None:
         host, port = self.settings.processor_metrics_host, self.settings.processor_metrics_port
         try:
-            server = MetricsServer(None, host, port, scrape=self.scrape, health=self.healthy)
+            server = MetricsServer(None, host, port, scrape=self.scrape, health=self.healthy, ready=self.ready)
         except OSError as exc:
             log.warning("cannot serve metrics on %s:%d (%s): running without them", host, port, exc.strerror or exc)
             return None
@@ -185,9 +185,15 @@ class Supervisor:
         return merge_metrics(texts)
 
     def healthy(self) -> bool:
+        return self._all_answer("/health")
+
+    def ready(self) -> bool:
+        return self._all_answer("/ready")
+
+    def _all_answer(self, path: str) -> bool:
         for worker in self.workers:
             try:
-                with urllib.request.urlopen(worker.url("/health"), timeout=SCRAPE_TIMEOUT_S) as answer:
+                with urllib.request.urlopen(worker.url(path), timeout=SCRAPE_TIMEOUT_S) as answer:
                     if answer.status != 200:
                         return False
             except OSError:  # refused, timed out, or an HTTP error status (urllib's HTTPError is an OSError)

@@ -34,6 +34,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.faults]
 RATE = 300  # events/s: enough for every fault to land mid-stream, light enough for 2 shared cores
 BAD_EVERY = 97  # one message in 97 is bad: dead letters are owed under faults too
 BATCH_MAX = 200
+# Offsets (and state) committed after every batch, as the duplicate bounds below assume (the default commits
+# at most every second: a kill then redoes up to a second of traffic).
+PER_BATCH = {"BATCH_MAX": str(BATCH_MAX), "STATE_COMMIT_INTERVAL_MS": "0"}
 SERVICES = ("auth", "payment", "orders", "search", "cart", "email", "billing", "gateway", "inventory")
 
 
@@ -56,12 +59,12 @@ def test_processor_sigkilled_three_times_mid_stream(rig: Rig) -> None:
     ml = rig.ml_service()
     collector = rig.collector()
     producer = rig.producer(rate=RATE, bad_every=BAD_EVERY, services=SERVICES)
-    processor = rig.processor(ml.url, BATCH_MAX=str(BATCH_MAX))
+    processor = rig.processor(ml.url, **PER_BATCH)
     kills = 3
     for _ in range(kills):
         wait_progress(collector, 400)
         processor.kill()
-        processor = rig.processor(ml.url, BATCH_MAX=str(BATCH_MAX))
+        processor = rig.processor(ml.url, **PER_BATCH)
     wait_progress(collector, 400)
     finish(rig, producer, collector)
     assert processor.terminate() == 0, rig.diagnostics()
@@ -166,7 +169,7 @@ def test_three_processors_one_killed_the_others_take_over(rig: Rig) -> None:
     ml = rig.ml_service()
     collector = rig.collector()
     producer = rig.producer(rate=RATE, bad_every=BAD_EVERY, services=SERVICES)
-    processors = [rig.processor(ml.url, BATCH_MAX=str(BATCH_MAX)) for _ in range(3)]
+    processors = [rig.processor(ml.url, **PER_BATCH) for _ in range(3)]
     # All three in the group, each with a partition: every service is being scored.
     collector.wait_until(lambda c: len(c.verdicts_by_service) == len(SERVICES), 60, "verdicts for every service")
     wait_progress(collector, 600)

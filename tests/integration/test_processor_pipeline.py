@@ -391,13 +391,14 @@ def test_a_killed_processor_loses_nothing_when_restarted(
 ) -> None:
     events = generate_normal_events(3000, seed=24)
     produce(producer_factory(), kafka_settings.logs_topic, events_as_messages(events))
-    first = start_processor(BATCH_MAX="50")
+    # Committed after every batch (by default at most every second, with the state): the bound below.
+    first = start_processor(BATCH_MAX="50", STATE_COMMIT_INTERVAL_MS="0")
     first.wait_for_output(lambda out: out.count("\n") >= 400)
     first.stop(signal.SIGKILL)
     printed_before_kill = len(first.printed_event_ids())
     assert 0 < printed_before_kill < len(events), "the kill should land mid-stream"
 
-    second = start_processor(BATCH_MAX="50")
+    second = start_processor(BATCH_MAX="50", STATE_COMMIT_INTERVAL_MS="0")
     expected = {e.event_id for e in events}
     _, counts = verdicts_for(topic_reader(kafka_settings.predictions_topic), expected)
     assert second.stop() == 0, second.diagnostics()

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from anomaly_processor.batches import BatchConsumer
+from anomaly_processor.changelog import LocalStateStore
 from anomaly_processor.commits import OffsetCommitter
 from anomaly_processor.delivery import Delivery, Outgoing
 from anomaly_processor.metrics import ProcessorMetrics
@@ -128,6 +129,33 @@ def test_a_partition_revoked_before_its_batch_is_done_is_not_committed() -> None
     ownership.revoke([P0])  # its held offset is dropped with the revocation
     committer.queue([consumer_record(P0, 4, b"{}"), consumer_record(P1, 9, b"{}")], epoch)
     assert effects[-1] == ("commit", {1: 10}, "sync")
+
+
+def test_offsets_held_for_the_state_are_committed_only_when_released_and_not_after_a_revocation() -> None:
+    effects: list[tuple[Any, ...]] = []
+    consumer = FakeConsumer(effects)
+    committer, ownership = make_committer(consumer)
+    epoch = ownership.current_epoch()
+    committer.queue([consumer_record(P0, 3, b"{}"), consumer_record(P1, 5, b"{}")], epoch, release=False)
+    committer.queue([consumer_record(P0, 4, b"{}")], epoch, release=False)
+    assert effects == []  # the state these offsets led to is not saved yet
+    ownership.revoke([P1])  # its next owner restores the state saved with its last commit, and redoes the rest
+    committer.release()
+    assert effects == [("commit", {0: 5}, "async")]
+
+
+# -- LocalStateStore ----------------------------------------------------------------------------------------
+
+
+def test_the_local_store_keeps_the_last_state_and_drops_a_partitions_services(tmp_path) -> None:
+    store = LocalStateStore(lambda service: int(service[-1]) % 2, str(tmp_path))
+    store.put_many([("a0", b"old"), ("a0", b"new"), ("b1", b"x"), ("c2", b"y"), ("d3", None)])
+    assert (store.get("a0"), store.get("b1"), len(store)) == (b"new", b"x", 3)
+    store.put_many([("c2", None)])  # a tombstone
+    store.drop_partitions([1])
+    assert (store.get("a0"), store.get("b1"), store.get("c2"), len(store)) == (b"new", None, None, 1)
+    store.close()
+    assert list(tmp_path.iterdir()) == []
 
 
 # -- Delivery ------------------------------------------------------------------------------------------------
