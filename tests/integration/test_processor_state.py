@@ -155,8 +155,10 @@ def test_services_moving_to_another_processor_keep_their_history(
 
 FLOOD_SERVICES = int(os.environ.get("FLOOD_SERVICES", "3000"))  # `make flood` runs 100,000
 FLOOD_MAX_SERVICES = 100
-# The processor's peak RSS: ~150 MiB of interpreter, libraries and numba, plus ~350 KiB per service in memory.
-FLOOD_RSS_BOUND_MIB = 300
+# The processor's peak RSS: ~150 MiB of interpreter, libraries and numba, ~350 KiB per service in memory, and
+# the batch in hand. Measured 258 / 317 / 275 MiB with 1,000 / 3,000 / 6,000 flooding names (the middle one in
+# a full CI run): it does not grow with the names, but varies by run.
+FLOOD_RSS_BOUND_MIB = 400
 
 
 def peak_rss_mib(pid: int) -> float:
