@@ -19,7 +19,7 @@ SECURE ?= 0
 .PHONY: help install browser kafka-up kafka-down consume train serve process simulate up down logs status screenshot \
         bench-state flood test test-unit test-integration test-faults lint format schemas eval bench soak clean \
         cluster-up cluster-down cluster-status images stack-up stack-down test-containers monitoring-tools \
-        monitoring-up monitoring-down
+        monitoring-up monitoring-down compose-plugin
 
 help: ## List every target with one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-17s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -184,4 +184,21 @@ stack-down: ## Stop and remove the compose stack (its volumes stay; add ARGS=-v 
 	@$(COMPOSE) -p log-pipeline $(STACK_FILES) down --remove-orphans $(ARGS)
 
 test-containers: $(STAMP) ## Build every image, run the stack (one node, then three), check verdicts (not in CI)
-	@CONTAINER_TESTS=1 $(PY) -m pytest -s tests/containers $(PYTEST_ARGS)
+	@CONTAINER_TESTS=1 COMPOSE="$(COMPOSE)" $(PY) -m pytest -s tests/containers $(PYTEST_ARGS)
+
+GO ?= go
+COMPOSE_VERSION ?= v5.6.0
+CLI_PLUGINS ?= $(HOME)/.docker/cli-plugins
+
+# Debian 12 packages only docker-compose 1.29. The Compose CLI plugin is a Go module: built from the Go module
+# proxy's copy of its source (go install cannot: its go.mod has exclude directives). v5.6.0 builds with Go 1.26.
+compose-plugin: ## Build `docker compose` (the Compose CLI plugin, COMPOSE_VERSION) from the Go module proxy, ~4 min
+	@command -v $(GO) >/dev/null || { echo "error: Go is needed (GO=path/to/go)"; exit 1; }
+	@src=$$(mktemp -d) && trap 'chmod -R u+w $$src; rm -rf $$src' EXIT && \
+	  dir=$$($(GO) mod download -json github.com/docker/compose/v5@$(COMPOSE_VERSION) | sed -n 's/^\t"Dir": "\(.*\)",$$/\1/p') && \
+	  cp -r "$$dir/." "$$src" && chmod -R u+w "$$src" && mkdir -p $(CLI_PLUGINS) && \
+	  echo "Building docker compose $(COMPOSE_VERSION) ..." && \
+	  cd "$$src" && GOFLAGS=-mod=mod $(GO) build -trimpath \
+	    -ldflags "-s -w -X github.com/docker/compose/v5/internal.Version=$(COMPOSE_VERSION)" \
+	    -o $(CLI_PLUGINS)/docker-compose ./cmd
+	@docker compose version

@@ -2,7 +2,9 @@
 
 Builds every image (``scripts/images.py``), starts the stack with compose, once on one KRaft node and once on
 three brokers, sends the original design's events (float timestamp, no id, no key) from the host and
-checks that each gets exactly one verdict, and that the ML service answers the original curl.
+checks that each gets exactly one verdict, that the ML service answers the original curl, and that Prometheus
+scrapes the services and the processor's incidents reach Alertmanager. ``COMPOSE`` picks the client
+(``docker-compose`` for Debian's 1.29, ``docker compose`` for v2; default: v2 if installed).
 """
 
 import json
@@ -16,6 +18,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -28,6 +31,8 @@ EVENTS = 200
 
 
 def compose_command() -> list[str]:
+    if os.environ.get("COMPOSE"):
+        return os.environ["COMPOSE"].split()
     if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
         return ["docker", "compose"]
     assert shutil.which("docker-compose"), "neither `docker compose` nor `docker-compose` is installed"
@@ -54,6 +59,8 @@ class Stack:
                 "KAFKA_EXTERNAL_PORT_3",
                 "ML_PUBLISHED_PORT",
                 "PROCESSOR_PUBLISHED_PORT",
+                "PROMETHEUS_PUBLISHED_PORT",
+                "ALERTMANAGER_PUBLISHED_PORT",
             )
         }
         self.env = {**os.environ, **{k: str(v) for k, v in self.ports.items()}, "SIMULATOR_RATE": "20"}
@@ -66,15 +73,23 @@ class Stack:
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.ports['KAFKA_EXTERNAL_PORT']}"
 
+    def get(self, port: str, path: str) -> Any:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.ports[port]}{path}", timeout=10) as response:
+            return json.loads(response.read())
 
-@pytest.fixture(params=[["compose.yml"], ["compose.yml", "compose.cluster.yml"]], ids=["one-node", "three-brokers"])
+
+@pytest.fixture(
+    scope="module", params=[["compose.yml"], ["compose.yml", "compose.cluster.yml"]], ids=["one-node", "three-brokers"]
+)
 def stack(request: pytest.FixtureRequest, images: None) -> Iterator[Stack]:
     made = Stack(request.param)
+    print(f"\n[containers] {' '.join(compose_command())}: {made.compose('version', '--short').stdout.strip()}")
     started = time.monotonic()
     up = made.compose("up", "-d", check=False)
     try:
         assert up.returncode == 0, up.stdout + up.stderr + made.compose("logs", "--tail=40", check=False).stdout
-        print(f"[containers] {request.node.callspec.id}: compose up (healthy) in {time.monotonic() - started:.0f}s")
+        name = "three-brokers" if len(request.param) > 1 else "one-node"
+        print(f"[containers] {name}: compose up (healthy) in {time.monotonic() - started:.0f}s")
         yield made
     finally:
         made.compose("down", "-v", "--remove-orphans", check=False)
@@ -139,3 +154,43 @@ def test_the_original_events_get_verdicts_through_the_containers(stack: Stack) -
     )
     assert set(verdicts) == sent, stack.compose("logs", "--tail=40", "processor", check=False).stdout
     assert set(verdicts.values()) == {1}
+
+
+def test_prometheus_scrapes_the_services_and_incidents_reach_alertmanager(stack: Stack) -> None:
+    started = time.monotonic()
+    # The original design's events, a third of them far off normal: the processor opens incidents.
+    producer = KafkaProducer(bootstrap_servers=stack.bootstrap, acks="all")
+    for i in range(EVENTS):
+        service = random.choice(["auth", "payment", "orders"])
+        latency, error_rate = (random.gauss(200, 50), random.random() * 0.05) if i % 3 else (4000.0, 0.9)
+        log = {"timestamp": time.time(), "service": service, "latency_ms": latency, "error_rate": error_rate}
+        producer.send("logs", orjson.dumps(log))
+        time.sleep(0.005)
+    producer.flush(30)
+    producer.close()
+
+    jobs: dict[str, str] = {}
+    consumed = 0.0
+    anomalies: list[dict[str, object]] = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        targets = stack.get("PROMETHEUS_PUBLISHED_PORT", "/api/v1/targets")["data"]["activeTargets"]
+        jobs = {target["labels"]["job"]: target["health"] for target in targets}
+        query = "/api/v1/query?query=sum(processor_events_consumed_total)"
+        result = stack.get("PROMETHEUS_PUBLISHED_PORT", query)["data"]["result"]
+        consumed = float(result[0]["value"][1]) if result else 0.0
+        alerts = stack.get("ALERTMANAGER_PUBLISHED_PORT", "/api/v2/alerts")
+        anomalies = [a for a in alerts if a["labels"]["alertname"] == "ServiceAnomaly"]
+        if jobs == {"anomaly-processor": "up", "ml-service": "up"} and consumed >= EVENTS and anomalies:
+            break
+        time.sleep(2)
+    managers = stack.get("PROMETHEUS_PUBLISHED_PORT", "/api/v1/alertmanagers")["data"]["activeAlertmanagers"]
+    print(
+        f"[containers] prometheus targets {jobs}, events consumed (as scraped) {consumed:.0f}, "
+        f"ServiceAnomaly alerts in Alertmanager {len(anomalies)} "
+        f"({sorted({a['labels']['service'] for a in anomalies})}) in {time.monotonic() - started:.0f}s"
+    )
+    assert jobs == {"anomaly-processor": "up", "ml-service": "up"}
+    assert consumed >= EVENTS
+    assert [m["url"] for m in managers] == ["http://alertmanager:9093/api/v2/alerts"]
+    assert anomalies, stack.compose("logs", "--tail=40", "processor", check=False).stdout
