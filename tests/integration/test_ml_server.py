@@ -14,7 +14,7 @@ import pytest
 from ml_service.model import load_bundle
 
 from devstack.processes import free_port, http_status, wait_until
-from tests.unit.ml_context import save_small_bundle
+from tests.ml_context import save_small_bundle
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ from ml_service.training import simulated_training_data
 from eventbus import KafkaSettings
 from tests.conftest import free_port
 from tests.integration.test_ml_server import SERVICE_DIR, wait_until_ready
-from tests.unit.ml_context import small_context_model
+from tests.ml_context import small_context_model
 
 pytestmark = pytest.mark.integration
 
