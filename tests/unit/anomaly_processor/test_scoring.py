@@ -15,7 +15,7 @@ from anomaly_processor.errors import (
     ScoringUnavailableError,
 )
 from anomaly_processor.ml_client import HttpScorer, Score
-from anomaly_processor.pipeline import score_isolating
+from anomaly_processor.batch_scoring import score_isolating
 
 from eventbus import LogEvent
 from streaming_detector.profiles import generate_normal_events
