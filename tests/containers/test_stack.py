@@ -159,7 +159,8 @@ def test_the_original_events_get_verdicts_through_the_containers(stack: Stack) -
     ]
     sent = {log["timestamp"] for log in logs}
     send(stack, logs)
-    verdicts = verdict_counts(stack, sent, timeout_s=120)
+    # A bound, not a target: on a busy 2-core machine three brokers took 79-107 s for the 200 events.
+    verdicts = verdict_counts(stack, sent, timeout_s=240)
     print(
         f"[containers] brokers={brokers} sent={EVENTS} verdicts={sum(verdicts.values())} "
         f"lost={len(sent - set(verdicts))} in {time.monotonic() - started:.0f}s"
