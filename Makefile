@@ -173,7 +173,7 @@ COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compos
 CLUSTER ?= 0
 STACK_FILES := -f staging/compose.yml $(if $(filter 1,$(CLUSTER)),-f staging/compose.cluster.yml)
 
-images: $(STAMP) ## Build the images with no registry: Debian base (debootstrap), host wheelhouse, Maven jars
+images: $(STAMP) ## Build the images with no registry: Debian base (debootstrap), host wheelhouse, Maven jars, Debian's Prometheus
 	@$(PY) scripts/images.py $(ARGS)
 
 stack-up: ## Everything in containers with compose (CLUSTER=1: three brokers, RF 3); run `make images` first
@@ -183,7 +183,7 @@ stack-up: ## Everything in containers with compose (CLUSTER=1: three brokers, RF
 stack-down: ## Stop and remove the compose stack (its volumes stay; add ARGS=-v to drop them)
 	@$(COMPOSE) -p log-pipeline $(STACK_FILES) down --remove-orphans $(ARGS)
 
-test-containers: $(STAMP) ## Build every image, run the stack (one node, then three), check verdicts (not in CI)
+test-containers: $(STAMP) ## Build every image, run the stack (one node, then three brokers): verdicts, Prometheus, Alertmanager (~10 min from nothing, not in CI)
 	@CONTAINER_TESTS=1 COMPOSE="$(COMPOSE)" $(PY) -m pytest -s tests/containers $(PYTEST_ARGS)
 
 GO ?= go
@@ -192,7 +192,7 @@ CLI_PLUGINS ?= $(HOME)/.docker/cli-plugins
 
 # Debian 12 packages only docker-compose 1.29. The Compose CLI plugin is a Go module: built from the Go module
 # proxy's copy of its source (go install cannot: its go.mod has exclude directives). v5.6.0 builds with Go 1.26.
-compose-plugin: ## Build `docker compose` (the Compose CLI plugin, COMPOSE_VERSION) from the Go module proxy, ~4 min
+compose-plugin: ## Build `docker compose` (the Compose CLI plugin, COMPOSE_VERSION) from the Go module proxy (~3 min)
 	@command -v $(GO) >/dev/null || { echo "error: Go is needed (GO=path/to/go)"; exit 1; }
 	@src=$$(mktemp -d) && trap 'chmod -R u+w $$src; rm -rf $$src' EXIT && \
 	  dir=$$($(GO) mod download -json github.com/docker/compose/v5@$(COMPOSE_VERSION) | sed -n 's/^\t"Dir": "\(.*\)",$$/\1/p') && \
