@@ -3,6 +3,7 @@
 import multiprocessing
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,23 @@ def serialise(pool: list[dict[str, Any]], prefix: str, start: int, stop: int) ->
         event = dict(pool[i % size])
         event["event_id"] = f"{prefix}{i}"
         out.append((event["service"].encode(), orjson.dumps(event)))
+    return out
+
+
+def original_records(pool: list[dict[str, Any]], start: int, stop: int) -> list[tuple[bytes, bytes]]:
+    """(no key, value) of events ``start``..``stop`` as the original simulator sends them: four fields, a float
+    epoch timestamp, no event id."""
+    out = []
+    size = len(pool)
+    for i in range(start, stop):
+        event = pool[i % size]
+        original = {
+            "timestamp": datetime.fromisoformat(event["timestamp"]).timestamp(),
+            "service": event["service"],
+            "latency_ms": event["latency_ms"],
+            "error_rate": event["error_rate"],
+        }
+        out.append((b"", orjson.dumps(original)))
     return out
 
 
@@ -77,10 +95,11 @@ class PreloadResult:
         return self.events / self.seconds if self.seconds > 0 else float("nan")
 
 
-def _preload_worker(args: tuple[dict[str, Any], str, int, int, Any, bool]) -> tuple[int, float]:
-    settings_fields, prefix, start, stop, barrier, keyless = args
+def _preload_worker(args: tuple[dict[str, Any], str, int, int, Any, bool, bool]) -> tuple[int, float]:
+    settings_fields, prefix, start, stop, barrier, keyless, as_original = args
     settings = KafkaSettings(**settings_fields)
-    records = serialise(event_pool(), prefix, start, stop)
+    pool = event_pool()
+    records = original_records(pool, start, stop) if as_original else serialise(pool, prefix, start, stop)
     check_schema(records)
     producer = fast_producer(settings)
     partition_of = KeyPartitions(producer, settings.logs_topic)
@@ -102,17 +121,27 @@ def _preload_worker(args: tuple[dict[str, Any], str, int, int, Any, bool]) -> tu
 
 
 def preload(
-    settings: KafkaSettings, count: int, processes: int = 2, prefix: str = "pre-", keyless: bool = False
+    settings: KafkaSettings,
+    count: int,
+    processes: int = 2,
+    prefix: str = "pre-",
+    keyless: bool = False,
+    original_design: bool = False,
 ) -> PreloadResult:
     """``count`` events into ``logs`` from ``processes`` producer processes, all starting together; ``keyless``:
-    without a key, spread round robin over the partitions (each service's events on every partition)."""
+    without a key, spread round robin over the partitions (each service's events on every partition);
+    ``original_design``: the original simulator's four fields, no event id (implies keyless)."""
+    keyless = keyless or original_design
     processes = max(1, min(processes, count))
     bounds = np.linspace(0, count, processes + 1).astype(int)
     context = multiprocessing.get_context("spawn")  # no fork of a process that runs Kafka client threads
     with context.Manager() as manager:
         barrier = manager.Barrier(processes)
         fields = settings.model_dump()
-        jobs = [(fields, prefix, int(bounds[i]), int(bounds[i + 1]), barrier, keyless) for i in range(processes)]
+        jobs = [
+            (fields, prefix, int(bounds[i]), int(bounds[i + 1]), barrier, keyless, original_design)
+            for i in range(processes)
+        ]
         with context.Pool(processes) as pool:
             results = pool.map(_preload_worker, jobs)
     return PreloadResult(events=sum(n for n, _ in results), seconds=max(s for _, s in results), processes=processes)
