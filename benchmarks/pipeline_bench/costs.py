@@ -4,7 +4,8 @@ A batch of ``BATCH`` bench events goes through what the processor does with it, 
 decoding and validating each message (``decode_event``: one pass of the JSON parser and the schema; its
 JSON parsing alone is ``orjson.loads``), the per-service context (``ContextualScorer`` around a client that
 answers at once), the hop to the ML service (``HttpScorer.score`` with those contexts, over HTTP to the
-running service: encoding, the service's work, decoding the answer), the verdict's encoding
+running service: encoding, the service's work, decoding the answer; in the binary columns the processor
+sends, and in JSON), the verdict's encoding
 (``verdict_json``) and its production (kafka-python's ``send`` with the processor's producer options,
 flushed once per batch, as the processor does). Each figure is the best of ``ROUNDS`` runs, in
 microseconds per event: what the machine's time per event is made of, before any waiting.
@@ -88,11 +89,14 @@ def measure(settings: KafkaSettings, service_url: str) -> dict[str, float]:
     remaining = iter(rounds[3:])
     out["context"] = _best_us(lambda: scorer.score(next(remaining)), BATCH)
     batch, contexts = recorder.asked[-1]
+    as_json = HttpScorer(service_url, batch_format="json")
     try:
         out["ml_hop"] = _best_us(lambda: http.score(batch, contexts), BATCH)
+        out["ml_hop_json"] = _best_us(lambda: as_json.score(batch, contexts), BATCH)
         out["ml_hop_no_context"] = _best_us(lambda: http.score(batch), BATCH)
     finally:
         http.close()
+        as_json.close()
     score = Score(False, 0.25, "bench")
     out["verdict_encode"] = _best_us(lambda: [verdict_json(event, score) for event in decoded], BATCH)
     verdicts = [verdict_json(event, score) for event in decoded]
@@ -118,7 +122,8 @@ LABELS = {
     "decode_validate": "decode + validate (decode_event, one pass)",
     "decode_validate_original": "decode + validate, original-design event",
     "context": "per-service context (ContextualScorer, client answering at once)",
-    "ml_hop": "processor -> ML service hop (/predict/batch, with contexts)",
+    "ml_hop": "processor -> ML service hop (/predict/batch, with contexts, as the processor sends them)",
+    "ml_hop_json": "processor -> ML service hop, with contexts, as JSON",
     "ml_hop_no_context": "processor -> ML service hop, no contexts",
     "verdict_encode": "verdict encoding (verdict_json)",
     "produce": "produce the verdict (kafka-python send, flush per batch)",
