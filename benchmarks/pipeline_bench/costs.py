@@ -7,7 +7,8 @@ answers at once), the hop to the ML service (``HttpScorer.score`` with those con
 running service: encoding, the service's work, decoding the answer; in the binary columns the processor
 sends, and in JSON), the verdict's encoding
 (``verdict_json``) and its production (kafka-python's ``send`` with the processor's producer options,
-flushed once per batch, as the processor does). Each figure is the best of ``ROUNDS`` runs, in
+flushed once per batch, as the processor does), and reading records as the processor's consumer does
+(kafka-python ``poll`` with its options). Each figure is the best of ``ROUNDS`` runs, in
 microseconds per event: what the machine's time per event is made of, before any waiting.
 """
 
@@ -17,12 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from anomaly_processor import producer_overrides
+from anomaly_processor import ProcessorSettings, consumer_overrides, producer_overrides
 from anomaly_processor.ml_client import HttpScorer
 from anomaly_processor.records import decode_event, verdict_json
+from kafka import TopicPartition
 
 from benchmarks.pipeline_bench import events
-from eventbus import EventOrigin, KafkaSettings, LogEvent, make_producer
+from eventbus import EventOrigin, KafkaSettings, LogEvent, make_consumer, make_producer
 from streaming_detector import Score
 from streaming_detector.scorer import DEFAULT_CACHE_EVENTS, ContextualScorer
 
@@ -112,11 +114,32 @@ def measure(settings: KafkaSettings, service_url: str) -> dict[str, float]:
         out["produce"] = _best_us(produce, BATCH)
     finally:
         producer.close()
-    out["total"] = sum(out[k] for k in ("decode_validate", "context", "ml_hop", "verdict_encode", "produce"))
+    out["consume"] = _consume_us(settings, settings.predictions_topic, BATCH * (ROUNDS + 1))
+    out["total"] = sum(out[k] for k in ("consume", "decode_validate", "context", "ml_hop", "verdict_encode", "produce"))
     return out
 
 
+def _consume_us(settings: KafkaSettings, topic: str, count: int) -> float:
+    """Reading ``count`` records of ``topic`` from its start with the processor's consumer options (no group)."""
+    consumer = make_consumer(settings, group_id=None, **consumer_overrides(ProcessorSettings()))
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(partitions)
+        best = float("inf")
+        for _ in range(ROUNDS):
+            consumer.seek_to_beginning()
+            began = time.perf_counter()
+            seen = 0
+            while seen < count and time.perf_counter() - began < 60:
+                seen += sum(len(records) for records in consumer.poll(timeout_ms=200).values())
+            best = min(best, (time.perf_counter() - began) / max(seen, 1))
+        return best * 1e6
+    finally:
+        consumer.close()
+
+
 LABELS = {
+    "consume": "consume the event (kafka-python poll, the processor's options)",
     "json_parse": "JSON parsing alone (orjson.loads)",
     "validate": "schema validation (decode + validate - JSON parsing)",
     "decode_validate": "decode + validate (decode_event, one pass)",
