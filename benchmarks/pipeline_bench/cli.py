@@ -508,6 +508,10 @@ def _latency_rows(args: argparse.Namespace, details: dict[str, Any]) -> list[Row
                 "events/s",
                 result["achieved_rate"],
                 original_latency["achieved_rate"] if is_original_load else None,
+                note=f"the producers offered only {result['achieved_rate']:,.0f} events/s: these latencies are not "
+                "those at this load"
+                if result["achieved_rate"] < 0.95 * float(load)
+                else "",
             )
         )
     return rows

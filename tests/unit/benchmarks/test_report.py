@@ -232,7 +232,11 @@ def test_p99_targets_are_50_ms_at_1k_and_250_ms_at_20k_with_the_workers_used() -
         return {"p50_ms": 5.0, "p95_ms": 9.0, "p99_ms": p99, "to_verdict_p99_ms": p99, "achieved_rate": 1.0}
 
     details = {"latency_project": {"1000": at(51.0), "5000": at(400.0), "20000": at(240.0)}}
+    details["latency_project"]["1000"]["achieved_rate"] = 999.0
+    details["latency_project"]["20000"]["achieved_rate"] = 7_769.0
     rows = {row.metric: row for row in table(parse_args([]), details)}
+    assert rows["  achieved rate at 1,000/s"].note == ""
+    assert rows["  achieved rate at 20,000/s"].note.startswith("the producers offered only 7,769 events/s")
     assert (rows["latency p99 at 1,000/s"].target, rows["latency p99 at 1,000/s"].met) == ("<= 50", False)
     assert (rows["latency p99 at 5,000/s"].target, rows["latency p99 at 5,000/s"].met) == ("", None)
     assert (rows["latency p99 at 20,000/s"].target, rows["latency p99 at 20,000/s"].met) == ("<= 250", True)
