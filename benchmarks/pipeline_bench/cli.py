@@ -398,7 +398,8 @@ def _peer_rows(details: dict[str, Any]) -> list[Row]:
             f"peers: {name}",
             "events/s",
             run["rate"],
-            note=f"{run['outputs']:,} outputs in {run['span_s']:.2f} s (first to last output record); "
+            note=f"{run['events']:,} events, {run['outputs']:,} outputs in {run['span_s']:.2f} s (first to last "
+            "output record); "
             f"start to last {run['total_s']:.1f} s; CPU {run['cpu_s']:.1f} s",
         )
         for name, run in found["runs"].items()

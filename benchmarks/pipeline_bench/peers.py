@@ -5,14 +5,14 @@ contender then reads that topic with a fresh consumer group and writes to its ow
 
 - the librdkafka relay floor (``benchmarks/peers/confluent_relay.py``: consume -> produce, no parsing);
 - a Quix Streams pipeline doing the processor's job (``benchmarks/peers/quix_pipeline.py``);
-- the original design's processor (its verdicts are stdout lines; it is slow, so it reads only the first
-  ``original_events`` of the topic);
+- the original design's processor (its verdicts are stdout lines; it is slow, so it is timed on its first
+  ``original_events`` lines);
 - the project's processor with its defaults (and with each other ``PROCESSOR_WORKERS`` asked for).
 
 The peers run in their own virtualenv (``.venv-peers``, ``make peers-venv``), as subprocesses: Quix Streams pins
 confluent-kafka and pydantic below what the project uses. Every output topic stamps its records with the
-broker's clock (``LogAppendTime``, whatever the producer sets), so a contender's rate is its output records
-divided by the time between its first and its last output record, the same clock for all.
+broker's clock (``LogAppendTime``, whatever the producer sets), so a contender's rate is the events divided by
+the time between its first and its last output record, the same clock for all.
 """
 
 import os
@@ -54,15 +54,16 @@ def project_name(workers: str) -> str:
 @dataclass
 class PeerRun:
     name: str
-    outputs: int  # output records counted
+    events: int  # events it was given
+    outputs: int  # output records counted (more than events: some written twice, at least once)
     span_s: float  # broker time between the first and the last output record
     total_s: float  # from the process's start until the last output was counted
     cpu_s: float  # CPU seconds of the contender's processes meanwhile (not the ML service's, not the broker's)
 
     @property
     def rate(self) -> float:
-        """Output records per second from the first to the last output record."""
-        return self.outputs / self.span_s if self.span_s > 0 else float("nan")
+        """Events per second from the first to the last output record (an event written twice counts once)."""
+        return self.events / self.span_s if self.span_s > 0 else float("nan")
 
 
 def check_peers_python(python: Path) -> None:
@@ -199,7 +200,7 @@ def _until_outputs(
         counter.close()
     stack.stop(child)
     outputs, span_s = output_span(settings, settings.predictions_topic)
-    run = PeerRun(name=name, outputs=outputs, span_s=span_s, total_s=total_s, cpu_s=cpu_s)
+    run = PeerRun(name=name, events=count, outputs=outputs, span_s=span_s, total_s=total_s, cpu_s=cpu_s)
     progress(
         f"  {name}: {run.rate:,.0f} events/s first to last output ({outputs:,} in {span_s:.2f}s), CPU {cpu_s:.1f}s"
     )
@@ -221,7 +222,8 @@ def _original(stack: Stack, shared: KafkaSettings, service_url: str, count: int,
     cpu_s = cpu_seconds(child.pid)
     stack.stop(child)
     arrivals = [t for t, _ in clock.arrivals[:count]]
-    run = PeerRun(ORIGINAL, outputs=len(arrivals), span_s=arrivals[-1] - arrivals[0], total_s=total_s, cpu_s=cpu_s)
+    span_s = arrivals[-1] - arrivals[0]
+    run = PeerRun(ORIGINAL, events=count, outputs=len(arrivals), span_s=span_s, total_s=total_s, cpu_s=cpu_s)
     progress(f"  {ORIGINAL}: {run.rate:,.0f} events/s first to last line ({len(arrivals):,} lines)")
     return run
 
