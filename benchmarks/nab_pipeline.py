@@ -180,7 +180,9 @@ def through_pipeline(
     replay the corpus on fresh topics, collect the verdicts; stop all it started."""
     broker = None
     if bootstrap is None:
-        config = LocalBrokerConfig(host="127.0.0.1", port=free_port(), controller_port=free_port(), home=folder / "kafka")
+        config = LocalBrokerConfig(
+            host="127.0.0.1", port=free_port(), controller_port=free_port(), home=folder / "kafka"
+        )
         broker = LocalBroker(config)
         broker.start()
         bootstrap = config.bootstrap

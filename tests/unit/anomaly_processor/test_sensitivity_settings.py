@@ -1,9 +1,8 @@
 """SENSITIVITY and SENSITIVITY_BY_SERVICE, read in the processor's settings."""
 
 import pytest
-from pydantic import ValidationError
-
 from anomaly_processor.settings import ProcessorSettings
+from pydantic import ValidationError
 
 
 def test_the_levels_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
