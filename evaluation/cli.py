@@ -205,8 +205,8 @@ TABLE_HEADER = (
 )
 TABLE_LEGEND = (
     "incid: incidents injected; found: incidents with at least one alert; alerts = pages, as the processor sends\n"
-    "  them: one per incident it opens (a service's consecutive anomalies, resolved after 10 normal events and\n"
-    "  60 s); true (on an injected incident's events; a slow drift that keeps rising past a resolution may page\n"
+    "  them: one per incident it opens (a service's consecutive anomalies, resolved after 20 normal events and\n"
+    "  20 s); true (on an injected incident's events; a slow drift that keeps rising past a resolution may page\n"
     "  again) + false (on healthy events).\n"
     "prec = true/alerts, recall = found/incid, F1 their harmonic mean ('-' where a scenario has no incident).\n"
     "FPR% = false alerts per 100 healthy events; false/h, false/d = false alerts an hour / a day for one service\n"
