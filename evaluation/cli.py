@@ -117,12 +117,12 @@ def run_scenarios(
 
 def run_rhythms(
     forest: Any, metadata: dict[str, Any], names: Sequence[str], rates: Sequence[str], seed: int, batch: int
-) -> tuple[list[RhythmMetrics], dict[str, list[dict[str, float]]]]:
+) -> tuple[list[RhythmMetrics], dict[str, list[dict[str, Any]]]]:
     """Each rhythm at each rate, one fresh detector each (the scenario is one service), counted in pages as the
     processor sends them; and per rate, the sensitivity curve: false pages per service per day after learning,
     and incidents caught, at each level of ``SENSITIVITY_STEPS`` (the same scores through its threshold)."""
     results = []
-    curve: dict[str, list[dict[str, float]]] = {}
+    curve: dict[str, list[dict[str, Any]]] = {}
     gate_config = replace(GateConfig.from_metadata(metadata), cooldown_events=0)
     for rate in rates:
         at: dict[str, list[RhythmMetrics]] = {level: [] for level in SENSITIVITY_STEPS}
@@ -205,7 +205,7 @@ TABLE_HEADER = (
 )
 TABLE_LEGEND = (
     "incid: incidents injected; found: incidents with at least one alert; alerts = pages, as the processor sends\n"
-    "  them: one per incident it opens (a service's consecutive anomalies, resolved after 20 normal events and\n"
+    "  them: one per incident it opens (a service's consecutive anomalies, resolved after 10 normal events and\n"
     "  20 s); true (on an injected incident's events; a slow drift that keeps rising past a resolution may page\n"
     "  again) + false (on healthy events).\n"
     "prec = true/alerts, recall = found/incid, F1 their harmonic mean ('-' where a scenario has no incident).\n"

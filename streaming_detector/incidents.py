@@ -32,7 +32,7 @@ SEEN_ALERTS = 20_000
 IDLE_CHECK_S = 1.0
 # Defaults of the processor's INCIDENT_RESOLVE_S and INCIDENT_RESOLVE_EVENTS (make eval groups with them too).
 RESOLVE_AFTER_S = 20.0
-RESOLVE_EVENTS = 20
+RESOLVE_EVENTS = 10
 
 
 class TimedEvent(Protocol):
