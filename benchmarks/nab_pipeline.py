@@ -19,6 +19,7 @@ import argparse
 import json
 import logging
 import math
+import subprocess
 import sys
 import tempfile
 import time
@@ -69,7 +70,9 @@ def epoch_seconds(series: NabSeries) -> list[float]:
     return series.timestamps.astype("datetime64[s]").astype(np.int64).astype(np.float64).tolist()
 
 
-def offline(corpus: Sequence[NabSeries], training: TrainingConfig, sensitivity: str | None) -> tuple[Detections, dict]:
+def offline(
+    corpus: Sequence[NabSeries], training: TrainingConfig, sensitivity: str | None
+) -> tuple[Detections, dict[str, np.ndarray]]:
     """``make eval``'s replay of the same events: pages and alerts at the shipped threshold, and the sweep's
     figures (``alert_score``: each incident's first score)."""
     forest, metadata = train_context_model(training)
@@ -90,8 +93,6 @@ def offline(corpus: Sequence[NabSeries], training: TrainingConfig, sensitivity: 
 def train_model(folder: Path, training: TrainingConfig) -> Path:
     """The ML service's model file, its context model trained as ``training`` says (the point model is small:
     it only answers while a service warms up, and a warming service opens no incident)."""
-    import subprocess
-
     path = folder / "model.joblib"
     subprocess.run(
         [sys.executable, "save_model.py", "--output", str(path), "--count", "3000", "--n-estimators", "50",
