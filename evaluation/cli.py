@@ -226,7 +226,7 @@ def _row(m: ScenarioMetrics) -> str:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nab", type=Path, help="a NAB-layout folder (data/<category>/<file>.csv, labels/...)")
     parser.add_argument(
@@ -241,17 +241,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--batch", type=int, default=2000, help="micro-batch size of the replay")
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
-    names = (
-        list(SCENARIO_NAMES)
-        if args.scenarios == "all"
-        else []
-        if args.scenarios == "none"
-        else args.scenarios.split(",")
-    )
-    unknown = [n for n in names if n not in SCENARIO_NAMES]
-    if unknown:
-        parser.error(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(SCENARIO_NAMES)}")
+    names = _choice(parser, "scenario", args.scenarios, SCENARIO_NAMES)
     rhythms = _choice(parser, "rhythm", args.rhythms, RHYTHM_NAMES)
     rates = _choice(parser, "rate", args.rates, tuple(RATES))
     started = time.perf_counter()
@@ -260,81 +256,99 @@ def main(argv: Sequence[str] | None = None) -> int:
     report: dict[str, Any] = {"model": {k: metadata[k] for k in ("threshold", "context", "training")}}
     seeds = [int(s) for s in args.seed.split(",")]
     if names:
-        per_seed = {seed: run_scenarios(forest, metadata, names, seed, args.batch) for seed in seeds}
-        # Per scenario, counts summed over the seeds.
-        results = [replace(overall([per_seed[s][k] for s in seeds]), name=name) for k, name in enumerate(names)]
-        total = overall(results)
-        print(f"\n{TABLE_HEADER}   (seeds {args.seed})")
-        for m in [*results, total]:
-            print(_row(m))
-        if len(seeds) > 1:
-            for seed, seed_results in per_seed.items():
-                print(_row(replace(overall(seed_results), name=f"overall seed {seed}")))
-        print(TABLE_LEGEND)
-        report["scenarios"] = [
-            {
-                **asdict(m),
-                "precision": m.precision,
-                "recall": m.recall,
-                "f1": m.f1,
-                "false_positive_rate": m.false_positive_rate,
-                "mean_delay": m.mean_delay,
-            }
-            for m in [*results, total]
-        ]
+        report["scenarios"] = _report_scenarios(forest, metadata, names, seeds, args.batch)
     if rhythms and rates:
-        print("\nrhythm scenarios (one service each, timed by its events; see evaluation/rhythms.py) ...", flush=True)
-        rhythm_results, curve = run_rhythms(forest, metadata, rhythms, rates, seeds[0], args.batch)
-        print(
-            f"{'rhythm':<20} {'rate':>6} {'days':>4} {'events':>7} {'incid':>5} {'found':>5} {'alerts':>6} "
-            f"{'false':>5} {'f/day':>6} {'learned':>7} {'F1':>6} {'delay':>7}   (seed {seeds[0]})"
+        report["rhythms"], report["sensitivity"] = _report_rhythms(
+            forest, metadata, rhythms, rates, seeds[0], args.batch
         )
-        for rhythm in rhythm_results:
-            print(_rhythm_row(rhythm))
-        print("(alerts = pages, one per incident opened; f/day: false pages per day over the whole stream;")
-        print(" learned: per day after the learning period, 2 days, 15 for the weekly pattern; delay: minutes from")
-        print(" an incident's start to its first page)")
-        print(
-            "sensitivity (SENSITIVITY / SENSITIVITY_BY_SERVICE): false pages per service per day after learning,"
-            f" summed over the rhythms (incidents caught), by level and its threshold in nats (medium: the model's"
-            f" {metadata['threshold']:g})"
-        )
-        for rate, points in curve.items():
-            cells = "  ".join(
-                f"{p['level']} {p['threshold']:g}: {p['false_per_day_learned']:.2f}"
-                f" ({p['detected']:.0f}/{p['incidents']:.0f})"
-                for p in points
-            )
-            print(f"  {rate:>6}  {cells}")
-        report["sensitivity"] = curve
-        report["rhythms"] = [
-            {
-                **asdict(r),
-                "false_per_day": r.false_per_day,
-                "false_per_day_learned": r.false_per_day_learned,
-                "f1": r.f1,
-                "mean_delay_s": r.mean_delay_s,
-            }
-            for r in rhythm_results
-        ]
     if args.nab:
-        print(f"\nscoring NAB corpus at {args.nab} ...", flush=True)
-        nab = run_nab(forest, metadata, args.nab, args.batch)
-        print(f"{'NAB profile':<24} {'full':>6} {'even':>6} {'odd':>6}   (halves: files at even/odd positions)")
-        for name, r in nab["full"].items():
-            halves = f"{nab['half_even'][name]['score']:6.1f} {nab['half_odd'][name]['score']:6.1f}"
-            print(f"NAB {name:<20} {r['score']:6.1f} {halves}   (threshold {r['threshold']:.4f})")
-        categories = ", ".join(f"{c} {v:.1f}" for c, v in nab["categories_standard"].items())
-        print(f"NAB standard per category at the corpus threshold: {categories}")
-        published = ", ".join(f"{name} {value:.1f}" for name, value in nab["verdicts"].items())
-        print(f"NAB on the published verdicts (anomaly at the shipped threshold, full corpus): {published}")
-        report["nab"] = nab
+        report["nab"] = _report_nab(forest, metadata, args.nab, args.batch)
     elapsed = time.perf_counter() - started
     print(f"\ntotal runtime {elapsed:.1f}s")
     report["runtime_s"] = elapsed
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, default=float))
     return 0
+
+
+def _report_scenarios(
+    forest: Any, metadata: dict[str, Any], names: list[str], seeds: list[int], batch: int
+) -> list[dict[str, Any]]:
+    per_seed = {seed: run_scenarios(forest, metadata, names, seed, batch) for seed in seeds}
+    # Per scenario, counts summed over the seeds.
+    results = [replace(overall([per_seed[s][k] for s in seeds]), name=name) for k, name in enumerate(names)]
+    total = overall(results)
+    print(f"\n{TABLE_HEADER}   (seeds {','.join(map(str, seeds))})")
+    for m in [*results, total]:
+        print(_row(m))
+    if len(seeds) > 1:
+        for seed, seed_results in per_seed.items():
+            print(_row(replace(overall(seed_results), name=f"overall seed {seed}")))
+    print(TABLE_LEGEND)
+    return [
+        {
+            **asdict(m),
+            "precision": m.precision,
+            "recall": m.recall,
+            "f1": m.f1,
+            "false_positive_rate": m.false_positive_rate,
+            "mean_delay": m.mean_delay,
+        }
+        for m in [*results, total]
+    ]
+
+
+def _report_rhythms(
+    forest: Any, metadata: dict[str, Any], rhythms: list[str], rates: list[str], seed: int, batch: int
+) -> tuple[list[dict[str, Any]], Any]:
+    print("\nrhythm scenarios (one service each, timed by its events; see evaluation/rhythms.py) ...", flush=True)
+    rhythm_results, curve = run_rhythms(forest, metadata, rhythms, rates, seed, batch)
+    print(
+        f"{'rhythm':<20} {'rate':>6} {'days':>4} {'events':>7} {'incid':>5} {'found':>5} {'alerts':>6} "
+        f"{'false':>5} {'f/day':>6} {'learned':>7} {'F1':>6} {'delay':>7}   (seed {seed})"
+    )
+    for rhythm in rhythm_results:
+        print(_rhythm_row(rhythm))
+    print("(alerts = pages, one per incident opened; f/day: false pages per day over the whole stream;")
+    print(" learned: per day after the learning period, 2 days, 15 for the weekly pattern; delay: minutes from")
+    print(" an incident's start to its first page)")
+    print(
+        "sensitivity (SENSITIVITY / SENSITIVITY_BY_SERVICE): false pages per service per day after learning,"
+        f" summed over the rhythms (incidents caught), by level and its threshold in nats (medium: the model's"
+        f" {metadata['threshold']:g})"
+    )
+    for rate, points in curve.items():
+        cells = "  ".join(
+            f"{p['level']} {p['threshold']:g}: {p['false_per_day_learned']:.2f}"
+            f" ({p['detected']:.0f}/{p['incidents']:.0f})"
+            for p in points
+        )
+        print(f"  {rate:>6}  {cells}")
+    rows = [
+        {
+            **asdict(r),
+            "false_per_day": r.false_per_day,
+            "false_per_day_learned": r.false_per_day_learned,
+            "f1": r.f1,
+            "mean_delay_s": r.mean_delay_s,
+        }
+        for r in rhythm_results
+    ]
+    return rows, curve
+
+
+def _report_nab(forest: Any, metadata: dict[str, Any], folder: Path, batch: int) -> dict[str, Any]:
+    print(f"\nscoring NAB corpus at {folder} ...", flush=True)
+    nab = run_nab(forest, metadata, folder, batch)
+    print(f"{'NAB profile':<24} {'full':>6} {'even':>6} {'odd':>6}   (halves: files at even/odd positions)")
+    for name, r in nab["full"].items():
+        halves = f"{nab['half_even'][name]['score']:6.1f} {nab['half_odd'][name]['score']:6.1f}"
+        print(f"NAB {name:<20} {r['score']:6.1f} {halves}   (threshold {r['threshold']:.4f})")
+    categories = ", ".join(f"{c} {v:.1f}" for c, v in nab["categories_standard"].items())
+    print(f"NAB standard per category at the corpus threshold: {categories}")
+    published = ", ".join(f"{name} {value:.1f}" for name, value in nab["verdicts"].items())
+    print(f"NAB on the published verdicts (anomaly at the shipped threshold, full corpus): {published}")
+    return nab
 
 
 def _choice(parser: argparse.ArgumentParser, what: str, value: str, known: Sequence[str]) -> list[str]:
