@@ -17,7 +17,8 @@ SECURE ?= 0
 
 .DEFAULT_GOAL := help
 .PHONY: help install browser kafka-up kafka-down consume train serve process simulate up down logs status screenshot \
-        bench-state peers-venv flood test test-unit test-integration test-faults lint format schemas eval bench soak clean \
+        bench-state peers-venv flood test test-unit test-integration test-faults lint format schemas eval eval-pipeline bench \
+        soak clean \
         cluster-up cluster-down cluster-status images stack-up stack-down test-containers monitoring-tools \
         monitoring-up monitoring-down
 
@@ -134,6 +135,11 @@ schemas: $(STAMP) ## Regenerate the published JSON Schemas of the event and the 
 
 eval: $(STAMP) ## Detection quality on labelled scenarios (NAB=path/to/nab adds the NAB score)
 	@$(PY) -m evaluation $(if $(NAB),--nab $(NAB)) $(ARGS)
+
+eval-pipeline: $(STAMP) ## NAB (NAB=path/to/nab) through a running broker, ML service and processor, beside the offline replay
+	@test -n "$(NAB)" || { echo "usage: make eval-pipeline NAB=path/to/nab [ARGS='--every 6']"; exit 2; }
+	@$(PY) kafka-docker/main.py fetch-jars
+	@$(PY) benchmarks/nab_pipeline.py --nab $(NAB) $(ARGS)
 
 PEERS_VENV := .venv-peers
 PEERS_STAMP := $(PEERS_VENV)/.installed
