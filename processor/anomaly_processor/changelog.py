@@ -34,13 +34,13 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 from kafka.errors import KafkaTimeoutError
 
 from anomaly_processor.delivery import Delivery, Outgoing
 from anomaly_processor.metrics import ProcessorMetrics
 from anomaly_processor.ownership import PartitionOwnership
-from eventbus import KafkaSettings
+from eventbus import ConsumerPort, KafkaSettings
 from streaming_detector.scorer import ContextualScorer
 
 log = logging.getLogger(__name__)
@@ -106,9 +106,9 @@ class ChangelogState:
         scorer: ContextualScorer,
         store: LocalStateStore,
         delivery: Delivery,
-        restorer: KafkaConsumer,
+        restorer: ConsumerPort,
         ownership: PartitionOwnership,
-        consumer: KafkaConsumer,
+        consumer: ConsumerPort,
         positions: Callable[[], dict[TopicPartition, int]],
         *,
         kafka: KafkaSettings,
