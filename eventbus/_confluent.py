@@ -231,8 +231,15 @@ class ConfluentConsumer:
     # -- consuming ---------------------------------------------------------------------------------------
 
     def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> Mapping[TopicPartition, Sequence[Any]]:
+        """What has arrived, up to ``max_records``; if nothing has, wait up to ``timeout_ms`` for a first record
+        (``consume`` alone would wait the whole timeout for a full batch: a low-rate stream's lines come late)."""
+        limit = max_records or self._max_records
         try:
-            messages = self._consumer.consume(max_records or self._max_records, timeout_ms / 1000)
+            messages = self._consumer.consume(limit, 0)
+            if not messages and timeout_ms > 0:
+                first = self._consumer.poll(timeout_ms / 1000)
+                if first is not None:
+                    messages = [first, *self._consumer.consume(limit - 1, 0)] if limit > 1 else [first]
         except KafkaException as exc:
             _raise(exc)
         by_partition: dict[tuple[str, int], list[Record]] = {}
