@@ -17,7 +17,7 @@ SECURE ?= 0
 
 .DEFAULT_GOAL := help
 .PHONY: help install browser kafka-up kafka-down consume train serve process simulate up down logs status screenshot \
-        bench-state flood test test-unit test-integration test-faults lint format schemas eval bench soak clean \
+        bench-state flood test test-unit test-integration test-faults test-kafka-python lint format schemas eval bench soak clean \
         cluster-up cluster-down cluster-status images stack-up stack-down test-containers monitoring-tools \
         monitoring-up monitoring-down
 
@@ -105,9 +105,20 @@ screenshot: $(STAMP) browser ## Regenerate docs/dashboard.png with the browser t
 	@UPDATE_SCREENSHOT=1 $(PY) -m pytest -q tests/integration/test_dashboard_browser.py $(PYTEST_ARGS)
 	@echo "docs/dashboard.png updated"
 
+# The processor's tests run on its default Kafka client (librdkafka); the decisive ones (marked kafka_python:
+# delivery, rebalance, restart, state restore, TLS/SASL, a killed member) run again on kafka-python.
+CLIENT_TESTS := tests/integration/test_processor_pipeline.py tests/integration/test_original_design.py \
+	tests/integration/test_processor_state.py tests/integration/test_secure_broker.py tests/faults
+
 test: $(STAMP) browser monitoring-tools ## Run every test (unit, then integration against a real Kafka broker)
 	@$(PY) kafka-docker/main.py fetch-jars
 	@$(PY) -m pytest $(PYTEST_ARGS)
+	@echo "Again on kafka-python (KAFKA_CLIENT=kafka-python), the tests marked kafka_python:"
+	@KAFKA_CLIENT=kafka-python $(PY) -m pytest -m kafka_python $(CLIENT_TESTS) $(PYTEST_ARGS)
+
+test-kafka-python: $(STAMP) ## Every processor integration and fault test on kafka-python (make test runs a subset)
+	@$(PY) kafka-docker/main.py fetch-jars
+	@KAFKA_CLIENT=kafka-python $(PY) -m pytest $(CLIENT_TESTS) $(PYTEST_ARGS)
 
 test-unit: $(STAMP) ## Run the fast unit tests (no broker)
 	@$(PY) -m pytest tests/unit $(PYTEST_ARGS)

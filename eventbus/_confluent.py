@@ -28,13 +28,29 @@ from eventbus._ports import RebalanceListener
 log = logging.getLogger(__name__)
 LIBRDKAFKA_LOGGER = "kafka.librdkafka"  # under "kafka": quieted with kafka-python's
 
-# librdkafka errors that waiting can fix though librdkafka does not mark them retriable.
+# librdkafka errors that waiting can fix though librdkafka does not mark them retriable: brokers going away or
+# moving (a killed leader's handle is destroyed under a pending request), metadata not known yet.
 _TRANSIENT = {
     LibError._TRANSPORT,
     LibError._ALL_BROKERS_DOWN,
+    LibError._DESTROY_BROKER,
+    LibError._UNKNOWN_BROKER,
+    LibError._RESOLVE,
+    LibError._NODE_UPDATE,
     LibError._TIMED_OUT,
+    LibError._TIMED_OUT_QUEUE,
     LibError._MSG_TIMED_OUT,
+    LibError._ISR_INSUFF,
     LibError._WAIT_COORD,
+    LibError._WAIT_CACHE,
+    LibError._IN_PROGRESS,
+    LibError._PREV_IN_PROGRESS,
+    LibError._RETRY,
+    LibError._OUTDATED,
+    LibError._STATE,  # e.g. a seek before the partition's fetch started: done again on the retry
+    LibError._UNKNOWN_PARTITION,
+    LibError._UNKNOWN_TOPIC,
+    LibError._MAX_POLL_EXCEEDED,  # left the group: the next poll joins it again
     LibError.REQUEST_TIMED_OUT,
     LibError.NOT_ENOUGH_REPLICAS,
     LibError.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
@@ -171,7 +187,8 @@ def _ours(partitions: Iterable[LibPartition]) -> list[TopicPartition]:
 
 
 def _log_error(error: LibError) -> None:
-    log.warning("librdkafka: %s", error.str())
+    """librdkafka's own log (``kafka.librdkafka``) already tells of brokers going away; only a fatal error is news."""
+    log.log(logging.ERROR if error.fatal() else logging.DEBUG, "librdkafka: %s", error.str())
 
 
 class ConfluentConsumer:

@@ -61,3 +61,11 @@ def test_librdkafka_errors_keep_whether_waiting_can_fix_them() -> None:
     assert ConfluentKafkaError(KafkaError(KafkaError.NOT_ENOUGH_REPLICAS)).retriable
     assert not ConfluentKafkaError(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED)).retriable
     assert not ConfluentKafkaError(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE)).retriable
+
+
+def test_a_broker_handle_destroyed_under_a_request_is_retried_not_fatal() -> None:
+    """A killed partition leader: librdkafka fails the offset look-up of a state restore with _DESTROY_BROKER."""
+    from confluent_kafka import KafkaError
+
+    assert ConfluentKafkaError(KafkaError(KafkaError._DESTROY_BROKER)).retriable
+    assert not ConfluentKafkaError(KafkaError(KafkaError._INVALID_ARG)).retriable
