@@ -106,7 +106,8 @@ screenshot: $(STAMP) browser ## Regenerate docs/dashboard.png with the browser t
 	@echo "docs/dashboard.png updated"
 
 # The processor's tests run on its default Kafka client (librdkafka); the decisive ones (marked kafka_python:
-# delivery, rebalance, restart, state restore, TLS/SASL, a killed member) run again on kafka-python.
+# delivery, pause while the ML service is away, a killed processor, members joining and leaving, state restore,
+# TLS/SASL; ~2.5 min) run again on kafka-python. make test-kafka-python runs all of CLIENT_TESTS on it.
 CLIENT_TESTS := tests/integration/test_processor_pipeline.py tests/integration/test_original_design.py \
 	tests/integration/test_processor_state.py tests/integration/test_secure_broker.py tests/faults
 

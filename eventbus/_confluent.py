@@ -123,6 +123,9 @@ class ConfluentKafkaError(KafkaError):
         self.code = error.code()
         self.retriable = bool(error.retriable() or error.code() in _TRANSIENT) and not error.fatal()
 
+    def __str__(self) -> str:  # kafka-python's would prefix the class name, which ``describe`` adds too
+        return str(self.args[0])
+
 
 def _raise(exc: KafkaException) -> Any:
     error = exc.args[0] if exc.args and isinstance(exc.args[0], LibError) else None

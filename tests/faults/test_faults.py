@@ -162,7 +162,6 @@ def test_broker_stopped_then_killed_while_producer_and_processor_run(model_path:
         broker.stop()
 
 
-@pytest.mark.kafka_python
 def test_three_processors_one_killed_the_others_take_over(rig: Rig) -> None:
     partitions = {(murmur2(service.encode()) & 0x7FFFFFFF) % rig.settings.logs_partitions for service in SERVICES}
     assert partitions == set(range(3)), "every partition must carry services, or the kill may hit an idle one"

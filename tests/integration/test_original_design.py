@@ -135,7 +135,6 @@ def test_the_original_simulators_events_each_get_one_verdict_carrying_what_was_s
     assert f'Log: {{"timestamp":{first["timestamp"]},"service":"{first["service"]}"' in processor.stdout()
 
 
-@pytest.mark.kafka_python
 def test_keyless_events_are_scored_in_their_services_context_by_one_of_two_processors(
     ml_service: MLService,  # noqa: F811
     kafka_settings: KafkaSettings,
