@@ -2,7 +2,7 @@
 
 The scenarios and NAB files go through ``ContextualScorer`` in micro-batches of ``--batch`` events, the
 composition the processor runs, over ``InProcessModel`` (the context model the ML service serves, in this
-process), with state carried across batches as in the processor. ``tests/unit/test_eval_path.py`` checks that
+process), with state carried across batches as in the processor. ``tests/unit/evaluation/test_path.py`` checks that
 the processor's HTTP path reaches the same verdicts.
 
 Alerts are counted as the product pages: without the gate's cool-down, every event above the threshold is an

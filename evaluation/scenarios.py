@@ -12,7 +12,17 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 
 from eventbus import LABEL_NORMAL, LogEvent
-from streaming_detector.profiles import NormalProfile
+from streaming_detector.profiles import (
+    BURST_ERROR_RATE,
+    DRIFT_LATENCY_FACTOR,
+    ERROR_BURST,
+    LATENCY_SPIKE,
+    LEVEL_SHIFT,
+    SHIFT_LATENCY_FACTOR,
+    SLOW_DRIFT,
+    SPIKE_LATENCY_FACTOR,
+    NormalProfile,
+)
 
 
 @dataclass(frozen=True)
@@ -90,8 +100,8 @@ def _spikes(name: str, latency: np.ndarray, error: np.ndarray, rng: np.random.Ge
     out = []
     for start in _spaced_starts(rng, len(latency), 3, 4, 200):
         length = int(rng.integers(1, 4))
-        latency[start : start + length] *= rng.uniform(4.0, 10.0)
-        out.append(("latency_spike", start, length))
+        latency[start : start + length] *= rng.uniform(*SPIKE_LATENCY_FACTOR)
+        out.append((LATENCY_SPIKE, start, length))
     return out
 
 
@@ -99,8 +109,8 @@ def _bursts(name: str, latency: np.ndarray, error: np.ndarray, rng: np.random.Ge
     out = []
     for start in _spaced_starts(rng, len(latency), 5, 4, 200):
         length = int(rng.integers(2, 6))
-        error[start : start + length] = rng.uniform(0.2, 0.8, length)
-        out.append(("error_burst", start, length))
+        error[start : start + length] = rng.uniform(*BURST_ERROR_RATE, length)
+        out.append((ERROR_BURST, start, length))
     return out
 
 
@@ -108,8 +118,8 @@ def _shifts(name: str, latency: np.ndarray, error: np.ndarray, rng: np.random.Ge
     out = []
     for start in _spaced_starts(rng, len(latency), 150, 2, 200):
         length = int(rng.integers(60, 150))
-        latency[start : start + length] *= rng.uniform(1.6, 2.5)
-        out.append(("level_shift", start, length))
+        latency[start : start + length] *= rng.uniform(*SHIFT_LATENCY_FACTOR)
+        out.append((LEVEL_SHIFT, start, length))
     return out
 
 
@@ -117,12 +127,12 @@ def _drift(name: str, latency: np.ndarray, error: np.ndarray, rng: np.random.Gen
     """Latency creeps up to x2–3 over a few hundred events, then stays there: the service is degrading."""
     start = int(rng.integers(len(latency) // 3, len(latency) // 2))
     ramp = min(int(rng.integers(200, 400)), len(latency) - start - 50)
-    factor = rng.uniform(2.0, 3.0)
+    factor = rng.uniform(*DRIFT_LATENCY_FACTOR)
     multiplier = np.ones(len(latency))
     multiplier[start : start + ramp] = np.linspace(1.0, factor, ramp)
     multiplier[start + ramp :] = factor
     latency *= multiplier
-    return [("slow_drift", start, len(latency) - start)]
+    return [(SLOW_DRIFT, start, len(latency) - start)]
 
 
 def _mixed(name: str, latency: np.ndarray, error: np.ndarray, rng: np.random.Generator) -> list[tuple[str, int, int]]:

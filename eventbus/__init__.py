@@ -1,6 +1,6 @@
 """What every service of the pipeline shares: the event schema, topic names, settings, Kafka clients.
 
-Public surface (pinned by ``tests/unit/test_eventbus.py``)::
+Public surface (pinned by ``tests/unit/eventbus/test_contract.py``)::
 
     LogEvent, Verdict            the one schema for events in ``logs`` and verdicts in ``predictions``
     Incident, Explanation        incident records (topic ``incidents``) and a verdict's reason

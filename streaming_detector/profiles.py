@@ -3,6 +3,9 @@
 Latency is log-normal around each service's median (long right tail, never negative); the error
 rate is a small Beta-distributed fraction (about 0.5% on average), as in a healthy service.
 ``ORIGINAL`` keeps the original design's distributions: latency N(200, 50) and error rate U[0, 1].
+
+The kinds of trouble injected on top of it (their labels and magnitudes) are here too, so the simulator and
+the evaluation's scenarios inject the same thing under the same name.
 """
 
 import uuid
@@ -40,6 +43,17 @@ class NormalProfile:
 
 REALISTIC = NormalProfile()
 ORIGINAL = NormalProfile(original=True)
+
+# Injected anomalies: the label each touched event carries, and the range its magnitude is drawn from.
+LATENCY_SPIKE = "latency_spike"
+ERROR_BURST = "error_burst"
+LEVEL_SHIFT = "level_shift"
+SLOW_DRIFT = "slow_drift"
+SPIKE_LATENCY_FACTOR = (4.0, 10.0)  # latency x this for a few events
+BURST_ERROR_RATE = (0.2, 0.8)  # error rate drawn from this for a few events
+SHIFT_LATENCY_FACTOR = (1.6, 2.5)  # latency x this for tens to hundreds of events
+SHIFT_ERROR_RATE_RISE = (0.05, 0.2)  # error rate + this, the other shape of a level shift
+DRIFT_LATENCY_FACTOR = (2.0, 3.0)  # latency creeps up to x this and stays
 
 
 def generate_normal_events(

@@ -16,10 +16,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from log_simulator.errors import ConfigurationError
-
-LATENCY_SPIKE = "latency_spike"
-ERROR_BURST = "error_burst"
-LEVEL_SHIFT = "level_shift"
+from streaming_detector.profiles import (
+    BURST_ERROR_RATE,
+    ERROR_BURST,
+    LATENCY_SPIKE,
+    LEVEL_SHIFT,
+    SHIFT_ERROR_RATE_RISE,
+    SHIFT_LATENCY_FACTOR,
+    SPIKE_LATENCY_FACTOR,
+)
 
 
 @dataclass(frozen=True)
@@ -36,13 +41,13 @@ class AnomalyKind:
         """A new episode of this kind with its magnitude drawn from ``rng``."""
         length = rng.randint(self.min_events, self.max_events)
         if self.name == LATENCY_SPIKE:
-            return Episode(self.name, length, latency_factor=rng.uniform(4.0, 10.0))
+            return Episode(self.name, length, latency_factor=rng.uniform(*SPIKE_LATENCY_FACTOR))
         if self.name == ERROR_BURST:
-            return Episode(self.name, length, error_range=(0.2, 0.8))
+            return Episode(self.name, length, error_range=BURST_ERROR_RATE)
         if self.name == LEVEL_SHIFT:
             shape = rng.choice(("latency", "error", "both"))
-            factor = rng.uniform(1.6, 2.5) if shape != "error" else 1.0
-            shift = rng.uniform(0.05, 0.2) if shape != "latency" else 0.0
+            factor = rng.uniform(*SHIFT_LATENCY_FACTOR) if shape != "error" else 1.0
+            shift = rng.uniform(*SHIFT_ERROR_RATE_RISE) if shape != "latency" else 0.0
             return Episode(self.name, length, latency_factor=factor, error_shift=shift)
         raise AssertionError(f"no episode recipe for {self.name}")
 

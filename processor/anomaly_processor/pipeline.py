@@ -23,34 +23,33 @@ assigned partitions stay paused and the consumer keeps polling, so it stays in i
 
 The loop is a short list of calls on its units: ``BatchConsumer`` (polling a batch, handing records back,
 waiting paused), ``PartitionOwnership`` (rebalance epochs), ``Delivery`` (producing and waiting for acks),
-``OffsetCommitter`` (commits), and ``retry_after`` (one retry step), each in its own module.
+``OffsetCommitter`` (commits), ``BatchScorer`` (scoring, retried and bisected), ``IncidentFeed`` (incident
+records) and ``retry_after`` (one retry step), each in its own module.
 """
 
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
-import orjson
 from kafka import TopicPartition
 from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.errors import KafkaError
 
+from anomaly_processor.batch_scoring import BatchScorer, ScoredBatch
 from anomaly_processor.batches import BatchConsumer
 from anomaly_processor.changelog import ChangelogState, LocalStateStore
 from anomaly_processor.commits import OffsetCommitter
 from anomaly_processor.delivery import Delivery, Outgoing
-from anomaly_processor.errors import ScoringProtocolError, ScoringRejectedError, ScoringUnavailableError
+from anomaly_processor.incident_feed import IncidentFeed
 from anomaly_processor.metrics import ProcessorMetrics
-from anomaly_processor.ml_client import Score, Scorer
+from anomaly_processor.ml_client import Scorer
 from anomaly_processor.output import Printer
 from anomaly_processor.ownership import OwnershipListener, PartitionOwnership
 from anomaly_processor.records import (
     ORIGIN_HEADER,
     ConsumedRecord,
-    DecodedBatch,
     dead_letter_json,
     decode_batch,
     origin_of,
@@ -59,7 +58,6 @@ from anomaly_processor.records import (
 from anomaly_processor.retry import Backoff, RetryContext, describe, retriable, retry_after
 from anomaly_processor.settings import ProcessorSettings
 from eventbus import ConsumerPort, KafkaSettings, LogEvent, ProducerPort
-from streaming_detector.incidents import IncidentTracker
 from streaming_detector.scorer import ContextualScorer
 
 log = logging.getLogger(__name__)
@@ -100,37 +98,6 @@ def producer_overrides() -> dict[str, Any]:
     }
 
 
-@dataclass
-class ScoredBatch:
-    """A batch's outcome: verdicts, and dead letters (undecodable, or rejected by the scorer)."""
-
-    verdicts: list[tuple[LogEvent, Score]]
-    dead_letters: list[tuple[ConsumedRecord, str]]
-
-
-def score_isolating(scorer: Scorer, events: Sequence[LogEvent]) -> tuple[list[Score | None], list[tuple[int, str]]]:
-    """Score ``events``; when the scorer rejects a batch, bisect it to find the events it rejects.
-
-    Returns the scores (``None`` for rejected events) and ``(index, reason)`` for each rejected event, so
-    valid events are never lost with the bad ones. ``ScoringUnavailableError`` propagates: retry it all.
-    """
-    scores: list[Score | None] = [None] * len(events)
-    rejected: list[tuple[int, str]] = []
-    pending = [(0, len(events))] if events else []
-    while pending:
-        start, stop = pending.pop()
-        try:
-            scores[start:stop] = scorer.score(events[start:stop])
-        except ScoringRejectedError as exc:
-            if stop - start == 1:
-                rejected.append((start, f"ML service rejected the event ({exc.status}): {exc.detail}"))
-            else:
-                middle = (start + stop) // 2
-                pending.extend([(middle, stop), (start, middle)])
-    rejected.sort()
-    return scores, rejected
-
-
 class Pipeline:
     """Consumes ``LOGS_TOPIC`` and writes verdicts to ``PREDICTIONS_TOPIC``, bad messages to ``DLQ_TOPIC``.
 
@@ -154,17 +121,11 @@ class Pipeline:
         notify: Callable[[list[dict[str, Any]]], None] | None = None,
     ) -> None:
         self._consumer = consumer
-        self._scorer = scorer
         self._kafka = kafka
         self._settings = settings
         self.printer = printer
         self.stop = stop or threading.Event()
-        self._scorer_name = scorer_name
         self.metrics = metrics or ProcessorMetrics()
-        self.incidents = IncidentTracker(
-            settings.incident_resolve_s, settings.incident_resolve_events, settings.incident_idle_resolve_s
-        )
-        self._notify = notify  # hands delivered incident records to the alerting thread (never blocks)
         self.ownership = PartitionOwnership(consumer, on_revoke=lambda tp: self.commits.forget(tp))
         self.batches = BatchConsumer(
             consumer,
@@ -177,6 +138,16 @@ class Pipeline:
         )
         retries = RetryContext(printer, self.stop, self.batches.hold, self._backoff, kafka.kafka_bootstrap_servers)
         self.delivery = Delivery(producer, retries)
+        self.incidents = IncidentFeed(settings, kafka.incidents_topic, self.delivery, printer, self.metrics, notify)
+        self.scoring = BatchScorer(
+            scorer,
+            self.batches,
+            printer=printer,
+            metrics=self.metrics,
+            stop=self.stop,
+            backoff=self._backoff,
+            scorer_name=scorer_name,
+        )
         self.commits = OffsetCommitter(consumer, self.ownership, self.metrics, retries)
         self.state: ChangelogState | None = None
         if restorer is not None and isinstance(scorer, ContextualScorer):
@@ -262,7 +233,7 @@ class Pipeline:
             # Those partitions were sought to where their saved state left off: their records come again.
             records = [r for r in records if r.partition not in restored]
         if not records:
-            self._resolve_idle()
+            self.incidents.resolve_idle()
             self.printer.tick()
             if self.state is not None and not self._behind and self.state.due():
                 try:
@@ -299,7 +270,7 @@ class Pipeline:
         """Score, produce, print and commit one batch; None when given up (on shutdown) before committing."""
         decoded = decode_batch(records, self._owns_service, self._kafka.repartition_topic)
         started = time.perf_counter()
-        scored = self._score_with_retry(decoded, epoch)
+        scored = self.scoring.score(decoded, epoch)
         if scored is None:
             return None
         self.metrics.scoring_seconds.observe(time.perf_counter() - started)
@@ -312,7 +283,7 @@ class Pipeline:
             Outgoing(self._kafka.dlq_topic, record.key, dead_letter_json(record, reason))
             for record, reason in scored.dead_letters
         )
-        outgoing.extend(self._incident_records(incidents))
+        outgoing.extend(self.incidents.records(incidents))
         outgoing.extend(
             Outgoing(
                 self._kafka.repartition_topic,
@@ -329,7 +300,7 @@ class Pipeline:
             return None
         handled = [record for record in records if self.ownership.owned_since(record, epoch)]
         self.printer.batch(len(handled), scored.verdicts, scored.dead_letters)
-        self._announce(incidents)
+        self.incidents.announce(incidents)
         self._count(len(handled), scored)
         if decoded.forward:
             self.metrics.rekeyed.inc(len(decoded.forward))
@@ -350,74 +321,6 @@ class Pipeline:
         if anomalies:
             metrics.anomalies.inc(anomalies)
         metrics.observe_dead_letters(reason for _, reason in scored.dead_letters)
-
-    def _incident_records(self, incidents: list[dict[str, Any]]) -> list[Outgoing]:
-        topic = self._kafka.incidents_topic
-        return [Outgoing(topic, record["service"].encode(), orjson.dumps(record)) for record in incidents]
-
-    def _announce(self, incidents: list[dict[str, Any]]) -> None:
-        """Incident records acknowledged by Kafka: print them, count them, hand them to the alerting thread."""
-        if not incidents:
-            return
-        self.printer.incidents(incidents)
-        self.metrics.observe_incidents(incidents, self.incidents.open)
-        if self._notify is not None:
-            self._notify(incidents)
-
-    def _resolve_idle(self) -> None:
-        """While no events arrive, resolve the incidents of services silent for too long (wall clock)."""
-        expired = self.incidents.expire()
-        if expired and self.delivery.deliver(self._incident_records(expired)):
-            self._announce(expired)
-
-    # -- scoring -------------------------------------------------------------------------------------------
-
-    def _score_with_retry(self, decoded: DecodedBatch, epoch: int) -> ScoredBatch | None:
-        backoff = self._backoff()
-        while True:
-            try:
-                scores, rejected = score_isolating(self._scorer, decoded.events)
-            except ScoringUnavailableError as exc:
-                if self.stop.is_set():
-                    log.warning(
-                        "stopping while %s is unavailable: %d events left uncommitted",
-                        self._scorer_name,
-                        len(decoded.events),
-                    )
-                    return None
-                self.metrics.scoring_retries.inc()
-                if isinstance(exc, ScoringProtocolError):
-                    log.error("%s broke the scoring contract: %s", self._scorer_name, exc.reason)
-                retry_after(
-                    backoff,
-                    self.batches.hold,
-                    self.printer,
-                    log,
-                    "scoring %d events failed (attempt %d): %s; retrying in %.1fs",
-                    len(decoded.events),
-                    backoff.attempts + 1,  # the attempt this delay follows
-                    exc.reason,
-                    shown=f"ML service unavailable at {self._scorer_name}, retrying in {{delay}}s ({exc.reason})",
-                )
-                decoded = self.batches.drop_lost(decoded, epoch)
-                continue
-            if backoff.attempts:
-                self.printer.notice(f"ML service at {self._scorer_name} is back after {backoff.attempts} retries.")
-            break
-        verdicts = [(event, score) for event, score in zip(decoded.events, scores, strict=True) if score is not None]
-        dead_letters = list(decoded.refused)
-        for index, reason in rejected:
-            record = decoded.event_records[index]
-            log.warning(
-                "scorer rejected event %s at %s[%d]@%d: %s",
-                decoded.events[index].event_id,
-                record.topic,
-                record.partition,
-                record.offset,
-                reason,
-            )
-            dead_letters.append((record, reason))
-        return ScoredBatch(verdicts, dead_letters)
 
     def _owns_service(self, event: LogEvent) -> bool:
         """True when this consumer owns the event's service's partition of the repartition topic."""

@@ -13,8 +13,8 @@ from typing import NamedTuple
 import pytest
 from ml_service.model import load_bundle
 
-from devstack.processes import free_port, http_status, wait_until
-from tests.unit.ml_context import save_small_bundle
+from devstack.processes import Child, free_port
+from tests.ml_context import save_small_bundle
 
 pytestmark = pytest.mark.integration
 
@@ -40,14 +40,6 @@ def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_small_bundle(tmp_path_factory.mktemp("served-model"), seed=8)
 
 
-def wait_until_ready(base_url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: float = 60) -> None:
-    outcome = wait_until(lambda: http_status(f"{base_url}/ready") == 200, lambda: process.poll() is None, timeout_s)
-    if outcome == "exited":
-        raise AssertionError(f"server exited with {process.returncode}:\n{log.read_text()}")
-    if outcome == "timeout":
-        raise AssertionError(f"server not ready after {timeout_s}s:\n{log.read_text()}")
-
-
 @pytest.fixture(params=sorted(LAUNCHES))
 def server(request: pytest.FixtureRequest, model_path: Path, tmp_path: Path) -> Iterator[RunningServer]:
     port = free_port()
@@ -60,22 +52,16 @@ def server(request: pytest.FixtureRequest, model_path: Path, tmp_path: Path) -> 
         "LOG_LEVEL": "INFO",
     }
     env.pop("ML_SCORING_API_KEY", None)
-    log = tmp_path / "server.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            LAUNCHES[request.param](port), cwd=SERVICE_DIR, env=env, stdout=sink, stderr=subprocess.STDOUT
-        )
+    child = Child(
+        "ml-service", LAUNCHES[request.param](port), env=env, cwd=SERVICE_DIR, log_path=tmp_path / "server.log"
+    )
+    child.start()
     try:
-        wait_until_ready(f"http://127.0.0.1:{port}", process, log)
-        yield RunningServer(port, process, log, request.param)
+        child.wait_ready(f"http://127.0.0.1:{port}/ready")
+        assert child.process is not None
+        yield RunningServer(port, child.process, child.log_path, request.param)
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        child.stop(timeout_s=20)
 
 
 def curl(command: str) -> tuple[int, str]:

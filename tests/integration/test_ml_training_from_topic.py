@@ -10,7 +10,7 @@ from ml_service.training import main
 
 from eventbus import KafkaSettings, LogEvent
 from streaming_detector.profiles import generate_normal_events
-from tests.unit.ml_context import SMALL_CONTEXT_ARGS
+from tests.ml_context import SMALL_CONTEXT_ARGS
 
 pytestmark = pytest.mark.integration
 

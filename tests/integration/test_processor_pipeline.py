@@ -28,7 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from devstack.processes import Child, free_port
 from eventbus import VERDICT_FIELDS, KafkaSettings, LogEvent, Verdict, make_admin, stream_client
 from streaming_detector.profiles import NormalProfile, generate_normal_events
-from tests.unit.ml_context import SMALL_CONTEXT_ARGS
+from tests.ml_context import SMALL_CONTEXT_ARGS
 
 pytestmark = pytest.mark.integration
 

@@ -1,7 +1,6 @@
 """Security defaults of the real processes: loopback-only listeners, keys enforced, no secret in any log."""
 
 import os
-import subprocess
 import sys
 import time
 import urllib.error
@@ -12,10 +11,10 @@ import pytest
 from ml_service.model import save_bundle, train_model
 from ml_service.training import simulated_training_data
 
+from devstack.processes import Child, free_port, wait_until
 from eventbus import KafkaSettings
-from tests.conftest import free_port
-from tests.integration.test_ml_server import SERVICE_DIR, wait_until_ready
-from tests.unit.ml_context import small_context_model
+from tests.integration.test_ml_server import SERVICE_DIR
+from tests.ml_context import small_context_model
 
 pytestmark = pytest.mark.integration
 
@@ -63,14 +62,11 @@ def test_ml_service_binds_loopback_enforces_keys_and_never_logs_them(tmp_path: P
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "ML_HOST"}  # the default bind address is under test
     env |= {"ML_PORT": str(port), "MODEL_PATH": str(model), "LOG_LEVEL": "DEBUG", **SECRETS}
-    log = tmp_path / "ml.log"
-    with log.open("wb") as sink:
-        service = subprocess.Popen(
-            [sys.executable, "main.py"], cwd=SERVICE_DIR, env=env, stdout=sink, stderr=subprocess.STDOUT
-        )
+    service = Child("ml-service", [sys.executable, "main.py"], env=env, cwd=SERVICE_DIR, log_path=tmp_path / "ml.log")
+    service.start()
     try:
         base = f"http://127.0.0.1:{port}"
-        wait_until_ready(base, service, log)
+        service.wait_ready(f"{base}/ready")
         assert listening_addresses(port) == {"0100007F"}, "the service must listen on 127.0.0.1 only"
         event = b'{"latency_ms": 250, "error_rate": 0.4}'
         assert request(f"{base}/predict", event) == 401
@@ -80,8 +76,7 @@ def test_ml_service_binds_loopback_enforces_keys_and_never_logs_them(tmp_path: P
         assert request(f"{base}/model/reload", b"", key=SECRETS["ML_API_KEY"]) == 200
     finally:
         service.terminate()
-        service.wait(timeout=30)
-    text = log.read_text()
+    text = service.log_text()
     assert text, "the service logged nothing at DEBUG"
     for name, secret in SECRETS.items():
         assert secret not in text, f"{name} appeared in the ML service's log"
@@ -100,22 +95,18 @@ def test_processor_metrics_bind_loopback_and_its_logs_hold_no_secret(
         "LOG_LEVEL": "DEBUG",
         **SECRETS,
     }
-    log = tmp_path / "processor.log"
-    with log.open("wb") as sink:
-        processor = subprocess.Popen(
-            [sys.executable, "main.py"], cwd=REPO / "processor", env=env, stdout=sink, stderr=subprocess.STDOUT
-        )
+    processor = Child(
+        "processor", [sys.executable, "main.py"], env=env, cwd=REPO / "processor", log_path=tmp_path / "processor.log"
+    )
+    processor.start()
     try:
-        deadline = time.monotonic() + 30
-        while not listening_addresses(metrics_port) and time.monotonic() < deadline:
-            assert processor.poll() is None, log.read_text()
-            time.sleep(0.2)
+        outcome = wait_until(lambda: bool(listening_addresses(metrics_port)), processor.alive, 30)
+        assert outcome != "exited", processor.log_tail()
         assert listening_addresses(metrics_port) == {"0100007F"}, "metrics must listen on 127.0.0.1 only"
         time.sleep(2)  # let it log a few retries against the absent ML service
     finally:
         processor.terminate()
-        processor.wait(timeout=30)
-    text = log.read_text()
+    text = processor.log_text()
     assert text, "the processor logged nothing at DEBUG"
     for name, secret in SECRETS.items():
         assert secret not in text, f"{name} appeared in the processor's log"

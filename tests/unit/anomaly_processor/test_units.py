@@ -17,7 +17,7 @@ from anomaly_processor.retry import Backoff, RetryContext, retry_after
 from kafka import TopicPartition
 from kafka.errors import KafkaTimeoutError, NotLeaderForPartitionError
 
-from tests.unit.test_processor_loop import P0, P1, FakeConsumer, FakeProducer, consumer_record
+from tests.unit.anomaly_processor.test_loop import P0, P1, FakeConsumer, FakeProducer, consumer_record
 
 
 class Lines:

@@ -7,7 +7,7 @@ import pytest
 from ml_service.model import load_bundle, metadata_path_for
 from ml_service.training import main
 
-from tests.unit.ml_context import SMALL_CONTEXT_ARGS
+from tests.ml_context import SMALL_CONTEXT_ARGS
 
 
 def test_writes_a_model_the_service_can_load(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -17,7 +17,7 @@ from evaluation.cli import paged, replay
 from evaluation.scenarios import build_scenario
 from eventbus import LogEvent
 from streaming_detector import ContextualScorer, InProcessModel, in_process_scorer
-from tests.unit.ml_context import small_context_model
+from tests.ml_context import small_context_model
 
 
 class InProcessService(HttpScorer):

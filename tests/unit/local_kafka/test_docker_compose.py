@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-COMPOSE_FILE = Path(__file__).resolve().parents[2] / "kafka-docker" / "docker-compose.yml"
+COMPOSE_FILE = Path(__file__).resolve().parents[3] / "kafka-docker" / "docker-compose.yml"
 
 
 def test_images_are_pinned_to_a_zookeeper_capable_release() -> None:

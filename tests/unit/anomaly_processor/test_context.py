@@ -6,9 +6,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from anomaly_processor.batch_scoring import score_isolating
 from anomaly_processor.errors import ScoringConfigError, ScoringRejectedError, ScoringUnavailableError
 from anomaly_processor.ml_client import CONTEXT_DECIMALS, Contexts, HttpScorer, Score
-from anomaly_processor.pipeline import score_isolating
 from pydantic import BaseModel
 
 from eventbus import LogEvent

@@ -20,7 +20,7 @@ from ml_service.model import load_bundle
 from ml_service.schemas import batch_adapter
 from ml_service.settings import MLSettings
 
-from tests.unit.ml_context import save_small_bundle
+from tests.ml_context import save_small_bundle
 
 JSON = {"Content-Type": "application/json"}
 EVENT = {

@@ -15,7 +15,7 @@ from ml_service.settings import MLSettings
 
 from streaming_detector import ContextConfig, ContextTracker
 from tests.conftest import run_in_fresh_python
-from tests.unit.ml_context import save_small_bundle
+from tests.ml_context import save_small_bundle
 
 JSON = {"Content-Type": "application/json"}
 

@@ -8,6 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from anomaly_processor.batch_scoring import score_isolating
 from anomaly_processor.errors import (
     ScoringConfigError,
     ScoringProtocolError,
@@ -15,7 +16,6 @@ from anomaly_processor.errors import (
     ScoringUnavailableError,
 )
 from anomaly_processor.ml_client import HttpScorer, Score
-from anomaly_processor.pipeline import score_isolating
 
 from eventbus import LogEvent
 from streaming_detector.profiles import generate_normal_events

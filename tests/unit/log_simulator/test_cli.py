@@ -11,7 +11,7 @@ from log_simulator.cli import load_settings, main
 
 from tests.conftest import free_port
 
-SIMULATOR_DIR = Path(__file__).resolve().parents[2] / "log-simulator"
+SIMULATOR_DIR = Path(__file__).resolve().parents[3] / "log-simulator"
 
 
 def test_environment_sets_defaults_and_flags_override(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,7 +14,7 @@ from ml_service.settings import DEFAULT_MODEL_PATH, MLSettings
 from ml_service.training import simulated_training_data
 from sklearn.ensemble import IsolationForest
 
-from tests.unit.ml_context import save_small_bundle
+from tests.ml_context import save_small_bundle
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import free_port
-from tests.unit.test_processor_loop import P0, P1, Harness, ScriptedScorer
+from tests.unit.anomaly_processor.test_loop import P0, P1, Harness, ScriptedScorer
 
 
 def samples(metrics: ProcessorMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -15,7 +15,7 @@ from ml_service.model import load_bundle, metadata_path_for, save_bundle, train_
 from ml_service.settings import MLSettings
 from ml_service.training import simulated_training_data
 
-from tests.unit.ml_context import small_context_model
+from tests.ml_context import small_context_model
 
 JSON = {"Content-Type": "application/json"}
 HEALTHY = {"latency_ms": 205.0, "error_rate": 0.004}

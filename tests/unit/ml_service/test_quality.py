@@ -10,7 +10,7 @@ from ml_service.model import ModelBundle, load_bundle, save_bundle, train_model
 from ml_service.training import DEFAULT_TRAINING_EVENTS, simulated_training_data
 
 from streaming_detector.profiles import generate_normal_events
-from tests.unit.ml_context import small_context_model
+from tests.ml_context import small_context_model
 
 FRESH_SEEDS = (101, 202, 303)
 EVENTS_PER_SEED = 6000
