@@ -49,7 +49,8 @@ class SendFuture(Protocol):
 
 
 class RebalanceListener(Protocol):
-    """Told of revocations and assignments; runs inside ``poll`` (librdkafka) or on the IO thread (kafka-python)."""
+    """Told of revocations and assignments; runs inside ``poll`` (librdkafka) or on the IO thread (kafka-python).
+    kafka-python takes only a subclass of its ``ConsumerRebalanceListener``: derive from it."""
 
     def on_partitions_revoked(self, revoked: Any) -> None: ...
     def on_partitions_assigned(self, assigned: Any) -> None: ...
