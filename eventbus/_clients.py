@@ -66,7 +66,12 @@ def make_stream_consumer(settings: KafkaSettings, *, group_id: str | None, **opt
         return cast(ConsumerPort, make_consumer(settings, group_id=group_id, **options))
     from eventbus._confluent import ConfluentConsumer, librdkafka_options
 
-    configs = {**settings.librdkafka_configs(), "enable.auto.offset.store": False}
+    configs = {
+        **settings.librdkafka_configs(),
+        "enable.auto.offset.store": False,
+        # librdkafka prefetches up to 64 MiB by default; a few batches ahead is enough and keeps memory flat.
+        "queued.max.messages.kbytes": 16 * 1024,
+    }
     configs.update(
         librdkafka_options(
             {"enable_auto_commit": False, "auto_offset_reset": "earliest", "client_id": "log-pipeline", **options}
