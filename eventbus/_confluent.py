@@ -67,6 +67,8 @@ _REBALANCED = {
     LibError.UNKNOWN_MEMBER_ID,
     LibError._ASSIGNMENT_LOST,
 }
+OFFSETS_TIMEOUT_MS = 10_000  # an offset look-up without a timeout of its own: never wait for ever
+COMMIT_WAIT_SLICE_S = 0.05  # ``commit`` consumes in slices this long while it waits for the answer
 SEND_BLOCK_S = 60.0  # how long ``send`` waits for room in a full queue, as kafka-python's max_block_ms
 
 # kafka-python option names (the vocabulary of ``eventbus.make_*``) -> librdkafka's; None: not a client option.
@@ -213,7 +215,8 @@ class ConfluentConsumer:
         self._assigned: frozenset[TopicPartition] = frozenset()
         self._paused: set[TopicPartition] = set()
         self._started: dict[TopicPartition, int] = {}  # where an assign-only partition was placed
-        self._commits: list[_CommitFuture] = []
+        self._commits: list[_CommitFuture] = []  # commits sent and not yet reported, oldest first
+        self._stash: list[Message] = []  # records consumed while ``commit`` waited for its report
 
     # -- group membership --------------------------------------------------------------------------------
 
@@ -224,17 +227,25 @@ class ConfluentConsumer:
 
     def _on_assign(self, consumer: Consumer, partitions: list[LibPartition]) -> None:
         consumer.assign(partitions)  # before the listener, which may pause them
+        # librdkafka keeps a partition's pause across losing and regaining it (a session timed out while the
+        # loop waited paused for Kafka): a partition newly ours starts unpaused, as with kafka-python.
+        consumer.resume(partitions)
         self._assigned = frozenset(_ours(partitions))
         if self._listener is not None:
             self._listener.on_partitions_assigned(sorted(self._assigned))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[LibPartition]) -> None:
         revoked = _ours(partitions)
+        self._unstash(set(revoked))  # their next owner reads them from the committed offset
         if self._listener is not None:
             self._listener.on_partitions_revoked(revoked)
         consumer.unassign()
         self._assigned = frozenset()
         self._paused.clear()
+
+    def _unstash(self, partitions: set[TopicPartition]) -> None:
+        if self._stash:
+            self._stash = [m for m in self._stash if (m.topic(), m.partition()) not in partitions]
 
     def assignment(self) -> Collection[TopicPartition]:
         return self._assigned
@@ -247,6 +258,7 @@ class ConfluentConsumer:
             _raise(exc)
         self._assigned = frozenset(partitions)
         self._started = {}
+        self._stash = []
 
     # -- consuming ---------------------------------------------------------------------------------------
 
@@ -254,6 +266,9 @@ class ConfluentConsumer:
         """What has arrived, up to ``max_records``; if nothing has, wait up to ``timeout_ms`` for a first record
         (``consume`` alone would wait the whole timeout for a full batch: a low-rate stream's lines come late)."""
         limit = max_records or self._max_records
+        if self._stash:  # consumed while a commit was awaited: handed out first, in order
+            messages, self._stash = self._stash[:limit], self._stash[limit:]
+            return self._grouped(messages)
         try:
             messages = self._consumer.consume(limit, 0)
             if not messages and timeout_ms > 0:
@@ -262,6 +277,9 @@ class ConfluentConsumer:
                     messages = [first, *self._consumer.consume(limit - 1, 0)] if limit > 1 else [first]
         except KafkaException as exc:
             _raise(exc)
+        return self._grouped(messages)
+
+    def _grouped(self, messages: list[Message]) -> dict[TopicPartition, list[Record]]:
         by_partition: dict[tuple[str, int], list[Record]] = {}
         for message in messages:
             error = message.error()
@@ -279,6 +297,7 @@ class ConfluentConsumer:
         return {TopicPartition(*tp): records for tp, records in by_partition.items()}
 
     def seek(self, partition: TopicPartition, offset: int) -> None:
+        self._unstash({partition})
         if not self._subscribed:
             self._place({partition: offset})
             return
@@ -289,7 +308,7 @@ class ConfluentConsumer:
 
     def seek_to_beginning(self, *partitions: TopicPartition) -> None:
         if not self._subscribed:  # placed at the first offset kept, so that ``position`` knows it before a read
-            self._place({tp: self._watermarks(tp, None)[0] for tp in partitions})
+            self._place({tp: self._watermarks(tp, OFFSETS_TIMEOUT_MS)[0] for tp in partitions})
             return
         for tp in partitions:
             self.seek(tp, OFFSET_BEGINNING)
@@ -315,7 +334,7 @@ class ConfluentConsumer:
         return {tp: self._watermarks(tp, timeout_ms)[1] for tp in partitions}
 
     def _watermarks(self, tp: TopicPartition, timeout_ms: int | None) -> tuple[int, int]:
-        timeout = -1 if timeout_ms is None else timeout_ms / 1000
+        timeout = (OFFSETS_TIMEOUT_MS if timeout_ms is None else timeout_ms) / 1000
         try:
             low, high = self._consumer.get_watermark_offsets(_lib(tp), timeout=timeout)
         except KafkaException as exc:
@@ -350,15 +369,24 @@ class ConfluentConsumer:
     # -- offsets -----------------------------------------------------------------------------------------
 
     def commit(self, offsets: dict[TopicPartition, OffsetAndMetadata], timeout_ms: int | None = None) -> None:
-        try:
-            results = self._consumer.commit(offsets=_commit_list(offsets), asynchronous=False)
-        except KafkaException as exc:
-            if exc.args and isinstance(exc.args[0], LibError) and exc.args[0].code() == LibError._NO_OFFSET:
-                return
-            _raise(exc)
-        for result in results or ():
-            if result.error is not None:
-                _raise(KafkaException(result.error))
+        """Commit and wait for the answer, at most ``timeout_ms`` (``KafkaTimeoutError``, retriable).
+
+        librdkafka's own synchronous commit can wait for ever: while the group rebalances (after a broker came
+        back, say) the commit waits for the join, and the join for a ``poll`` serving the rebalance. So this
+        commits asynchronously and consumes while it waits, which serves both; records consumed meanwhile are
+        kept and handed out by the next ``poll`` (those of partitions revoked meanwhile are dropped)."""
+        future = self.commit_async(offsets)
+        deadline = time.monotonic() + (timeout_ms or OFFSETS_TIMEOUT_MS) / 1000
+        while not future.is_done:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise KafkaTimeoutError(f"no answer to a commit within {timeout_ms or OFFSETS_TIMEOUT_MS} ms")
+            try:
+                self._stash.extend(self._consumer.consume(self._max_records, min(remaining, COMMIT_WAIT_SLICE_S)))
+            except KafkaException as exc:
+                _raise(exc)
+        if future.exception is not None:
+            raise future.exception
 
     def commit_async(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> _CommitFuture:
         future = _CommitFuture({(tp.topic, tp.partition, om.offset) for tp, om in offsets.items()})
@@ -366,27 +394,28 @@ class ConfluentConsumer:
             self._consumer.commit(offsets=_commit_list(offsets), asynchronous=True)
         except KafkaException as exc:
             future.is_done = True
-            future.exception = ConfluentKafkaError(exc.args[0]) if exc.args else KafkaError(str(exc))
+            error = exc.args[0] if exc.args and isinstance(exc.args[0], LibError) else None
+            if error is None or error.code() != LibError._NO_OFFSET:
+                future.exception = ConfluentKafkaError(error) if error is not None else KafkaError(str(exc))
             return future
         self._commits.append(future)
         return future
 
     def _committed(self, error: LibError | None, partitions: list[LibPartition]) -> None:
-        """librdkafka's report of a commit (asynchronous or not): settle the future that sent these offsets."""
-        sent = {(p.topic, p.partition, p.offset) for p in partitions}
-        for future in self._commits:
-            if future.offsets == sent:
-                self._commits.remove(future)
-                failed = error or next((p.error for p in partitions if p.error is not None), None)
-                if failed is not None:
-                    future.exception = (
-                        CommitFailedError(failed.str()) if failed.code() in _REBALANCED else ConfluentKafkaError(failed)
-                    )
-                future.is_done = True
-                return
+        """librdkafka's report of a commit: every commit here is asynchronous and reported in the order sent,
+        so this settles the oldest one out."""
+        if not self._commits:
+            return
+        future = self._commits.pop(0)
+        failed = error or next((p.error for p in partitions if p.error is not None), None)
+        if failed is not None and failed.code() != LibError._NO_OFFSET:
+            future.exception = (
+                CommitFailedError(failed.str()) if failed.code() in _REBALANCED else ConfluentKafkaError(failed)
+            )
+        future.is_done = True
 
     def committed(self, partition: TopicPartition, timeout_ms: int | None = None) -> int | None:
-        timeout = -1 if timeout_ms is None else timeout_ms / 1000
+        timeout = (OFFSETS_TIMEOUT_MS if timeout_ms is None else timeout_ms) / 1000
         try:
             (found,) = self._consumer.committed([_lib(partition)], timeout=timeout)
         except KafkaException as exc:
