@@ -71,6 +71,7 @@ class KafkaSettings(BaseSettings):
         configs: dict[str, Any] = {
             "bootstrap.servers": ",".join(self.bootstrap_servers),
             "security.protocol": self.kafka_security_protocol,
+            "socket.nagle.disable": True,  # as kafka-python (TCP_NODELAY): a lone small request is not held back
         }
         if self.kafka_sasl_mechanism:
             configs["sasl.mechanism"] = self.kafka_sasl_mechanism

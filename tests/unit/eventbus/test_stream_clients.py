@@ -27,6 +27,7 @@ def test_security_settings_reach_librdkafka_under_its_names() -> None:
     assert settings.librdkafka_configs() == {
         "bootstrap.servers": "a:9093,b:9093",
         "security.protocol": "SASL_SSL",
+        "socket.nagle.disable": True,
         "sasl.mechanism": "SCRAM-SHA-512",
         "sasl.username": "processor",
         "sasl.password": "s3cret",
