@@ -17,7 +17,8 @@ SECURE ?= 0
 
 .DEFAULT_GOAL := help
 .PHONY: help install browser kafka-up kafka-down consume train serve process simulate up down logs status screenshot \
-        bench-state flood test test-unit test-integration test-faults test-kafka-python lint format schemas eval bench soak clean \
+        bench-state peers-venv flood test test-unit test-integration test-faults test-kafka-python lint format schemas \
+        eval eval-pipeline bench soak clean \
         cluster-up cluster-down cluster-status images stack-up stack-down test-containers monitoring-tools \
         monitoring-up monitoring-down
 
@@ -147,7 +148,25 @@ schemas: $(STAMP) ## Regenerate the published JSON Schemas of the event and the 
 eval: $(STAMP) ## Detection quality on labelled scenarios (NAB=path/to/nab adds the NAB score)
 	@$(PY) -m evaluation $(if $(NAB),--nab $(NAB)) $(ARGS)
 
-bench: $(STAMP) ## Throughput, latency, HTTP rates and memory beside the original design (ARGS="--quick")
+eval-pipeline: $(STAMP) ## NAB (NAB=path/to/nab) through a running broker, ML service and processor, beside the offline replay
+	@test -n "$(NAB)" || { echo "usage: make eval-pipeline NAB=path/to/nab [ARGS='--every 6']"; exit 2; }
+	@$(PY) kafka-docker/main.py fetch-jars
+	@$(PY) benchmarks/nab_pipeline.py --nab $(NAB) $(ARGS)
+
+PEERS_VENV := .venv-peers
+PEERS_STAMP := $(PEERS_VENV)/.installed
+
+# The peers make bench measures against (Quix Streams, confluent-kafka) pin versions the project must not be held to.
+$(PEERS_STAMP): benchmarks/peers/requirements.txt
+	@test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
+	@echo "Installing the benchmark's peers into $(PEERS_VENV) ..."
+	@$(PEERS_VENV)/bin/python -m pip install -q -r benchmarks/peers/requirements.txt > $(PEERS_VENV)/install.log 2>&1 \
+	  || { tail -30 $(PEERS_VENV)/install.log; exit 1; }
+	@touch $(PEERS_STAMP)
+
+peers-venv: $(PEERS_STAMP) ## The benchmark's peers (Quix Streams, confluent-kafka) in their own virtualenv, .venv-peers
+
+bench: $(STAMP) $(PEERS_STAMP) ## Throughput, latency, HTTP rates and memory beside the original design and the peers (ARGS="--quick")
 	@$(PY) kafka-docker/main.py fetch-jars
 	@$(PY) benchmarks/run.py $(ARGS)
 	@$(PY) benchmarks/state_bench.py $(filter --quick,$(ARGS))
@@ -169,7 +188,7 @@ soak: $(STAMP) ## The whole pipeline at a steady rate (DURATION=600 s, RATE=500/
 
 clean: ## Remove the virtualenv, the broker's files and jars, run files and caches
 	@$(PY) kafka-docker/main.py down 2>/dev/null || true
-	rm -rf $(VENV) $(RUN_DIR) kafka-docker/.local kafka-docker/libs .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) $(PEERS_VENV) $(RUN_DIR) kafka-docker/.local kafka-docker/libs .pytest_cache .ruff_cache .mypy_cache
 
 cluster-up: $(STAMP) ## Start three local KRaft brokers (RF 3, min.insync 2); SECURE=1 for TLS + SASL/SCRAM
 	@KAFKA_MODE=local $(PY) kafka-docker/main.py fetch-jars

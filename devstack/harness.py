@@ -186,7 +186,9 @@ class FaultyProxy:
                     time.sleep(proxy.delay_s)
                 else:
                     proxy.counts["passed"] += 1
-                headers = {k: v for k, v in self.headers.items() if k.lower() in ("content-type", "x-api-key")}
+                headers = {
+                    k: v for k, v in self.headers.items() if k.lower() in ("content-type", "accept", "x-api-key")
+                }
                 upstream = http.client.HTTPConnection(LOOPBACK, proxy.upstream_port, timeout=30)
                 try:
                     upstream.request(self.command, self.path, body=body or None, headers=headers)

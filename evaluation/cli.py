@@ -27,10 +27,12 @@ from evaluation.quality import ScenarioMetrics, evaluate, overall
 from evaluation.rhythms import RATES, RHYTHM_NAMES, RhythmMetrics, build_rhythm, measure
 from evaluation.scenarios import SCENARIO_NAMES, build_scenario
 from streaming_detector import (
+    SENSITIVITY_STEPS,
     AlertGate,
     ContextualScorer,
     GateConfig,
     Score,
+    Sensitivity,
     TrainingConfig,
     in_process_scorer,
     train_context_model,
@@ -113,36 +115,37 @@ def run_scenarios(
     return results
 
 
-SENSITIVITY_THRESHOLDS = (7.0, 8.0, 9.0, 10.0, 11.0, 12.0)
-
-
 def run_rhythms(
     forest: Any, metadata: dict[str, Any], names: Sequence[str], rates: Sequence[str], seed: int, batch: int
-) -> tuple[list[RhythmMetrics], dict[str, list[dict[str, float]]]]:
-    """Each rhythm at each rate, one fresh detector each (the scenario is one service); and per rate, the
-    sensitivity curve: false alerts per service per day after learning, and incidents caught, at each of
-    ``SENSITIVITY_THRESHOLDS`` (the same scores through a gate with that threshold)."""
+) -> tuple[list[RhythmMetrics], dict[str, list[dict[str, Any]]]]:
+    """Each rhythm at each rate, one fresh detector each (the scenario is one service), counted in pages as the
+    processor sends them; and per rate, the sensitivity curve: false pages per service per day after learning,
+    and incidents caught, at each level of ``SENSITIVITY_STEPS`` (the same scores through its threshold)."""
     results = []
-    curve: dict[str, list[dict[str, float]]] = {}
+    curve: dict[str, list[dict[str, Any]]] = {}
+    gate_config = replace(GateConfig.from_metadata(metadata), cooldown_events=0)
     for rate in rates:
-        at: dict[float, list[RhythmMetrics]] = {t: [] for t in SENSITIVITY_THRESHOLDS}
+        at: dict[str, list[RhythmMetrics]] = {level: [] for level in SENSITIVITY_STEPS}
         for name in names:
             rhythm = build_rhythm(name, RATES[rate], seed)
-            output = replay(in_process_scorer(forest, metadata, cache_events=batch), rhythm.events(), batch)
-            results.append(measure(rhythm, rate, output.anomaly))
-            for threshold in SENSITIVITY_THRESHOLDS:
-                gate = AlertGate(replace(GateConfig.from_metadata(metadata), threshold=threshold))
-                alerts, _ = gate.decide([rhythm.name] * len(output.score), output.score, output.warm)
-                at[threshold].append(measure(rhythm, rate, alerts))
+            events = rhythm.events()
+            output = replay(in_process_scorer(forest, metadata, cache_events=batch, cooldown=False), events, batch)
+            results.append(measure(rhythm, rate, paged(events, output).anomaly))
+            for level in SENSITIVITY_STEPS:
+                alerts, _ = AlertGate(gate_config, Sensitivity(level)).decide(
+                    [rhythm.name] * len(output.score), output.score, output.warm
+                )
+                at[level].append(measure(rhythm, rate, paged(events, output._replace(anomaly=alerts)).anomaly))
         curve[rate] = [
             {
-                "threshold": threshold,
+                "level": level,
+                "threshold": gate_config.threshold + SENSITIVITY_STEPS[level],
                 "false_per_day_learned": sum(m.false_after_learning for m in runs)
                 / sum(m.days - m.learning_days for m in runs),
                 "incidents": sum(m.incidents for m in runs),
                 "detected": sum(m.detected for m in runs),
             }
-            for threshold, runs in at.items()
+            for level, runs in at.items()
         ]
     return results, curve
 
@@ -203,7 +206,7 @@ TABLE_HEADER = (
 TABLE_LEGEND = (
     "incid: incidents injected; found: incidents with at least one alert; alerts = pages, as the processor sends\n"
     "  them: one per incident it opens (a service's consecutive anomalies, resolved after 10 normal events and\n"
-    "  60 s); true (on an injected incident's events; a slow drift that keeps rising past a resolution may page\n"
+    "  20 s); true (on an injected incident's events; a slow drift that keeps rising past a resolution may page\n"
     "  again) + false (on healthy events).\n"
     "prec = true/alerts, recall = found/incid, F1 their harmonic mean ('-' where a scenario has no incident).\n"
     "FPR% = false alerts per 100 healthy events; false/h, false/d = false alerts an hour / a day for one service\n"
@@ -223,7 +226,7 @@ def _row(m: ScenarioMetrics) -> str:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nab", type=Path, help="a NAB-layout folder (data/<category>/<file>.csv, labels/...)")
     parser.add_argument(
@@ -238,17 +241,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--batch", type=int, default=2000, help="micro-batch size of the replay")
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
-    names = (
-        list(SCENARIO_NAMES)
-        if args.scenarios == "all"
-        else []
-        if args.scenarios == "none"
-        else args.scenarios.split(",")
-    )
-    unknown = [n for n in names if n not in SCENARIO_NAMES]
-    if unknown:
-        parser.error(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(SCENARIO_NAMES)}")
+    names = _choice(parser, "scenario", args.scenarios, SCENARIO_NAMES)
     rhythms = _choice(parser, "rhythm", args.rhythms, RHYTHM_NAMES)
     rates = _choice(parser, "rate", args.rates, tuple(RATES))
     started = time.perf_counter()
@@ -257,78 +256,99 @@ def main(argv: Sequence[str] | None = None) -> int:
     report: dict[str, Any] = {"model": {k: metadata[k] for k in ("threshold", "context", "training")}}
     seeds = [int(s) for s in args.seed.split(",")]
     if names:
-        per_seed = {seed: run_scenarios(forest, metadata, names, seed, args.batch) for seed in seeds}
-        # Per scenario, counts summed over the seeds.
-        results = [replace(overall([per_seed[s][k] for s in seeds]), name=name) for k, name in enumerate(names)]
-        total = overall(results)
-        print(f"\n{TABLE_HEADER}   (seeds {args.seed})")
-        for m in [*results, total]:
-            print(_row(m))
-        if len(seeds) > 1:
-            for seed, seed_results in per_seed.items():
-                print(_row(replace(overall(seed_results), name=f"overall seed {seed}")))
-        print(TABLE_LEGEND)
-        report["scenarios"] = [
-            {
-                **asdict(m),
-                "precision": m.precision,
-                "recall": m.recall,
-                "f1": m.f1,
-                "false_positive_rate": m.false_positive_rate,
-                "mean_delay": m.mean_delay,
-            }
-            for m in [*results, total]
-        ]
+        report["scenarios"] = _report_scenarios(forest, metadata, names, seeds, args.batch)
     if rhythms and rates:
-        print("\nrhythm scenarios (one service each, timed by its events; see evaluation/rhythms.py) ...", flush=True)
-        rhythm_results, curve = run_rhythms(forest, metadata, rhythms, rates, seeds[0], args.batch)
-        print(
-            f"{'rhythm':<20} {'rate':>6} {'days':>4} {'events':>7} {'incid':>5} {'found':>5} {'alerts':>6} "
-            f"{'false':>5} {'f/day':>6} {'learned':>7} {'F1':>6} {'delay':>7}   (seed {seeds[0]})"
+        report["rhythms"], report["sensitivity"] = _report_rhythms(
+            forest, metadata, rhythms, rates, seeds[0], args.batch
         )
-        for rhythm in rhythm_results:
-            print(_rhythm_row(rhythm))
-        print("(f/day: false alerts per day over the whole stream; learned: per day after the learning period,")
-        print(" 2 days, 15 for the weekly pattern; delay: minutes from an incident's start to its first alert)")
-        print(
-            f"sensitivity: false alerts per service per day after learning (incidents caught) by threshold, nats;"
-            f" shipped {metadata['threshold']:g}"
-        )
-        for rate, points in curve.items():
-            cells = "  ".join(
-                f"{p['threshold']:g}: {p['false_per_day_learned']:.2f} ({p['detected']:.0f}/{p['incidents']:.0f})"
-                for p in points
-            )
-            print(f"  {rate:>6}  {cells}")
-        report["sensitivity"] = curve
-        report["rhythms"] = [
-            {
-                **asdict(r),
-                "false_per_day": r.false_per_day,
-                "false_per_day_learned": r.false_per_day_learned,
-                "f1": r.f1,
-                "mean_delay_s": r.mean_delay_s,
-            }
-            for r in rhythm_results
-        ]
     if args.nab:
-        print(f"\nscoring NAB corpus at {args.nab} ...", flush=True)
-        nab = run_nab(forest, metadata, args.nab, args.batch)
-        print(f"{'NAB profile':<24} {'full':>6} {'even':>6} {'odd':>6}   (halves: files at even/odd positions)")
-        for name, r in nab["full"].items():
-            halves = f"{nab['half_even'][name]['score']:6.1f} {nab['half_odd'][name]['score']:6.1f}"
-            print(f"NAB {name:<20} {r['score']:6.1f} {halves}   (threshold {r['threshold']:.4f})")
-        categories = ", ".join(f"{c} {v:.1f}" for c, v in nab["categories_standard"].items())
-        print(f"NAB standard per category at the corpus threshold: {categories}")
-        published = ", ".join(f"{name} {value:.1f}" for name, value in nab["verdicts"].items())
-        print(f"NAB on the published verdicts (anomaly at the shipped threshold, full corpus): {published}")
-        report["nab"] = nab
+        report["nab"] = _report_nab(forest, metadata, args.nab, args.batch)
     elapsed = time.perf_counter() - started
     print(f"\ntotal runtime {elapsed:.1f}s")
     report["runtime_s"] = elapsed
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, default=float))
     return 0
+
+
+def _report_scenarios(
+    forest: Any, metadata: dict[str, Any], names: list[str], seeds: list[int], batch: int
+) -> list[dict[str, Any]]:
+    per_seed = {seed: run_scenarios(forest, metadata, names, seed, batch) for seed in seeds}
+    # Per scenario, counts summed over the seeds.
+    results = [replace(overall([per_seed[s][k] for s in seeds]), name=name) for k, name in enumerate(names)]
+    total = overall(results)
+    print(f"\n{TABLE_HEADER}   (seeds {','.join(map(str, seeds))})")
+    for m in [*results, total]:
+        print(_row(m))
+    if len(seeds) > 1:
+        for seed, seed_results in per_seed.items():
+            print(_row(replace(overall(seed_results), name=f"overall seed {seed}")))
+    print(TABLE_LEGEND)
+    return [
+        {
+            **asdict(m),
+            "precision": m.precision,
+            "recall": m.recall,
+            "f1": m.f1,
+            "false_positive_rate": m.false_positive_rate,
+            "mean_delay": m.mean_delay,
+        }
+        for m in [*results, total]
+    ]
+
+
+def _report_rhythms(
+    forest: Any, metadata: dict[str, Any], rhythms: list[str], rates: list[str], seed: int, batch: int
+) -> tuple[list[dict[str, Any]], Any]:
+    print("\nrhythm scenarios (one service each, timed by its events; see evaluation/rhythms.py) ...", flush=True)
+    rhythm_results, curve = run_rhythms(forest, metadata, rhythms, rates, seed, batch)
+    print(
+        f"{'rhythm':<20} {'rate':>6} {'days':>4} {'events':>7} {'incid':>5} {'found':>5} {'alerts':>6} "
+        f"{'false':>5} {'f/day':>6} {'learned':>7} {'F1':>6} {'delay':>7}   (seed {seed})"
+    )
+    for rhythm in rhythm_results:
+        print(_rhythm_row(rhythm))
+    print("(alerts = pages, one per incident opened; f/day: false pages per day over the whole stream;")
+    print(" learned: per day after the learning period, 2 days, 15 for the weekly pattern; delay: minutes from")
+    print(" an incident's start to its first page)")
+    print(
+        "sensitivity (SENSITIVITY / SENSITIVITY_BY_SERVICE): false pages per service per day after learning,"
+        f" summed over the rhythms (incidents caught), by level and its threshold in nats (medium: the model's"
+        f" {metadata['threshold']:g})"
+    )
+    for rate, points in curve.items():
+        cells = "  ".join(
+            f"{p['level']} {p['threshold']:g}: {p['false_per_day_learned']:.2f}"
+            f" ({p['detected']:.0f}/{p['incidents']:.0f})"
+            for p in points
+        )
+        print(f"  {rate:>6}  {cells}")
+    rows = [
+        {
+            **asdict(r),
+            "false_per_day": r.false_per_day,
+            "false_per_day_learned": r.false_per_day_learned,
+            "f1": r.f1,
+            "mean_delay_s": r.mean_delay_s,
+        }
+        for r in rhythm_results
+    ]
+    return rows, curve
+
+
+def _report_nab(forest: Any, metadata: dict[str, Any], folder: Path, batch: int) -> dict[str, Any]:
+    print(f"\nscoring NAB corpus at {folder} ...", flush=True)
+    nab = run_nab(forest, metadata, folder, batch)
+    print(f"{'NAB profile':<24} {'full':>6} {'even':>6} {'odd':>6}   (halves: files at even/odd positions)")
+    for name, r in nab["full"].items():
+        halves = f"{nab['half_even'][name]['score']:6.1f} {nab['half_odd'][name]['score']:6.1f}"
+        print(f"NAB {name:<20} {r['score']:6.1f} {halves}   (threshold {r['threshold']:.4f})")
+    categories = ", ".join(f"{c} {v:.1f}" for c, v in nab["categories_standard"].items())
+    print(f"NAB standard per category at the corpus threshold: {categories}")
+    published = ", ".join(f"{name} {value:.1f}" for name, value in nab["verdicts"].items())
+    print(f"NAB on the published verdicts (anomaly at the shipped threshold, full corpus): {published}")
+    return nab
 
 
 def _choice(parser: argparse.ArgumentParser, what: str, value: str, known: Sequence[str]) -> list[str]:

@@ -15,17 +15,13 @@ from evaluation.scenarios import Incident
 from eventbus import LABEL_NORMAL, LogEvent
 
 
-@dataclass(frozen=True)
-class ScenarioMetrics:
-    name: str
-    events: int
-    incidents: int
-    detected: int
+class AlertQuality:
+    """Precision, recall and F1 of a record's alerts against its incidents (mixed into the metrics records)."""
+
     alerts: int
     true_alerts: int
-    normal_events: int
-    false_alerts: int
-    delays: tuple[int, ...]
+    incidents: int
+    detected: int
 
     @property
     def precision(self) -> float:
@@ -39,6 +35,19 @@ class ScenarioMetrics:
     def f1(self) -> float:
         p, r = self.precision, self.recall
         return 2 * p * r / (p + r) if p + r else 0.0
+
+
+@dataclass(frozen=True)
+class ScenarioMetrics(AlertQuality):
+    name: str
+    events: int
+    incidents: int
+    detected: int
+    alerts: int
+    true_alerts: int
+    normal_events: int
+    false_alerts: int
+    delays: tuple[int, ...]
 
     @property
     def false_positive_rate(self) -> float:

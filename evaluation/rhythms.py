@@ -28,6 +28,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from evaluation.quality import AlertQuality
+
 DAY = 86_400.0
 ORIGIN = datetime(2026, 1, 5, tzinfo=UTC).timestamp()  # a Monday
 RHYTHM_NAMES = (
@@ -135,7 +137,7 @@ def build_rhythm(name: str, interval: float, seed: int = 0, days: float | None =
 
 
 @dataclass(frozen=True)
-class RhythmMetrics:
+class RhythmMetrics(AlertQuality):
     name: str
     rate: str
     days: float
@@ -156,19 +158,6 @@ class RhythmMetrics:
     @property
     def false_per_day_learned(self) -> float:
         return self.false_after_learning / (self.days - self.learning_days)
-
-    @property
-    def precision(self) -> float:
-        return self.true_alerts / self.alerts if self.alerts else 1.0
-
-    @property
-    def recall(self) -> float:
-        return self.detected / self.incidents if self.incidents else 1.0
-
-    @property
-    def f1(self) -> float:
-        p, r = self.precision, self.recall
-        return 2 * p * r / (p + r) if p + r else 0.0
 
     @property
     def mean_delay_s(self) -> float:

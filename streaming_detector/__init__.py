@@ -54,7 +54,7 @@ from streaming_detector.errors import (
     ScoringRejectedError,
     ScoringUnavailableError,
 )
-from streaming_detector.gate import AlertGate, GateConfig, GateOutput
+from streaming_detector.gate import SENSITIVITY_STEPS, AlertGate, GateConfig, GateOutput, Sensitivity
 from streaming_detector.scorer import ContextSpec, ContextualScorer, ModelClient, Score
 from streaming_detector.tracker import (
     CONTEXT_FEATURES,
@@ -90,6 +90,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "CONTEXT_FEATURES",
     "FOREST_FEATURES",
+    "SENSITIVITY_STEPS",
     "AlertGate",
     "ContextConfig",
     "ContextModel",
@@ -102,6 +103,7 @@ __all__ = [
     "InProcessModel",
     "ModelClient",
     "Score",
+    "Sensitivity",
     "ScoringConfigError",
     "ScoringError",
     "ScoringProtocolError",

@@ -69,10 +69,11 @@ def explain_context(
     contexts: Sequence[Sequence[float]],
     scores: Sequence[float],
     spreads: Mapping[str, Spread],
-    threshold: float,
+    threshold: float | Sequence[float],
     log_values: bool = True,
 ) -> list[dict[str, Any]]:
-    """An ``eventbus.Explanation`` (as a dict) per context-scored event."""
+    """An ``eventbus.Explanation`` (as a dict) per context-scored event; ``threshold``: one, or each event's
+    (its service's sensitivity moves it), severity 1 at it."""
     if not events:
         return []
     zero = Spread(0.0, 0.0, 0.0, 0.0)
@@ -103,7 +104,9 @@ def explain_context(
     observed, expected, low, high = (
         np.where(is_error, np.clip(v, 0.0, 1.0), back(v)) for v in (observed, expected, low, high)
     )
-    severity = np.asarray(scores, dtype=np.float64) / threshold if threshold > 0 else np.asarray(scores)
+    limit = np.broadcast_to(np.asarray(threshold, dtype=np.float64), (len(events),))
+    raw = np.asarray(scores, dtype=np.float64)
+    severity = np.where(limit > 0, raw / np.where(limit > 0, limit, 1.0), raw)
     return _dicts(pick, observed, expected, low, high, severity, "service")
 
 

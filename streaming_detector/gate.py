@@ -1,7 +1,12 @@
-"""The alert gate: per-service alert decisions from raw context scores, with a cool-down."""
+"""The alert gate: per-service alert decisions from raw context scores, with a cool-down.
+
+Sensitivity moves a service's threshold in steps of one nat (scores are surprisals): each step down roughly
+triples the false alerts of a service on healthy traffic and catches smaller incidents (docs/tuning.md has the
+measured curve, which ``make eval`` prints).
+"""
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -25,6 +30,37 @@ class GateConfig:
         return cls(float(data["threshold"]), int(data["cooldown_events"]))
 
 
+# Sensitivity level -> nats added to the model's threshold.
+SENSITIVITY_STEPS: dict[str, float] = {"lowest": 2.0, "low": 1.0, "medium": 0.0, "high": -1.0, "highest": -2.0}
+
+
+@dataclass(frozen=True)
+class Sensitivity:
+    """A sensitivity level for every service (``default``) and levels of single services (``by_service``)."""
+
+    default: str = "medium"
+    by_service: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = sorted({self.default, *self.by_service.values()} - SENSITIVITY_STEPS.keys())
+        if unknown:
+            raise ValueError(f"unknown sensitivity {', '.join(unknown)}; one of {', '.join(SENSITIVITY_STEPS)}")
+
+    @classmethod
+    def parse(cls, default: str = "medium", by_service: str = "") -> "Sensitivity":
+        """From ``SENSITIVITY`` and ``SENSITIVITY_BY_SERVICE`` (``"payment=high,search=low"``)."""
+        levels = {}
+        for item in filter(None, (part.strip() for part in by_service.split(","))):
+            service, sep, level = item.rpartition("=")
+            if not sep or not service.strip():
+                raise ValueError(f"{item!r} is not service=level")
+            levels[service.strip()] = level.strip()
+        return cls(default.strip(), levels)
+
+    def offset(self, service: str) -> float:
+        return SENSITIVITY_STEPS[self.by_service.get(service, self.default)]
+
+
 class GateOutput(NamedTuple):
     anomaly: np.ndarray  # bool: raise an alert for this event
     score: np.ndarray  # float: the raw score, never muted (0.0 while the service warms up)
@@ -38,9 +74,14 @@ class AlertGate:
     (``warm=False``) never alert and do not count down.
     """
 
-    def __init__(self, config: GateConfig) -> None:
+    def __init__(self, config: GateConfig, sensitivity: Sensitivity | None = None) -> None:
         self.config = config
+        self.sensitivity = sensitivity or Sensitivity()
         self.cooldown: dict[str, int] = {}
+
+    def threshold(self, service: str) -> float:
+        """The service's threshold: the model's, moved by the service's sensitivity."""
+        return self.config.threshold + self.sensitivity.offset(service)
 
     def decide(
         self, services: Sequence[str], raw_scores: np.ndarray, warm: np.ndarray | None = None
@@ -55,7 +96,8 @@ class AlertGate:
         scores = np.asarray(raw_scores, dtype=np.float64)
         n = len(scores)
         warm_rows = range(n) if warm is None else np.flatnonzero(warm).tolist()
-        threshold, cooldown = self.config.threshold, self.config.cooldown_events
+        cooldown = self.config.cooldown_events
+        thresholds = self.thresholds(services)
         values = scores.tolist()
         left = self.cooldown
         anomaly = [False] * n
@@ -66,11 +108,17 @@ class AlertGate:
             if remaining > 0:
                 left[name] = remaining - 1
                 suppressed[i] = True
-            elif values[i] > threshold:
+            elif values[i] > thresholds[i]:
                 anomaly[i] = True
                 if cooldown:  # without a cool-down (the processor's), nothing to remember per service
                     left[name] = cooldown
         return GateOutput(np.array(anomaly, dtype=bool), scores, np.array(suppressed, dtype=bool))
+
+    def thresholds(self, services: Sequence[str]) -> list[float]:
+        """Each event's threshold, by its service."""
+        if not self.sensitivity.by_service:
+            return [self.threshold("")] * len(services)
+        return [self.threshold(name) for name in services]
 
     def state_dict(self) -> dict[str, Any]:
         """A JSON-able snapshot: the configuration and every service's remaining cool-down."""

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from streaming_detector.forest import ContextModel
-from streaming_detector.gate import GateConfig
+from streaming_detector.gate import GateConfig, Sensitivity
 from streaming_detector.scorer import Contexts, ContextualScorer, Event, Score
 
 
@@ -51,7 +51,14 @@ class InProcessModel:
 
 
 def in_process_scorer(
-    forest: Any, metadata: Mapping[str, Any], *, cache_events: int = 10_000, cooldown: bool = True
+    forest: Any,
+    metadata: Mapping[str, Any],
+    *,
+    cache_events: int = 10_000,
+    cooldown: bool = True,
+    sensitivity: Sensitivity | None = None,
 ) -> ContextualScorer:
     """The streaming detector in one process: ``ContextualScorer`` over ``InProcessModel``."""
-    return ContextualScorer(InProcessModel(forest, metadata), cache_events=cache_events, cooldown=cooldown)
+    return ContextualScorer(
+        InProcessModel(forest, metadata), cache_events=cache_events, cooldown=cooldown, sensitivity=sensitivity
+    )

@@ -31,7 +31,7 @@ SEEN_ALERTS = 20_000
 # How often the wall-clock idle resolution looks at the open incidents.
 IDLE_CHECK_S = 1.0
 # Defaults of the processor's INCIDENT_RESOLVE_S and INCIDENT_RESOLVE_EVENTS (make eval groups with them too).
-RESOLVE_AFTER_S = 60.0
+RESOLVE_AFTER_S = 20.0
 RESOLVE_EVENTS = 10
 
 

@@ -155,45 +155,12 @@ def _surprise(
     once ``evidence`` earlier days hold its maximum at that hour (a fresh baseline's distances are not yet
     ranked against what that hour usually shows).
     """
-    width = recent.shape[0]
     best = 0.0
     if count >= 2:
-        mean = ctx[RAW_MEAN]
-        tiny = 1e-9 * (abs(mean) + 1.0)
-        spread = math.sqrt(ctx[RAW_VAR]) + tiny
-        kept = min(count, width)
-        total = 0.0
-        for j in range(count - kept, count):
-            total += recent[j % width]
-        step = y - recent[(count - 1) % width]
-        shifted = (total + y) / (kept + 1)
-        # The step is ranked as it is: a running spread that drifts would make a routine jump look larger
-        # once the service turns quieter.
-        day = -1
-        hour = 0
-        if time == time:  # not NaN: the event has a time
-            cell = int(math.floor(time / bin_seconds))
-            bins = season_max.shape[1]
-            day = cell // bins
-            hour = cell - day * bins
-        usual = math.nan
-        if day >= 0:
-            # The hour's baseline (from earlier days only) is computed once an hour a service.
-            if ctx[HOUR_CELL] != cell + 1.0:
-                ctx[HOUR_CELL] = cell + 1.0
-                ctx[HOUR_USUAL] = _hour_baseline(season_day, season_level, day, hour, season_days, evidence)
-            usual = ctx[HOUR_USUAL]
-        has_baseline = usual == usual
-        if not has_baseline:  # no hour baseline yet (or no time): the recent level stands in (a slower one
-            usual = ctx[FAST_MEAN]  # would fill this signal's history with the daily cycle's swings)
-        from_hour = abs(level - usual)
-        signals = (
-            abs(y - mean) / spread,
-            abs(step),
-            abs(shifted - mean) / spread,
-            max(e - ctx[RAW_ERROR_MEAN], 0.0) / math.sqrt(ctx[RAW_ERROR_VAR] + err_floor_sq),
-            from_hour,
-        )
+        signals, day, hour, has_baseline = _event_signals(
+            ctx, recent, count, y, e, err_floor_sq, level, time, season_day, season_max, season_level,
+            bin_seconds, season_days, evidence,
+        )  # fmt: skip
         learn = count % history_every == 0
         done = learned[s]
         size = min(done, history)
@@ -204,24 +171,11 @@ def _surprise(
             sorted_values = ordered[signal]
             position = -1  # where ``value`` goes in the sorted history, once searched
             if size >= min_history:
-                start = sorted_values[k]
-                if value > start:
-                    tail = size - k
-                    total = 0.0
-                    for j in range(k, size):
-                        total += sorted_values[j]
-                    excess = total / tail - start
-                    tail_value = math.log(size / tail) + ((value - start) / excess if excess > 0.0 else max_tail)
-                    if size >= 2 and value <= sorted_values[size - 2]:  # seen twice: its rank is the answer
-                        position = np.searchsorted(sorted_values[:size], value)
-                        tail_value = min(tail_value, _rank_surprisal(size, position))
-                    if day >= 0 and tail_value > 1.0:
-                        days, weeks, sd, sm = season_days, season_weeks, season_day, season_max
-                        by_day, held = _season_surprisal(sd, sm, day, hour, signal, value, 1, days, evidence, margin)
-                        by_week, _ = _season_surprisal(sd, sm, day, hour, signal, value, 7, weeks, evidence, margin)
-                        tail_value = min(tail_value, by_day, by_week)
-                        if signal == N_SIGNALS - 1 and held < evidence:  # the hour's baseline is too new to judge
-                            tail_value = 0.0
+                if value > sorted_values[k]:
+                    tail_value, position = _tail_surprisal(
+                        sorted_values, size, k, value, max_tail, signal, day, hour, season_day, season_max,
+                        season_days, season_weeks, evidence, margin,
+                    )  # fmt: skip
                     if tail_value > best:
                         best = tail_value
                 else:
@@ -245,6 +199,81 @@ def _surprise(
             _learn_season(season_day, season_max, season_level, day, hour, signals, level, has_baseline)
     _learn_raw(ctx, recent, count + 1, y, e, long_alpha)
     return best
+
+
+@numba.njit(cache=True, nogil=True)
+def _event_signals(
+    ctx, recent, count, y, e, err_floor_sq, level, time, season_day, season_max, season_level,
+    bin_seconds, season_days, evidence,
+):  # fmt: skip
+    """The event's five signals, its day and hour cell (day -1 without a time), and whether the hour has a
+    baseline of its own (else the recent level stands in)."""
+    width = recent.shape[0]
+    mean = ctx[RAW_MEAN]
+    tiny = 1e-9 * (abs(mean) + 1.0)
+    spread = math.sqrt(ctx[RAW_VAR]) + tiny
+    kept = min(count, width)
+    total = 0.0
+    for j in range(count - kept, count):
+        total += recent[j % width]
+    step = y - recent[(count - 1) % width]
+    shifted = (total + y) / (kept + 1)
+    # The step is ranked as it is: a running spread that drifts would make a routine jump look larger
+    # once the service turns quieter.
+    day = -1
+    hour = 0
+    cell = 0
+    if time == time:  # not NaN: the event has a time
+        cell = int(math.floor(time / bin_seconds))
+        bins = season_max.shape[1]
+        day = cell // bins
+        hour = cell - day * bins
+    usual = math.nan
+    if day >= 0:
+        # The hour's baseline (from earlier days only) is computed once an hour a service.
+        if ctx[HOUR_CELL] != cell + 1.0:
+            ctx[HOUR_CELL] = cell + 1.0
+            ctx[HOUR_USUAL] = _hour_baseline(season_day, season_level, day, hour, season_days, evidence)
+        usual = ctx[HOUR_USUAL]
+    has_baseline = usual == usual
+    if not has_baseline:  # no hour baseline yet (or no time): the recent level stands in (a slower one
+        usual = ctx[FAST_MEAN]  # would fill this signal's history with the daily cycle's swings)
+    signals = (
+        abs(y - mean) / spread,
+        abs(step),
+        abs(shifted - mean) / spread,
+        max(e - ctx[RAW_ERROR_MEAN], 0.0) / math.sqrt(ctx[RAW_ERROR_VAR] + err_floor_sq),
+        abs(level - usual),
+    )
+    return signals, day, hour, has_baseline
+
+
+@numba.njit(cache=True, nogil=True)
+def _tail_surprisal(
+    sorted_values, size, k, value, max_tail, signal, day, hour, season_day, season_max,
+    season_days, season_weeks, evidence, margin,
+):  # fmt: skip
+    """Surprisal of a value above the history's ``quantile`` (index ``k``), and its position in the history
+    when it had to be searched (-1 otherwise)."""
+    position = -1
+    start = sorted_values[k]
+    tail = size - k
+    total = 0.0
+    for j in range(k, size):
+        total += sorted_values[j]
+    excess = total / tail - start
+    tail_value = math.log(size / tail) + ((value - start) / excess if excess > 0.0 else max_tail)
+    if size >= 2 and value <= sorted_values[size - 2]:  # seen twice: its rank is the answer
+        position = np.searchsorted(sorted_values[:size], value)
+        tail_value = min(tail_value, _rank_surprisal(size, position))
+    if day >= 0 and tail_value > 1.0:
+        days, weeks, sd, sm = season_days, season_weeks, season_day, season_max
+        by_day, held = _season_surprisal(sd, sm, day, hour, signal, value, 1, days, evidence, margin)
+        by_week, _ = _season_surprisal(sd, sm, day, hour, signal, value, 7, weeks, evidence, margin)
+        tail_value = min(tail_value, by_day, by_week)
+        if signal == N_SIGNALS - 1 and held < evidence:  # the hour's baseline is too new to judge
+            tail_value = 0.0
+    return tail_value, position
 
 
 @numba.njit(cache=True, nogil=True)

@@ -29,7 +29,7 @@ import numpy as np
 
 from streaming_detector.errors import ScoringConfigError, ScoringRejectedError, ScoringUnavailableError
 from streaming_detector.explain import Measured, PointReference, explain_context, explain_point
-from streaming_detector.gate import AlertGate, GateConfig
+from streaming_detector.gate import AlertGate, GateConfig, Sensitivity
 from streaming_detector.memory import ServiceMemory
 from streaming_detector.state import StateStore
 from streaming_detector.tracker import ContextConfig, ContextTracker, Spread
@@ -149,6 +149,7 @@ class ContextualScorer:
         store: StateStore | None = None,
         max_services: int | None = None,
         cooldown: bool = True,
+        sensitivity: Sensitivity | None = None,
     ) -> None:
         if cache_events < 1:
             raise ValueError(f"cache_events must be positive, got {cache_events}")
@@ -157,6 +158,7 @@ class ContextualScorer:
         self.base_url = client.base_url
         self.cache_events = cache_events
         self.cooldown = cooldown
+        self.sensitivity = sensitivity or Sensitivity()  # moves each service's threshold (see ``gate``)
         self.spec: ContextSpec | None = None
         self.tracker: ContextTracker | None = None
         self.gate: AlertGate | None = None
@@ -194,7 +196,7 @@ class ContextualScorer:
                     [pending_contexts[j] or () for j in warm],
                     raw.tolist(),
                     self._spreads,
-                    spec.gate.threshold,
+                    gate.thresholds([pending[j].service for j in warm]),
                     tracker.config.log_values,
                 )
                 decided = zip(warm, gated.anomaly.tolist(), gated.suppressed.tolist(), explained, strict=True)
@@ -308,7 +310,7 @@ class ContextualScorer:
             self._contexts.clear()  # cached features were computed with the old configuration
             self._verdicts.clear()
         # The processor's incidents group alerts: a cool-down there would mute what follows one (and hide incidents).
-        gate = AlertGate(spec.gate if self.cooldown else replace(spec.gate, cooldown_events=0))
+        gate = AlertGate(spec.gate if self.cooldown else replace(spec.gate, cooldown_events=0), self.sensitivity)
         if self.gate is not None:
             gate.cooldown = dict(self.gate.cooldown)
         self.gate = gate

@@ -1,8 +1,10 @@
 """Events for the benchmark: pre-serialised realistic ``LogEvent`` JSON, preloaded fast or produced at a steady pace."""
 
+import math
 import multiprocessing
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -31,6 +33,23 @@ def serialise(pool: list[dict[str, Any]], prefix: str, start: int, stop: int) ->
         event = dict(pool[i % size])
         event["event_id"] = f"{prefix}{i}"
         out.append((event["service"].encode(), orjson.dumps(event)))
+    return out
+
+
+def original_records(pool: list[dict[str, Any]], start: int, stop: int) -> list[tuple[bytes, bytes]]:
+    """(no key, value) of events ``start``..``stop`` as the original simulator sends them: four fields, a float
+    epoch timestamp, no event id."""
+    out = []
+    size = len(pool)
+    for i in range(start, stop):
+        event = pool[i % size]
+        original = {
+            "timestamp": datetime.fromisoformat(event["timestamp"]).timestamp(),
+            "service": event["service"],
+            "latency_ms": event["latency_ms"],
+            "error_rate": event["error_rate"],
+        }
+        out.append((b"", orjson.dumps(original)))
     return out
 
 
@@ -77,10 +96,11 @@ class PreloadResult:
         return self.events / self.seconds if self.seconds > 0 else float("nan")
 
 
-def _preload_worker(args: tuple[dict[str, Any], str, int, int, Any, bool]) -> tuple[int, float]:
-    settings_fields, prefix, start, stop, barrier, keyless = args
+def _preload_worker(args: tuple[dict[str, Any], str, int, int, Any, bool, bool]) -> tuple[int, float]:
+    settings_fields, prefix, start, stop, barrier, keyless, as_original = args
     settings = KafkaSettings(**settings_fields)
-    records = serialise(event_pool(), prefix, start, stop)
+    pool = event_pool()
+    records = original_records(pool, start, stop) if as_original else serialise(pool, prefix, start, stop)
     check_schema(records)
     producer = fast_producer(settings)
     partition_of = KeyPartitions(producer, settings.logs_topic)
@@ -102,17 +122,27 @@ def _preload_worker(args: tuple[dict[str, Any], str, int, int, Any, bool]) -> tu
 
 
 def preload(
-    settings: KafkaSettings, count: int, processes: int = 2, prefix: str = "pre-", keyless: bool = False
+    settings: KafkaSettings,
+    count: int,
+    processes: int = 2,
+    prefix: str = "pre-",
+    keyless: bool = False,
+    original_design: bool = False,
 ) -> PreloadResult:
     """``count`` events into ``logs`` from ``processes`` producer processes, all starting together; ``keyless``:
-    without a key, spread round robin over the partitions (each service's events on every partition)."""
+    without a key, spread round robin over the partitions (each service's events on every partition);
+    ``original_design``: the original simulator's four fields, no event id (implies keyless)."""
+    keyless = keyless or original_design
     processes = max(1, min(processes, count))
     bounds = np.linspace(0, count, processes + 1).astype(int)
     context = multiprocessing.get_context("spawn")  # no fork of a process that runs Kafka client threads
     with context.Manager() as manager:
         barrier = manager.Barrier(processes)
         fields = settings.model_dump()
-        jobs = [(fields, prefix, int(bounds[i]), int(bounds[i + 1]), barrier, keyless) for i in range(processes)]
+        jobs = [
+            (fields, prefix, int(bounds[i]), int(bounds[i + 1]), barrier, keyless, original_design)
+            for i in range(processes)
+        ]
         with context.Pool(processes) as pool:
             results = pool.map(_preload_worker, jobs)
     return PreloadResult(events=sum(n for n, _ in results), seconds=max(s for _, s in results), processes=processes)
@@ -149,3 +179,42 @@ def paced_send(producer: KafkaProducer, topic: str, records: list[tuple[bytes, b
             time.sleep(ahead)
     producer.flush()
     return PacedResult(send_times=send_times, seconds=send_times[-1] - send_times[0] if total > 1 else 0.0)
+
+
+# One kafka-python producer process sends about 8,000 paced events/s here: a higher load is split over several.
+PACED_RATE_PER_PROCESS = 8_000
+
+
+def _paced_worker(args: tuple[dict[str, Any], str, str, int, int, float, Any]) -> tuple[int, bytes]:
+    settings_fields, topic, prefix, start, stop, rate, barrier = args
+    settings = KafkaSettings(**settings_fields)
+    records = serialise(event_pool(), prefix, start, stop)
+    producer = fast_producer(settings, linger_ms=1)
+    producer.partitions_for(topic)  # metadata before the clock runs
+    barrier.wait()
+    paced = paced_send(producer, topic, records, rate)
+    producer.close()
+    return start, paced.send_times.tobytes()
+
+
+def paced_send_parallel(settings: KafkaSettings, topic: str, prefix: str, count: int, rate: float) -> PacedResult:
+    """Events ``0..count`` (``serialise(event_pool(), prefix, ...)``) at ``rate`` events/s in all, from as many
+    producer processes as the rate needs (each sends its own range of indexes at its share of the rate,
+    all starting together); each event's send time by index, as ``paced_send`` gives them."""
+    processes = max(1, min(count, math.ceil(rate / PACED_RATE_PER_PROCESS)))
+    bounds = np.linspace(0, count, processes + 1).astype(int)
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager:
+        barrier = manager.Barrier(processes)
+        fields = settings.model_dump()
+        jobs = [
+            (fields, topic, prefix, int(bounds[i]), int(bounds[i + 1]), rate / processes, barrier)
+            for i in range(processes)
+        ]
+        with context.Pool(processes) as pool:
+            results = pool.map(_paced_worker, jobs)
+    send_times = np.zeros(count)
+    for start, stamps in results:
+        part = np.frombuffer(stamps)
+        send_times[start : start + len(part)] = part
+    return PacedResult(send_times=send_times, seconds=float(send_times.max() - send_times.min()) if count > 1 else 0.0)

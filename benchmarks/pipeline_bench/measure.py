@@ -373,7 +373,10 @@ def _latency(
         if not ready.wait(60):
             raise StepFailed("the verdict recorder did not start")
         progress(f"  offering {rate:,.0f} events/s for {seconds:.0f}s")
-        paced = events.paced_send(producer, settings.logs_topic, records, rate=rate)
+        if rate > events.PACED_RATE_PER_PROCESS:
+            paced = events.paced_send_parallel(settings, settings.logs_topic, prefix, count, rate)
+        else:
+            paced = events.paced_send(producer, settings.logs_topic, records, rate=rate)
         index_bytes, arrival_bytes, created_bytes = receiver.recv()
         recorder.join()
         received = np.frombuffer(index_bytes, dtype=np.int64)

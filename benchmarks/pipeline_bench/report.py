@@ -82,6 +82,8 @@ def meets(value: float | None, minimum: float | None = None, maximum: float | No
 def _number(value: float | None, unit: str) -> str:
     if value is None or not math.isfinite(value):
         return "-"
+    if unit == "x" and abs(value) < 100:
+        return f"{value:,.2f}"
     if unit in ("ms", "MiB", "%") or abs(value) < 100:
         return f"{value:,.1f}"
     return f"{value:,.0f}"

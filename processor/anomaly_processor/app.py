@@ -116,7 +116,12 @@ def make_scorer(settings: ProcessorSettings) -> HttpScorer | ContextualScorer:
         return http
     # The cache holds the batch in hand (retried, bisected) and the one before (redelivered after a failed commit).
     # No cool-down: every alert is marked, and the pipeline groups a service's alerts into incidents.
-    return ContextualScorer(http, cache_events=max(DEFAULT_CACHE_EVENTS, 2 * settings.batch_max), cooldown=False)
+    return ContextualScorer(
+        http,
+        cache_events=max(DEFAULT_CACHE_EVENTS, 2 * settings.batch_max),
+        cooldown=False,
+        sensitivity=settings.detector_sensitivity(),
+    )
 
 
 def tune_garbage_collector() -> None:

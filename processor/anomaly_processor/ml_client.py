@@ -7,17 +7,23 @@ Contract of the ML service: ``POST /predict/batch`` takes a JSON array of events
 ``context``, the event's per-service context features) and answers 200 with
 ``[{"anomaly": bool, "score": float, "model_version": str}, ...]`` in the same order.
 ``GET /ready`` answers 200 when it can score; ``GET /model`` describes the served models.
+
+``HttpScorer`` sends its batches as binary columns (``eventbus.scoring_wire``: half the bytes, and no JSON
+to write or parse on either side) and asks for the answer in them; a service that answers 415 to them gets
+JSON from then on.
 """
 
+import logging
 import math
 import re
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import orjson
 import requests
 
 from eventbus import LogEvent
+from eventbus.scoring_wire import SCORING_BATCH_MEDIA_TYPE, WireFormatError, decode_answer, encode_batch
 from streaming_detector import (
     Score,
     ScoringConfigError,
@@ -37,6 +43,10 @@ _DETAIL_MAX_CHARS = 300
 # Features are sent rounded to this many decimals (surprisals in nats: 1e-6 is far below any threshold's
 # precision); the JSON of a context is then half as long, and as fast to write and to parse.
 CONTEXT_DECIMALS = 6
+BatchFormat = Literal["binary", "json"]
+_BINARY_HEADERS = {"Content-Type": SCORING_BATCH_MEDIA_TYPE, "Accept": f"{SCORING_BATCH_MEDIA_TYPE}, application/json"}
+
+log = logging.getLogger(__name__)
 
 
 class Scorer(Protocol):
@@ -63,7 +73,9 @@ class HttpScorer:
         timeout_s: float = 10.0,
         max_items: int = MAX_ITEMS_PER_REQUEST,
         session: requests.Session | None = None,
+        batch_format: BatchFormat = "binary",
     ) -> None:
+        """``batch_format``: how batches are sent first (binary falls back to JSON for good on a 415)."""
         if not 1 <= max_items <= MAX_ITEMS_PER_REQUEST:
             raise ValueError(f"max_items must be in [1, {MAX_ITEMS_PER_REQUEST}], got {max_items}")
         self.base_url = base_url.rstrip("/")
@@ -72,6 +84,7 @@ class HttpScorer:
         self._predict_url = f"{self.base_url}/predict/batch"
         self._ready_url = f"{self.base_url}/ready"
         self._model_url = f"{self.base_url}/model"
+        self.batch_format: BatchFormat = batch_format
         self._session = session or requests.Session()
         # The scorer is an internal service: no proxy or netrc lookups from the environment on every request.
         self._session.trust_env = False
@@ -123,9 +136,19 @@ class HttpScorer:
         except requests.RequestException as exc:
             raise ScoringUnavailableError(connection_reason(exc)) from None
 
-    def _score_chunk(self, events: Sequence[LogEvent], contexts: Contexts | None) -> list[Score]:
-        if not events:
-            return []
+    def _post_binary(self, events: Sequence[LogEvent], contexts: Contexts | None) -> requests.Response | None:
+        """The batch sent as binary columns; None when it cannot be (contexts of different widths: JSON lets
+        the service name the wrong ones)."""
+        try:
+            body = encode_batch([e.latency_ms for e in events], [e.error_rate for e in events], contexts)
+        except ValueError:
+            return None
+        return self._call(
+            "",
+            lambda: self._session.post(self._predict_url, data=body, headers=_BINARY_HEADERS, timeout=self.timeout_s),
+        )
+
+    def _post_json(self, events: Sequence[LogEvent], contexts: Contexts | None) -> requests.Response:
         items = [
             {
                 "latency_ms": e.latency_ms,
@@ -139,9 +162,23 @@ class HttpScorer:
                 if context is not None:
                     item["context"] = context
         body = orjson.dumps(items)
-        response = self._call("", lambda: self._session.post(self._predict_url, data=body, timeout=self.timeout_s))
+        return self._call("", lambda: self._session.post(self._predict_url, data=body, timeout=self.timeout_s))
+
+    def _score_chunk(self, events: Sequence[LogEvent], contexts: Contexts | None) -> list[Score]:
+        if not events:
+            return []
+        response: requests.Response | None = None
+        if self.batch_format == "binary":
+            response = self._post_binary(events, contexts)
+            if response is not None and response.status_code == 415:
+                log.warning("%s takes no binary batches (HTTP 415): sending JSON from now on", self._predict_url)
+                self.batch_format = "json"
+        if self.batch_format == "json" or response is None:
+            response = self._post_json(events, contexts)
         status = response.status_code
         if status == 200:
+            if response.headers.get("content-type", "").startswith(SCORING_BATCH_MEDIA_TYPE):
+                return decode_binary_scores(response.content, len(events))
             return decode_scores(response.content, len(events))
         detail = response_detail(response.content)
         if status in REJECTED_STATUSES:
@@ -179,6 +216,15 @@ def decode_scores(content: bytes, expected: int) -> list[Score]:
             raise ScoringProtocolError(f"score #{index} has wrong types or a non-finite score: {item!r:.200}")
         scores.append(Score(anomaly, float(value), version))
     return scores
+
+
+def decode_binary_scores(content: bytes, expected: int) -> list[Score]:
+    """Read a binary ``/predict/batch`` answer (``eventbus.scoring_wire``), or raise ``ScoringProtocolError``."""
+    try:
+        anomaly, score, version = decode_answer(content, expected)
+    except WireFormatError as exc:
+        raise ScoringProtocolError(f"binary answer: {exc}") from None
+    return [Score(flag, value, version) for flag, value in zip(anomaly, score, strict=True)]
 
 
 def response_detail(content: bytes) -> str:

@@ -3,12 +3,14 @@
 import os
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streaming_detector.gate import SENSITIVITY_STEPS, Sensitivity
 from streaming_detector.incidents import RESOLVE_AFTER_S, RESOLVE_EVENTS
 
 PrintMode = Literal["auto", "events", "summary", "quiet"]
+SensitivityLevel = Literal["lowest", "low", "medium", "high", "highest"]  # the keys of SENSITIVITY_STEPS
 
 
 class ProcessorSettings(BaseSettings):
@@ -90,6 +92,15 @@ class ProcessorSettings(BaseSettings):
         "near 20,000 events/s (kafka-python); auto: one per partition of LOGS_TOPIC (each partition is read by one "
         "process, and an even split keeps them equally busy), at most two per CPU.",
     )
+    sensitivity: SensitivityLevel = Field(
+        default="medium",
+        description=f"How readily every service alerts: {', '.join(SENSITIVITY_STEPS)}; each step moves the model's "
+        "threshold by one nat (about three times more, or fewer, false alerts a step; README, Sensitivity).",
+    )
+    sensitivity_by_service: str = Field(
+        default="",
+        description='Levels of single services, overriding SENSITIVITY for them: e.g. "payment=high,search=low".',
+    )
     incident_resolve_s: float = Field(
         default=RESOLVE_AFTER_S,
         ge=0,
@@ -117,6 +128,15 @@ class ProcessorSettings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="Level of the diagnostics logged to stderr."
     )
+
+    @field_validator("sensitivity_by_service")
+    @classmethod
+    def _levels_known(cls, value: str, info: ValidationInfo) -> str:
+        Sensitivity.parse(info.data.get("sensitivity", "medium"), value)  # raises ValueError naming what is wrong
+        return value
+
+    def detector_sensitivity(self) -> Sensitivity:
+        return Sensitivity.parse(self.sensitivity, self.sensitivity_by_service)
 
     @field_validator("processor_workers")
     @classmethod

@@ -58,7 +58,7 @@ def imported_names(path: Path) -> Iterator[tuple[int, str]]:
 
 
 def source_files() -> Iterator[Path]:
-    skipped = {".venv", ".git", "tests", "libs", ".local", ".run", "node_modules"}
+    skipped = {".venv", ".venv-peers", ".git", "tests", "libs", ".local", ".run", "node_modules"}
     for path in sorted(REPO.rglob("*.py")):
         if not skipped.intersection(path.relative_to(REPO).parts):
             yield path

@@ -6,8 +6,9 @@ layers, its router and its dependency resolution several times what scoring cost
 the stack did, in the same order and with the same answers: the X-API-Key check (401), Content-Type
 (415), MAX_BODY_BYTES from Content-Length and while the body streams in (413), validation naming each
 bad field (422), no model (503), the context length against the model (422), and it counts the request
-in the metrics. The routes in ``routes/predict.py`` document these operations and answer through
-``ScoringLane.answer`` too.
+in the metrics. ``/predict/batch`` also takes the processor's binary columns (``eventbus.scoring_wire``,
+by Content-Type) and answers in them when the request's Accept names them; refused as JSON is (422).
+The routes in ``routes/predict.py`` document these operations and answer through ``ScoringLane.answer`` too.
 """
 
 import logging
@@ -22,11 +23,12 @@ from numpy.typing import NDArray
 from pydantic import TypeAdapter, ValidationError
 from starlette.types import Receive, Scope, Send
 
+from eventbus.scoring_wire import SCORING_BATCH_MEDIA_TYPE, WireFormatError, decode_batch, encode_answer
 from ml_service.api.columns import ScoringColumns, columns_from_json, columns_from_requests
 from ml_service.api.deps import key_matches
 from ml_service.metrics import ServiceMetrics
 from ml_service.model import ModelBundle
-from ml_service.schemas import PREDICT_REQUEST_ADAPTER, PredictRequest, batch_adapter
+from ml_service.schemas import MAX_CONTEXT_FEATURES, PREDICT_REQUEST_ADAPTER, PredictRequest, batch_adapter
 from ml_service.settings import MLSettings
 from ml_service.store import ModelStore
 
@@ -38,6 +40,7 @@ JSON_MEDIA_TYPE: Final = "application/json"
 MAX_LISTED_ERRORS: Final = 20  # a 10,000-item batch can fail 20,000 ways; the first few say enough
 
 _JSON_HEADERS: Final = [(b"content-type", JSON_MEDIA_TYPE.encode())]
+_BINARY_HEADERS: Final = [(b"content-type", SCORING_BATCH_MEDIA_TYPE.encode())]
 _INTERNAL_ERROR: Final = orjson.dumps({"detail": "internal server error"})
 _MAX_RUNS_SHARE: Final = 16  # beyond one run per 16 rows, build the answer row by row
 _ANOMALY_OPENING: Final = {True: b'{"anomaly":true,"score":', False: b'{"anomaly":false,"score":'}
@@ -169,33 +172,57 @@ class ScoringLane:
     async def __call__(self, scope: Scope, receive: Receive, send: Send, route: str) -> None:
         started = time.perf_counter()
         status = 500
+        media_type = JSON_MEDIA_TYPE
         try:
-            status, body = await self.answer(scope, receive, route)
+            status, body, media_type = await self.answer(scope, receive, route)
         except Exception:
             # Only bugs get here: every bad input is answered 4xx before. Log it whole, answer without details.
             log.exception("unexpected error on POST %s", route)
             body = _INTERNAL_ERROR
         try:
-            headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
+            kind = _BINARY_HEADERS if media_type == SCORING_BATCH_MEDIA_TYPE else _JSON_HEADERS
+            headers = [*kind, (b"content-length", str(len(body)).encode())]
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": body})
         finally:
             self._metrics.record_request(route, "POST", status, time.perf_counter() - started)
 
-    async def answer(self, scope: Scope, receive: Receive, route: str) -> tuple[int, bytes]:
-        """Status and JSON body of the answer to a POST on ``route`` (a scoring route)."""
+    async def answer(self, scope: Scope, receive: Receive, route: str) -> tuple[int, bytes, str]:
+        """Status, body and media type of the answer to a POST on ``route`` (a scoring route): JSON, or the
+        binary columns for a binary batch whose Accept names them."""
+        answer_binary = False
         try:
-            body = await self._read_body(scope, receive)
+            body, binary, answer_binary = await self._read_body(scope, receive, route)
             if route == PREDICT_ROUTE:
-                return 200, self._score_one(validate_body(PREDICT_REQUEST_ADAPTER, body))
-            bulk = columns_from_json(body, self._settings.predict_batch_max)
-            columns = bulk if bulk is not None else columns_from_requests(validate_body(self._batch_adapter, body))
+                return 200, self._score_one(validate_body(PREDICT_REQUEST_ADAPTER, body)), JSON_MEDIA_TYPE
+            if binary:
+                columns = self._binary_columns(body)
+            else:
+                bulk = columns_from_json(body, self._settings.predict_batch_max)
+                columns = bulk if bulk is not None else columns_from_requests(validate_body(self._batch_adapter, body))
             bundle = self._bundle()
             anomaly, score = score_columns(columns, bundle, at=0)
         except Refusal as refusal:
-            return refusal.status, refusal.body
+            return refusal.status, refusal.body, JSON_MEDIA_TYPE
         self._metrics.count_scored(len(columns), int(np.count_nonzero(anomaly)))
-        return 200, verdicts_json(anomaly, score, bundle.version)
+        if answer_binary:
+            return 200, encode_answer(anomaly, score, bundle.version), SCORING_BATCH_MEDIA_TYPE
+        return 200, verdicts_json(anomaly, score, bundle.version), JSON_MEDIA_TYPE
+
+    def _binary_columns(self, body: bytes) -> ScoringColumns:
+        """A binary batch's columns; 422 naming what is wrong, as a JSON batch's would be."""
+        try:
+            batch = decode_batch(body, self._settings.predict_batch_max, MAX_CONTEXT_FEATURES)
+        except WireFormatError as exc:
+            raise _invalid([{"loc": ("body",), "msg": str(exc), "type": "binary_batch"}]) from None
+        flagged, width = batch.contexts.shape
+        return ScoringColumns(
+            latency_ms=batch.latency_ms,
+            error_rate=batch.error_rate,
+            context_rows=np.flatnonzero(batch.has_context),
+            context_lengths=np.full(flagged, width, dtype=np.intp),
+            context_values=batch.contexts.reshape(-1),
+        )
 
     def _score_one(self, event: PredictRequest) -> bytes:
         bundle = self._bundle()
@@ -217,11 +244,15 @@ class ScoringLane:
     def _too_large(self) -> Refusal:
         return Refusal(413, {"detail": f"request body exceeds MAX_BODY_BYTES={self._settings.max_body_bytes} bytes"})
 
-    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
-        """The body, after the key and Content-Type checks; 413 beyond MAX_BODY_BYTES, before it is all read."""
+    async def _read_body(self, scope: Scope, receive: Receive, route: str) -> tuple[bytes, bool, bool]:
+        """(the body, whether it is a binary batch, whether the answer may be one), after the key and
+        Content-Type checks; 413 beyond MAX_BODY_BYTES, before it is all read."""
         content_type = declared_length = api_key = None
+        accept = ""
         for name, value in scope["headers"]:
-            if name == b"content-type" and content_type is None:
+            if name == b"accept":
+                accept += value.decode("latin-1") + ","
+            elif name == b"content-type" and content_type is None:
                 content_type = value.decode("latin-1")
             elif name == b"content-length" and declared_length is None:
                 declared_length = value.decode("latin-1")
@@ -231,8 +262,11 @@ class ScoringLane:
         if expected is not None and not key_matches(api_key, expected):
             raise Refusal(401, {"detail": "missing or wrong X-API-Key"})
         media_type = (content_type or "").split(";", 1)[0].strip().lower()
-        if media_type != JSON_MEDIA_TYPE and not (
-            media_type.startswith("application/") and media_type.endswith("+json")
+        binary = route == BATCH_ROUTE and media_type == SCORING_BATCH_MEDIA_TYPE
+        if (
+            not binary
+            and media_type != JSON_MEDIA_TYPE
+            and not (media_type.startswith("application/") and media_type.endswith("+json"))
         ):
             detail = f"Content-Type must be {JSON_MEDIA_TYPE}, got {media_type or 'none'}"
             raise Refusal(415, {"detail": detail})
@@ -251,4 +285,7 @@ class ScoringLane:
                 raise self._too_large()
             chunks.append(chunk)
             if not message.get("more_body", False):
-                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                answer_binary = binary and SCORING_BATCH_MEDIA_TYPE in {
+                    kind.split(";", 1)[0].strip().lower() for kind in accept.split(",")
+                }
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks), binary, answer_binary

@@ -38,17 +38,24 @@ class QuietServer(ThreadingHTTPServer):
 
 
 class StubScorer:
-    """A real HTTP server on 127.0.0.1 whose answer to /predict/batch is decided by ``respond``."""
+    """A real HTTP server on 127.0.0.1 whose answer to /predict/batch is decided by ``respond``. It knows only
+    JSON, as a service from before the binary batches: those get 415 (counted in ``binary_refused``)."""
 
     def __init__(self) -> None:
         self.respond: Callable[[list[dict[str, Any]]], Reply] = model_reply
         self.requests: list[tuple[dict[str, str], list[dict[str, Any]]]] = []
+        self.binary_refused = 0
         self.delay_s = 0.0
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                raw = self.rfile.read(int(self.headers["Content-Length"]))
+                if self.headers["Content-Type"] != "application/json":
+                    stub.binary_refused += 1
+                    self._send(415, {"detail": "Content-Type must be application/json"})
+                    return
+                body = json.loads(raw)
                 stub.requests.append((dict(self.headers), body))
                 time.sleep(stub.delay_s)
                 self._send(*stub.respond(body))
@@ -100,6 +107,15 @@ def test_scores_come_back_in_order_and_the_label_is_never_sent(stub: StubScorer)
     assert "X-API-Key" not in headers
     assert [item["service"] for item in body] == [e.service for e in batch]
     assert all(set(item) == {"latency_ms", "error_rate", "service"} for item in body)
+
+
+def test_a_service_without_binary_batches_gets_json_after_one_415(stub: StubScorer) -> None:
+    scorer = HttpScorer(stub.url)
+    first, second = scorer.score(events(3, slow=[1])), scorer.score(events(2))
+    assert [s.anomaly for s in first] == [False, True, False] and len(second) == 2
+    assert stub.binary_refused == 1  # tried once; from then on JSON
+    assert [len(body) for _, body in stub.requests] == [3, 2]
+    assert scorer.batch_format == "json"
 
 
 def test_the_api_key_is_sent_when_configured(stub: StubScorer) -> None:

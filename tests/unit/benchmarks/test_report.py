@@ -184,7 +184,7 @@ def test_each_worker_count_of_scale_gets_its_own_row_with_the_cpu_split() -> Non
 def test_the_latency_floor_is_shown_under_the_load_it_was_measured_at() -> None:
     from benchmarks.pipeline_bench.cli import parse_args, table
 
-    measured = {"p50_ms": 20.0, "p95_ms": 40.0, "p99_ms": 90.0, "to_verdict_p99_ms": 80.0, "achieved_rate": 1000.0}
+    measured = {"p50_ms": 20.0, "p95_ms": 40.0, "p99_ms": 45.0, "to_verdict_p99_ms": 40.0, "achieved_rate": 1000.0}
     details = {
         "latency_project": {"1000": measured, "5000": measured | {"p99_ms": 150.0}},
         "latency_floor": {"1000": measured | {"p50_ms": 11.0, "p99_ms": 60.0}},
@@ -223,3 +223,51 @@ def test_cpu_seconds_counts_a_process_and_its_children() -> None:
         burner.wait()
     assert seen > 0
     assert cpu_seconds(os.getpid()) > 0
+
+
+def test_p99_targets_are_50_ms_at_1k_and_250_ms_at_20k_with_the_workers_used() -> None:
+    from benchmarks.pipeline_bench.cli import parse_args, table
+
+    def at(p99: float) -> dict[str, float]:
+        return {"p50_ms": 5.0, "p95_ms": 9.0, "p99_ms": p99, "to_verdict_p99_ms": p99, "achieved_rate": 1.0}
+
+    details = {"latency_project": {"1000": at(51.0), "5000": at(400.0), "20000": at(240.0)}}
+    details["latency_project"]["1000"]["achieved_rate"] = 999.0
+    details["latency_project"]["20000"]["achieved_rate"] = 7_769.0
+    rows = {row.metric: row for row in table(parse_args([]), details)}
+    assert rows["  achieved rate at 1,000/s"].note == ""
+    assert rows["  achieved rate at 20,000/s"].note.startswith("the producers offered only 7,769 events/s")
+    assert (rows["latency p99 at 1,000/s"].target, rows["latency p99 at 1,000/s"].met) == ("<= 50", False)
+    assert (rows["latency p99 at 5,000/s"].target, rows["latency p99 at 5,000/s"].met) == ("", None)
+    assert (rows["latency p99 at 20,000/s"].target, rows["latency p99 at 20,000/s"].met) == ("<= 250", True)
+    assert rows["latency p99 at 1,000/s"].note == "PROCESSOR_WORKERS=1"
+    assert rows["latency p99 at 20,000/s"].note == "PROCESSOR_WORKERS=auto"
+
+
+def test_peer_rows_give_each_rate_and_the_projects_ratios_against_their_targets(tmp_path: Path) -> None:
+    from benchmarks.pipeline_bench import peers
+    from benchmarks.pipeline_bench.cli import parse_args, table
+
+    def run(rate: float) -> dict[str, float]:
+        return {"rate": rate, "events": 200_000, "outputs": 200_000, "span_s": 2e5 / rate, "total_s": 9.0, "cpu_s": 4.0}
+
+    found = {
+        peers.RELAY: peers.PeerRun(peers.RELAY, 200_000, 200_000, 2.0, 3.0, 2.0),  # 100,000/s
+        peers.QUIX: peers.PeerRun(peers.QUIX, 200_000, 200_000, 8.0, 12.0, 9.0),  # 25,000/s
+        peers.project_name("default"): peers.PeerRun(peers.project_name("default"), 200_000, 200_450, 4.0, 6.0, 8.0),
+    }
+    ratios = peers.ratios(found)
+    assert ratios["project_over_quix"] == pytest.approx(2.0)  # 450 verdicts written twice do not count
+    assert ratios["project_over_relay_floor"] == pytest.approx(0.5)
+    assert ratios["project_over_original"] is None  # not measured
+    details = {"peers": {"runs": {name: run(r.rate) for name, r in found.items()}, "ratios": ratios}}
+    rows = {row.metric: row for row in table(parse_args([]), details)}
+    assert rows["peers: project, defaults"].project == pytest.approx(50_000)
+    quix = rows["project, defaults / Quix Streams"]
+    relay = rows["project, defaults / librdkafka relay"]
+    assert (quix.project, quix.target, quix.met) == (pytest.approx(2.0), ">= 2", True)
+    assert (relay.project, relay.target, relay.met) == (pytest.approx(0.5), ">= 0.5", True)
+    assert "project, defaults / original design" not in rows
+    write_json(tmp_path / "bench.json", list(rows.values()), details)
+    document = json.loads((tmp_path / "bench.json").read_text())
+    assert document["details"]["peers"]["ratios"]["project_over_quix"] == pytest.approx(2.0)

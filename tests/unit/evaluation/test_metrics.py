@@ -47,7 +47,12 @@ def test_eval_cli_prints_the_table_and_writes_json(tmp_path, capsys) -> None:
     assert report["scenarios"][0]["precision"] >= 0.9
     [nightly] = report["rhythms"]
     assert nightly["rate"] == "1/5min" and nightly["false_per_day_learned"] <= 1.0
-    assert [point["threshold"] for point in report["sensitivity"]["1/5min"]] == [7.0, 8.0, 9.0, 10.0, 11.0, 12.0]
+    curve = report["sensitivity"]["1/5min"]
+    assert [(p["level"], p["threshold"]) for p in curve] == [
+        ("lowest", 11.0), ("low", 10.0), ("medium", 9.0), ("high", 8.0), ("highest", 7.0)
+    ]  # fmt: skip
+    false_pages = [p["false_per_day_learned"] for p in curve]
+    assert false_pages == sorted(false_pages) and false_pages[0] < false_pages[-1]  # more sensitive, more pages
 
 
 def test_a_row_without_incidents_shows_false_alert_rates_not_precision() -> None:

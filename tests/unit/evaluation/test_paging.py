@@ -19,15 +19,15 @@ def test_a_level_shift_of_two_hundred_events_pages_once() -> None:
     # NAB's sweep ranks the page's score; the rest of the incident, recovery included, is muted.
     assert pages.alert_score[100] == 20.0
     assert not pages.alert_score[101:310].any()
-    assert (pages.alert_score[400:] == 1.0).all()  # resolved: 10 normal events and 60 s after the last alert
+    assert (pages.alert_score[400:] == 1.0).all()  # resolved: 10 normal events and 20 s after the last alert
 
 
 def test_an_incident_after_the_last_one_resolved_pages_again_and_not_before() -> None:
-    events, output = replay_of({100, 130, 300}, 400)  # 130: 30 s after 100, still in its incident
+    events, output = replay_of({100, 115, 300}, 400)  # 115: 15 s after 100, still in its incident
     assert np.flatnonzero(paged(events, output).anomaly).tolist() == [100, 300]
 
 
 def test_pages_follow_event_time_not_the_replay_speed() -> None:
-    # Five-minute steps (a NAB file): 10 normal events are 50 minutes, past the 60 s too.
+    # Five-minute steps (a NAB file): 10 normal events are 50 minutes, past the 20 s too.
     events, output = replay_of({100, 112}, 200, step_s=300.0)
     assert np.flatnonzero(paged(events, output).anomaly).tolist() == [100, 112]

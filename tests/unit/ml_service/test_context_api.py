@@ -13,6 +13,7 @@ from ml_service.errors import ModelIntegrityError
 from ml_service.model import ModelBundle, load_bundle, metadata_path_for
 from ml_service.settings import MLSettings
 
+from eventbus.scoring_wire import decode_answer, encode_batch
 from streaming_detector import ContextConfig, ContextTracker
 from tests.conftest import run_in_fresh_python
 from tests.ml_context import save_small_bundle
@@ -169,3 +170,44 @@ def test_a_loaded_model_has_its_compiled_forest_walk_ready_before_the_first_requ
         "print(len(kernels.forest_path_lengths.signatures))\n"
     )
     assert run_in_fresh_python(probe, str(model_path)).split() == ["1"]
+
+
+BINARY = "application/vnd.log-pipeline.scoring-batch"
+
+
+def test_a_binary_batch_gets_the_verdicts_a_json_batch_gets(client: TestClient, bundle: ModelBundle) -> None:
+    contexts = real_contexts(bundle, 200)
+    latency = [205.0, 200.0, 250.0, *([200.0] * 4)]
+    errors = [0.004, 0.01, 0.4, *([0.01] * 4)]
+    rows: list[tuple[float, ...] | None] = [None, tuple(contexts[0]), None, *(tuple(row) for row in contexts[1:])]
+    body = encode_batch(latency, errors, rows)
+    items = [
+        {"latency_ms": lat, "error_rate": err, **({"context": list(row)} if row else {})}
+        for lat, err, row in zip(latency, errors, rows, strict=True)
+    ]
+    as_json = post(client, "/predict/batch", items).json()
+
+    binary = client.post("/predict/batch", content=body, headers={"Content-Type": BINARY, "Accept": BINARY})
+    assert binary.status_code == 200 and binary.headers["content-type"] == BINARY
+    anomaly, score, version = decode_answer(binary.content, len(items))
+    assert anomaly == [v["anomaly"] for v in as_json] and any(anomaly)
+    assert score == [v["score"] for v in as_json]
+    assert version == bundle.version
+    # Sent binary, but asked for JSON (or nothing): the answer is the JSON one.
+    for headers in ({"Content-Type": BINARY, "Accept": "application/json"}, {"Content-Type": BINARY}):
+        answer = client.post("/predict/batch", content=body, headers=headers)
+        assert answer.headers["content-type"] == "application/json" and answer.json() == as_json
+
+
+def test_a_bad_binary_batch_gets_422_naming_why_and_predict_takes_only_json(
+    client: TestClient, bundle: ModelBundle
+) -> None:
+    headers = {"Content-Type": BINARY, "Accept": BINARY}
+    width = len(bundle.context_features)
+    bad = client.post("/predict/batch", content=encode_batch([-1.0], [0.0]), headers=headers)
+    assert bad.status_code == 422 and bad.headers["content-type"] == "application/json"
+    assert bad.json()["detail"] == "body: latency_ms must be >= 0 (event 0)"
+    short = client.post("/predict/batch", content=encode_batch([1.0], [0.0], [(0.5,) * (width - 1)]), headers=headers)
+    assert short.status_code == 422 and "body[0].context: should have" in short.json()["detail"]
+    one = client.post("/predict", content=encode_batch([1.0], [0.0]), headers=headers)
+    assert one.status_code == 415

@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response, Security
 
 from ml_service.api.deps import api_key_header
-from ml_service.api.scoring_lane import BATCH_ROUTE, JSON_MEDIA_TYPE, PREDICT_ROUTE, ScoringLane
+from ml_service.api.scoring_lane import BATCH_ROUTE, PREDICT_ROUTE, ScoringLane
 from ml_service.schemas import PREDICT_REQUEST_ADAPTER, ErrorResponse, PredictResponse
 
 # The key is checked by the lane; declaring the header here documents it.
@@ -22,7 +22,11 @@ _REQUEST_SCHEMA = PREDICT_REQUEST_ADAPTER.json_schema()
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse, "description": "ML_SCORING_API_KEY is set and X-API-Key does not match it."},
     413: {"model": ErrorResponse, "description": "The body exceeds MAX_BODY_BYTES."},
-    415: {"model": ErrorResponse, "description": "The body is not sent as application/json."},
+    415: {
+        "model": ErrorResponse,
+        "description": "The body is not sent as application/json (or, to /predict/batch, as the processor's "
+        "binary columns: application/vnd.log-pipeline.scoring-batch, see eventbus.scoring_wire).",
+    },
     422: {
         "model": ErrorResponse,
         "description": "Not JSON, or a field is missing, mistyped or out of range "
@@ -69,5 +73,5 @@ async def predict_batch(request: Request) -> Response:
 
 async def _answer(request: Request, route: str) -> Response:
     lane: ScoringLane = request.app.state.scoring_lane
-    status, body = await lane.answer(request.scope, request.receive, route)
-    return Response(content=body, status_code=status, media_type=JSON_MEDIA_TYPE)
+    status, body, media_type = await lane.answer(request.scope, request.receive, route)
+    return Response(content=body, status_code=status, media_type=media_type)
