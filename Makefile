@@ -17,8 +17,8 @@ SECURE ?= 0
 
 .DEFAULT_GOAL := help
 .PHONY: help install browser kafka-up kafka-down consume train serve process simulate up down logs status screenshot \
-        bench-state peers-venv flood test test-unit test-integration test-faults lint format schemas eval eval-pipeline bench \
-        soak clean \
+        bench-state peers-venv flood test test-unit test-integration test-faults test-kafka-python lint format schemas \
+        eval eval-pipeline bench soak clean \
         cluster-up cluster-down cluster-status images stack-up stack-down test-containers monitoring-tools \
         monitoring-up monitoring-down compose-plugin
 
@@ -50,8 +50,8 @@ train: $(STAMP) ## Train the model (fastapi-ml-service/model.joblib + model.json
 serve: $(STAMP) ## Run the ML service in the foreground (http://127.0.0.1:8000)
 	@cd fastapi-ml-service && ../$(PY) main.py
 
-process: $(STAMP) ## Run the processor in the foreground
-	@cd processor && ../$(PY) main.py
+process: $(STAMP) ## Run the processor in the foreground (PROCESSOR_WORKERS=auto unless set: every core)
+	@cd processor && PROCESSOR_WORKERS=$${PROCESSOR_WORKERS:-auto} ../$(PY) main.py
 
 simulate: $(STAMP) ## Run the log simulator in the foreground (ARGS="--rate 100 --count 1000")
 	@cd log-simulator && ../$(PY) main.py $(ARGS)
@@ -106,9 +106,21 @@ screenshot: $(STAMP) browser ## Regenerate docs/dashboard.png with the browser t
 	@UPDATE_SCREENSHOT=1 $(PY) -m pytest -q tests/integration/test_dashboard_browser.py $(PYTEST_ARGS)
 	@echo "docs/dashboard.png updated"
 
+# The processor's tests run on its default Kafka client (librdkafka); the decisive ones (marked kafka_python:
+# delivery, pause while the ML service is away, a killed processor, members joining and leaving, state restore,
+# TLS/SASL; ~2.5 min) run again on kafka-python. make test-kafka-python runs all of CLIENT_TESTS on it.
+CLIENT_TESTS := tests/integration/test_processor_pipeline.py tests/integration/test_original_design.py \
+	tests/integration/test_processor_state.py tests/integration/test_secure_broker.py tests/faults
+
 test: $(STAMP) browser monitoring-tools ## Run every test (unit, then integration against a real Kafka broker)
 	@$(PY) kafka-docker/main.py fetch-jars
 	@$(PY) -m pytest $(PYTEST_ARGS)
+	@echo "Again on kafka-python (KAFKA_CLIENT=kafka-python), the tests marked kafka_python:"
+	@KAFKA_CLIENT=kafka-python $(PY) -m pytest -m kafka_python $(CLIENT_TESTS) $(PYTEST_ARGS)
+
+test-kafka-python: $(STAMP) ## Every processor integration and fault test on kafka-python (make test runs a subset)
+	@$(PY) kafka-docker/main.py fetch-jars
+	@KAFKA_CLIENT=kafka-python $(PY) -m pytest $(CLIENT_TESTS) $(PYTEST_ARGS)
 
 test-unit: $(STAMP) ## Run the fast unit tests (no broker)
 	@$(PY) -m pytest tests/unit $(PYTEST_ARGS)

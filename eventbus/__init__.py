@@ -10,12 +10,24 @@ Public surface (pinned by ``tests/unit/eventbus/test_contract.py``)::
     ServiceName, LatencyMs, ErrorRate, Timestamp, EventId, Label: the fields' types, for other schemas
     KafkaSettings                broker address, topic names and security, from the environment
     make_producer, make_consumer, make_admin, ensure_topics, wait_for_broker
+    make_stream_consumer, make_stream_producer, stream_client   the processor's loop clients (KAFKA_CLIENT)
+    ConsumerPort, ProducerPort, StreamRecord, CommitFuture, SendFuture: what those clients offer
     EventBusError                root of this package's exceptions (see ``eventbus.errors``)
 """
 
-from eventbus._clients import ensure_topics, make_admin, make_consumer, make_producer, wait_for_broker
+from eventbus._clients import (
+    ensure_topics,
+    make_admin,
+    make_consumer,
+    make_producer,
+    make_stream_consumer,
+    make_stream_producer,
+    stream_client,
+    wait_for_broker,
+)
 from eventbus._contract import SCHEMA_FILES, json_schemas
 from eventbus._incidents import Explanation, Incident
+from eventbus._ports import CommitFuture, ConsumerPort, ProducerPort, SendFuture, StreamRecord
 from eventbus._schema import (
     EVENT_MAX_BYTES,
     LABEL_NORMAL,
@@ -70,6 +82,14 @@ __all__ = [
     "make_admin",
     "make_consumer",
     "make_producer",
+    "make_stream_consumer",
+    "make_stream_producer",
+    "stream_client",
+    "CommitFuture",
+    "ConsumerPort",
+    "ProducerPort",
+    "SendFuture",
+    "StreamRecord",
     "parse_event",
     "wait_for_broker",
 ]

@@ -1,13 +1,15 @@
 """Kafka clients built the same way for every service, from ``KafkaSettings``."""
 
 import contextlib
+import importlib.util
 import logging
 import time
-from typing import Any
+from typing import Any, Literal, cast
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 
+from eventbus._ports import ConsumerPort, ProducerPort
 from eventbus._refusals import watch_refusals
 from eventbus._settings import KafkaSettings
 from eventbus.errors import BrokerRefusedError, BrokerUnavailableError
@@ -48,6 +50,54 @@ def make_consumer(settings: KafkaSettings, *topics: str, group_id: str | None, *
     if topics:
         consumer.subscribe(list(topics))
     return consumer
+
+
+def stream_client(settings: KafkaSettings) -> Literal["confluent", "kafka-python"]:
+    """The client ``KAFKA_CLIENT`` names; ``auto``: confluent (librdkafka) when it is installed."""
+    if settings.kafka_client != "auto":
+        return settings.kafka_client
+    return "confluent" if importlib.util.find_spec("confluent_kafka") is not None else "kafka-python"
+
+
+def make_stream_consumer(settings: KafkaSettings, *, group_id: str | None, **options: Any) -> ConsumerPort:
+    """A consumer for a hot loop, on the client ``stream_client`` picks; ``options`` in kafka-python's names.
+    Not subscribed, never auto-committing, from the earliest offset when the group has none."""
+    if stream_client(settings) == "kafka-python":
+        return cast(ConsumerPort, make_consumer(settings, group_id=group_id, **options))
+    from eventbus._confluent import ConfluentConsumer, librdkafka_options
+
+    configs = {
+        **settings.librdkafka_configs(),
+        "enable.auto.offset.store": False,
+        # librdkafka prefetches up to 64 MiB by default; a few batches ahead is enough and keeps memory flat.
+        "queued.max.messages.kbytes": 16 * 1024,
+    }
+    configs.update(
+        librdkafka_options(
+            {"enable_auto_commit": False, "auto_offset_reset": "earliest", "client_id": "log-pipeline", **options}
+        )
+    )
+    if group_id is not None:
+        configs["group.id"] = group_id
+    return ConfluentConsumer(configs, max_records=int(options.get("max_poll_records") or 500))
+
+
+def make_stream_producer(settings: KafkaSettings, **options: Any) -> ProducerPort:
+    """A producer for a hot loop (acks=all, idempotent, murmur2 partitioning as kafka-python and Java),
+    on the client ``stream_client`` picks; ``options`` in kafka-python's names."""
+    if stream_client(settings) == "kafka-python":
+        return cast(ProducerPort, make_producer(settings, **options))
+    from eventbus._confluent import ConfluentProducer, librdkafka_options
+
+    configs = {
+        **settings.librdkafka_configs(),
+        "partitioner": "murmur2_random",
+        # kafka-python's delivery_timeout_ms: a record not acknowledged by then fails (retriable) and is resent
+        "message.timeout.ms": 120_000,
+    }
+    configs.update(librdkafka_options({"acks": "all", "enable_idempotence": True, "linger_ms": 5,
+                                       "client_id": "log-pipeline", **options}))  # fmt: skip
+    return ConfluentProducer(configs)
 
 
 def make_admin(settings: KafkaSettings, **overrides: Any) -> KafkaAdminClient:

@@ -2,6 +2,7 @@
 
 import argparse
 import logging
+import os
 import platform
 import sys
 import tempfile
@@ -94,7 +95,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="the project's end-to-end runs send their events without a key, as the original design's producer "
         "does (the processor re-keys them by service): what a keyless producer costs",
     )
+    parser.add_argument(
+        "--client",
+        choices=("auto", "confluent", "kafka-python"),
+        default=None,
+        help="KAFKA_CLIENT of the project's processor (default: the environment's, else auto)",
+    )
     args = parser.parse_args(argv)
+    if args.client:  # the processors started by this run inherit it
+        os.environ["KAFKA_CLIENT"] = args.client
     args.skip = {step.strip() for step in args.skip.split(",") if step.strip()}
     if unknown := args.skip - set(STEPS):
         parser.error(f"unknown steps in --skip: {', '.join(sorted(unknown))}")

@@ -14,7 +14,6 @@ import sys
 import threading
 from types import FrameType
 
-from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 from pydantic import ValidationError
 
@@ -30,10 +29,13 @@ from anomaly_processor.workers import WORKER_FLAG, Supervisor, watch_parent
 from eventbus import (
     BrokerRefusedError,
     BrokerUnavailableError,
+    ConsumerPort,
     KafkaSettings,
+    ProducerPort,
     ensure_topics,
-    make_consumer,
-    make_producer,
+    make_stream_consumer,
+    make_stream_producer,
+    stream_client,
     wait_for_broker,
 )
 from streaming_detector.scorer import DEFAULT_CACHE_EVENTS, ContextualScorer
@@ -170,7 +172,7 @@ def run(
     if clients is None:
         return 0
     consumer, producer = clients
-    restorer: KafkaConsumer | None = None
+    restorer: ConsumerPort | None = None
     pipeline: Pipeline | None = None
     notifier = make_notifier(
         alertmanager_url=settings.alertmanager_url,
@@ -183,7 +185,7 @@ def run(
     )
     try:
         if isinstance(scorer, ContextualScorer) and settings.state_changelog:
-            restorer = make_consumer(kafka, group_id=None, client_id="anomaly-processor-restore")
+            restorer = make_stream_consumer(kafka, group_id=None, client_id="anomaly-processor-restore")
         pipeline = Pipeline(
             consumer,
             producer,
@@ -202,6 +204,7 @@ def run(
             f"as group {settings.processor_group!r}, scoring with {name}"
             + (" in per-service context" if isinstance(scorer, ContextualScorer) else "")
             + (f", state in {kafka.state_topic}" if pipeline.state is not None else "")
+            + f" (Kafka client: {stream_client(kafka)})"
         )
         if notifier is not None:
             printer.notice(f"Incidents go to {', '.join(r.name for r in notifier.receivers)}")
@@ -228,16 +231,16 @@ def run(
 
 def connect(
     settings: ProcessorSettings, kafka: KafkaSettings, printer: Printer, stop: threading.Event
-) -> tuple[KafkaConsumer, KafkaProducer] | None:
+) -> tuple[ConsumerPort, ProducerPort] | None:
     """The consumer and producer, once Kafka answers (retrying with backoff); None if stopped first."""
     backoff = Backoff(settings.retry_backoff_initial_s, settings.retry_backoff_max_s)
     while not stop.is_set():
         try:
             wait_for_broker(kafka, timeout_s=BROKER_PROBE_TIMEOUT_S)
             ensure_topics(kafka)
-            consumer = make_consumer(kafka, group_id=settings.processor_group, **consumer_overrides(settings))
+            consumer = make_stream_consumer(kafka, group_id=settings.processor_group, **consumer_overrides(settings))
             try:
-                producer = make_producer(kafka, **producer_overrides())
+                producer = make_stream_producer(kafka, **producer_overrides())
             except BaseException:
                 consumer.close(autocommit=False)
                 raise

@@ -11,13 +11,14 @@ import threading
 import time
 from collections.abc import Sequence
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 from kafka.errors import KafkaError
 
 from anomaly_processor.metrics import ProcessorMetrics
 from anomaly_processor.output import Printer
 from anomaly_processor.ownership import PartitionOwnership
 from anomaly_processor.records import ConsumedRecord, DecodedBatch
+from eventbus import ConsumerPort
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ class BatchConsumer:
 
     def __init__(
         self,
-        consumer: KafkaConsumer,
+        consumer: ConsumerPort,
         ownership: PartitionOwnership,
         *,
         batch_max: int,

@@ -34,18 +34,19 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 from kafka.errors import KafkaTimeoutError
 
 from anomaly_processor.delivery import Delivery, Outgoing
 from anomaly_processor.metrics import ProcessorMetrics
 from anomaly_processor.ownership import PartitionOwnership
-from eventbus import KafkaSettings
+from eventbus import ConsumerPort, KafkaSettings
 from streaming_detector.scorer import ContextualScorer
 
 log = logging.getLogger(__name__)
 
 RESTORE_POLL_MS = 500
+RESTORE_REPORT_S = 10.0  # a restore still reading after this says so, and asks again where each partition ends
 # kafka-python's offset look-ups wait forever by default; a broker going away mid-restore must not hang the loop.
 OFFSETS_TIMEOUT_MS = 10_000
 MARKER_KEY = b"\x00offsets"  # not a service name: services are printable text
@@ -106,9 +107,9 @@ class ChangelogState:
         scorer: ContextualScorer,
         store: LocalStateStore,
         delivery: Delivery,
-        restorer: KafkaConsumer,
+        restorer: ConsumerPort,
         ownership: PartitionOwnership,
-        consumer: KafkaConsumer,
+        consumer: ConsumerPort,
         positions: Callable[[], dict[TopicPartition, int]],
         *,
         kafka: KafkaSettings,
@@ -210,6 +211,7 @@ class ChangelogState:
             left = {tp for tp in tps if self._position(tp) < end[tp]}
             services = 0
             markers: dict[int, dict[str, int]] = {}
+            reported = time.monotonic()
             while left and not stop.is_set():
                 polled = self._restorer.poll(timeout_ms=RESTORE_POLL_MS)
                 for tp, records in polled.items():
@@ -221,6 +223,9 @@ class ChangelogState:
                             rows.append((r.key.decode(), r.value))
                     self._store.put_many(rows)
                     services += len(rows)
+                if time.monotonic() - reported >= RESTORE_REPORT_S:
+                    reported = time.monotonic()
+                    self._recheck_end(end, left)
                 for tp in list(left):
                     if self._position(tp) >= end[tp]:
                         left.discard(tp)
@@ -240,6 +245,21 @@ class ChangelogState:
             elapsed,
         )
         return markers
+
+    def _recheck_end(self, end: dict[TopicPartition, int], left: set[TopicPartition]) -> None:
+        """Say that a restore is slow, and lower the ends still to reach to where the partitions end now: a broker
+        restarted meanwhile may hold less than it announced (a high watermark read back from its checkpoint)."""
+        now = self._restorer.end_offsets(sorted(left), timeout_ms=OFFSETS_TIMEOUT_MS)
+        log.warning(
+            "restoring %s: still reading after %.0fs (at %s of %s; the changelog ends at %s now)",
+            self._topic,
+            RESTORE_REPORT_S,
+            {tp.partition: self._position(tp) for tp in left},
+            {tp.partition: end[tp] for tp in left},
+            {tp.partition: now[tp] for tp in left},
+        )
+        for tp in left:
+            end[tp] = min(end[tp], now[tp])
 
     def _position(self, tp: TopicPartition) -> int:
         position = self._restorer.position(tp, timeout_ms=OFFSETS_TIMEOUT_MS)

@@ -10,15 +10,15 @@ commit; a late commit of ours could move it back).
 import logging
 from collections.abc import Sequence
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 from kafka.errors import CommitFailedError, IllegalStateError, KafkaError
-from kafka.future import Future
 from kafka.structs import OffsetAndMetadata
 
 from anomaly_processor.metrics import ProcessorMetrics
 from anomaly_processor.ownership import PartitionOwnership
 from anomaly_processor.records import ConsumedRecord
 from anomaly_processor.retry import RetryContext, describe, retriable, retry_after
+from eventbus import CommitFuture, ConsumerPort
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class OffsetCommitter:
     """
 
     def __init__(
-        self, consumer: KafkaConsumer, ownership: PartitionOwnership, metrics: ProcessorMetrics, retries: RetryContext
+        self, consumer: ConsumerPort, ownership: PartitionOwnership, metrics: ProcessorMetrics, retries: RetryContext
     ) -> None:
         self._consumer = consumer
         self._ownership = ownership
@@ -62,7 +62,7 @@ class OffsetCommitter:
         self._uncommitted: dict[TopicPartition, OffsetAndMetadata] = {}
         # Offsets handled but held back until the state they led to is saved (``queue(release=False)``).
         self._held: dict[TopicPartition, OffsetAndMetadata] = {}
-        self._commit_in_flight: tuple[Future, dict[TopicPartition, OffsetAndMetadata]] | None = None
+        self._commit_in_flight: tuple[CommitFuture, dict[TopicPartition, OffsetAndMetadata]] | None = None
 
     def forget(self, tp: TopicPartition) -> None:
         """Drop a revoked partition's offsets; called by ``PartitionOwnership.revoke`` under its lock."""
@@ -124,7 +124,7 @@ class OffsetCommitter:
         with self._ownership.lock:
             return dict(self._uncommitted)
 
-    def _settle(self, future: Future, sent: dict[TopicPartition, OffsetAndMetadata]) -> None:
+    def _settle(self, future: CommitFuture, sent: dict[TopicPartition, OffsetAndMetadata]) -> None:
         if future.failed():
             # Kept in _uncommitted: the next commit carries them (a revoked partition's were dropped).
             log.warning("commit of %s failed (%s): sent again with the next one", _offsets_text(sent), future.exception)

@@ -5,11 +5,11 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from kafka import KafkaProducer
 from kafka.errors import KafkaTimeoutError
 from kafka.partitioner.default import murmur2
 
 from anomaly_processor.retry import RetryContext, describe, retriable, retry_after
+from eventbus import ProducerPort
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ class KeyPartitioner:
     has few distinct keys (services). Records without a key are left to the producer.
     """
 
-    def __init__(self, producer: KafkaProducer) -> None:
+    def __init__(self, producer: ProducerPort) -> None:
         self._producer = producer
         self._partitions: dict[str, list[int]] = {}
         self._cache: dict[tuple[str, bytes], int] = {}
@@ -37,7 +37,10 @@ class KeyPartitioner:
         if partition is None:
             partitions = self._partitions.get(topic)
             if partitions is None:
-                partitions = self._partitions[topic] = sorted(self._producer.partitions_for(topic))
+                known = self._producer.partitions_for(topic)
+                if not known:  # no metadata yet: the producer's partitioner (murmur2 too) decides
+                    return None
+                partitions = self._partitions[topic] = sorted(known)
             partition = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
             if len(self._cache) >= KEY_CACHE_MAX:  # a flood of service names must not grow it without end
                 self._cache.clear()
@@ -61,7 +64,7 @@ class Delivery:
     """Produces records and waits for Kafka's acknowledgement of each; ``hold(seconds)`` waits while staying
     in the consumer group (the loop's consumer keeps polling with its partitions paused)."""
 
-    def __init__(self, producer: KafkaProducer, retries: RetryContext) -> None:
+    def __init__(self, producer: ProducerPort, retries: RetryContext) -> None:
         self._producer = producer
         self._printer = retries.printer
         self._stop = retries.stop

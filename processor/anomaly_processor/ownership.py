@@ -11,9 +11,10 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from kafka import ConsumerRebalanceListener, TopicPartition
 
 from anomaly_processor.records import ConsumedRecord
+from eventbus import ConsumerPort
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ class PartitionOwnership:
     ``revoke`` calls ``on_revoke(tp)`` for each partition while holding it.
     """
 
-    def __init__(self, consumer: KafkaConsumer, on_revoke: Callable[[TopicPartition], None]) -> None:
+    def __init__(self, consumer: ConsumerPort, on_revoke: Callable[[TopicPartition], None]) -> None:
         self._consumer = consumer
         self._on_revoke = on_revoke
         self.lock = threading.Lock()

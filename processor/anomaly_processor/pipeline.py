@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import TopicPartition
 from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.errors import KafkaError
 
@@ -57,7 +57,7 @@ from anomaly_processor.records import (
 )
 from anomaly_processor.retry import Backoff, RetryContext, describe, retriable, retry_after
 from anomaly_processor.settings import ProcessorSettings
-from eventbus import KafkaSettings, LogEvent
+from eventbus import ConsumerPort, KafkaSettings, LogEvent, ProducerPort
 from streaming_detector.scorer import ContextualScorer
 
 log = logging.getLogger(__name__)
@@ -107,8 +107,8 @@ class Pipeline:
 
     def __init__(
         self,
-        consumer: KafkaConsumer,
-        producer: KafkaProducer,
+        consumer: ConsumerPort,
+        producer: ProducerPort,
         scorer: Scorer,
         *,
         kafka: KafkaSettings,
@@ -117,7 +117,7 @@ class Pipeline:
         stop: threading.Event | None = None,
         scorer_name: str = "the scorer",
         metrics: ProcessorMetrics | None = None,
-        restorer: KafkaConsumer | None = None,
+        restorer: ConsumerPort | None = None,
         notify: Callable[[list[dict[str, Any]]], None] | None = None,
     ) -> None:
         self._consumer = consumer
@@ -155,7 +155,7 @@ class Pipeline:
         self._behind = False  # the scorer learned a batch that was not handled (its records are redone)
         consumer.subscribe([kafka.logs_topic, kafka.repartition_topic], listener=OwnershipListener(self.ownership))
 
-    def _keep_state(self, scorer: ContextualScorer, restorer: KafkaConsumer, producer: KafkaProducer) -> ChangelogState:
+    def _keep_state(self, scorer: ContextualScorer, restorer: ConsumerPort, producer: ProducerPort) -> ChangelogState:
         topic = self._kafka.repartition_topic
         store = LocalStateStore(lambda service: self.delivery.partition_of(topic, service.encode()) or 0,
                                 self._settings.state_dir)  # fmt: skip

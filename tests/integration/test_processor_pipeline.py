@@ -26,7 +26,7 @@ from log_simulator.generator import ServiceSpec
 from prometheus_client.parser import text_string_to_metric_families
 
 from devstack.processes import Child, free_port
-from eventbus import VERDICT_FIELDS, KafkaSettings, LogEvent, Verdict, make_admin
+from eventbus import VERDICT_FIELDS, KafkaSettings, LogEvent, Verdict, make_admin, stream_client
 from streaming_detector.profiles import NormalProfile, generate_normal_events
 from tests.ml_context import SMALL_CONTEXT_ARGS
 
@@ -272,6 +272,7 @@ def event_ids_below(kafka_settings: KafkaSettings, ends: dict[int, int]) -> set[
 # -- tests ---------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.kafka_python
 def test_every_event_gets_exactly_one_verdict(
     kafka_settings: KafkaSettings,
     producer_factory: Callable[..., KafkaProducer],
@@ -298,6 +299,8 @@ def test_every_event_gets_exactly_one_verdict(
         assert verdict.model_version.startswith("iforest-")
     assert "[summary] consumed=" in processor.stdout()
     assert "[stopped] consumed=2000 verdicts=2000" in processor.stdout()
+    # make test runs this on each client (KAFKA_CLIENT): the one asked for is the one that ran
+    assert f"(Kafka client: {stream_client(kafka_settings)})" in processor.stdout()
 
 
 def test_malformed_messages_are_dead_lettered_and_the_events_around_them_scored(
@@ -343,6 +346,7 @@ def test_malformed_messages_are_dead_lettered_and_the_events_around_them_scored(
     assert processor.stdout().count("✗ DEAD-LETTER") == len(bad)
 
 
+@pytest.mark.kafka_python
 def test_the_ml_service_going_away_delays_verdicts_but_loses_none(
     kafka_settings: KafkaSettings,
     producer_factory: Callable[..., KafkaProducer],
@@ -383,6 +387,7 @@ def test_the_ml_service_going_away_delays_verdicts_but_loses_none(
     assert "Traceback" not in processor.stderr_path.read_text()
 
 
+@pytest.mark.kafka_python
 def test_a_killed_processor_loses_nothing_when_restarted(
     kafka_settings: KafkaSettings,
     producer_factory: Callable[..., KafkaProducer],
@@ -438,6 +443,7 @@ def test_sigterm_exits_0_and_commits_exactly_what_was_printed(
     assert "[stopped] consumed=" in processor.stdout()
 
 
+@pytest.mark.kafka_python
 def test_processors_joining_and_leaving_the_group_lose_nothing(
     kafka_settings: KafkaSettings,
     producer_factory: Callable[..., KafkaProducer],

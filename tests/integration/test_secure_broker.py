@@ -61,6 +61,7 @@ def run_simulator(env: dict[str, str], *args: str) -> subprocess.CompletedProces
     return subprocess.run(argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.kafka_python
 def test_pipeline_runs_through_tls_and_scram_and_strangers_are_refused(
     secure_node: LocalCluster, tmp_path: Path
 ) -> None:
