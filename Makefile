@@ -20,7 +20,7 @@ SECURE ?= 0
         bench-state peers-venv flood test test-unit test-integration test-faults test-kafka-python lint format schemas \
         eval eval-pipeline bench soak clean \
         cluster-up cluster-down cluster-status images stack-up stack-down test-containers monitoring-tools \
-        monitoring-up monitoring-down
+        monitoring-up monitoring-down compose-plugin
 
 help: ## List every target with one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-17s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -204,7 +204,7 @@ COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compos
 CLUSTER ?= 0
 STACK_FILES := -f staging/compose.yml $(if $(filter 1,$(CLUSTER)),-f staging/compose.cluster.yml)
 
-images: $(STAMP) ## Build the images with no registry: Debian base (debootstrap), host wheelhouse, Maven jars
+images: $(STAMP) ## Build the images with no registry: Debian base (debootstrap), host wheelhouse, Maven jars, Debian's Prometheus
 	@$(PY) scripts/images.py $(ARGS)
 
 stack-up: ## Everything in containers with compose (CLUSTER=1: three brokers, RF 3); run `make images` first
@@ -214,5 +214,22 @@ stack-up: ## Everything in containers with compose (CLUSTER=1: three brokers, RF
 stack-down: ## Stop and remove the compose stack (its volumes stay; add ARGS=-v to drop them)
 	@$(COMPOSE) -p log-pipeline $(STACK_FILES) down --remove-orphans $(ARGS)
 
-test-containers: $(STAMP) ## Build every image, run the stack (one node, then three), check verdicts (not in CI)
-	@CONTAINER_TESTS=1 $(PY) -m pytest -s tests/containers $(PYTEST_ARGS)
+test-containers: $(STAMP) ## Build every image, run the stack (one node, then three brokers): verdicts, Prometheus, Alertmanager (~10 min from nothing, not in CI)
+	@CONTAINER_TESTS=1 COMPOSE="$(COMPOSE)" $(PY) -m pytest -s tests/containers $(PYTEST_ARGS)
+
+GO ?= go
+COMPOSE_VERSION ?= v5.6.0
+CLI_PLUGINS ?= $(HOME)/.docker/cli-plugins
+
+# Debian 12 packages only docker-compose 1.29. The Compose CLI plugin is a Go module: built from the Go module
+# proxy's copy of its source (go install cannot: its go.mod has exclude directives). v5.6.0 builds with Go 1.26.
+compose-plugin: ## Build `docker compose` (the Compose CLI plugin, COMPOSE_VERSION) from the Go module proxy (~3 min)
+	@command -v $(GO) >/dev/null || { echo "error: Go is needed (GO=path/to/go)"; exit 1; }
+	@src=$$(mktemp -d) && trap 'chmod -R u+w $$src; rm -rf $$src' EXIT && \
+	  dir=$$($(GO) mod download -json github.com/docker/compose/v5@$(COMPOSE_VERSION) | sed -n 's/^\t"Dir": "\(.*\)",$$/\1/p') && \
+	  cp -r "$$dir/." "$$src" && chmod -R u+w "$$src" && mkdir -p $(CLI_PLUGINS) && \
+	  echo "Building docker compose $(COMPOSE_VERSION) ..." && \
+	  cd "$$src" && GOFLAGS=-mod=mod $(GO) build -trimpath \
+	    -ldflags "-s -w -X github.com/docker/compose/v5/internal.Version=$(COMPOSE_VERSION)" \
+	    -o $(CLI_PLUGINS)/docker-compose ./cmd
+	@docker compose version

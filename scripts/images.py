@@ -6,7 +6,10 @@
 2. The project's wheels and its dependencies', resolved on this host with pip (so the image's Python
    must be this interpreter's version).
 3. Kafka's jars from Maven Central (``kafka-docker/pom.xml``), the same as the local broker's.
-4. ``docker build``: log-pipeline/ml-service, log-pipeline/processor, log-pipeline/simulator, log-pipeline/kafka.
+4. Debian's ``prometheus`` and ``prometheus-alertmanager`` packages, downloaded with this host's apt (so the
+   host is a Debian of the base's release), and the configuration in ``monitoring/``.
+5. ``docker build``: log-pipeline/ml-service, log-pipeline/processor, log-pipeline/simulator, log-pipeline/kafka,
+   log-pipeline/prometheus, log-pipeline/alertmanager.
 
 Everything is staged in a temporary folder; nothing inside a build reaches the network.
 """
@@ -19,7 +22,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
+
+import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 STAGING = REPO / "staging"
@@ -36,6 +42,12 @@ BASE_PACKAGES = {
 # Documentation, manuals, translations and downloaded packages: not needed to run anything.
 TRIM = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale", "var/cache/apt", "var/lib/apt/lists")
 SERVICES = {"ml-service": "fastapi-ml-service", "processor": "processor", "simulator": "log-simulator"}
+MONITORING = REPO / "monitoring"
+MONITORING_PACKAGES = ("prometheus", "prometheus-alertmanager")
+# Where Prometheus finds each job, and Alertmanager, inside the compose network (monitoring/prometheus.yml
+# names the host's ports, for `make monitoring-up`).
+COMPOSE_TARGETS = {"anomaly-processor": "processor:9108", "ml-service": "ml-service:8000"}
+COMPOSE_ALERTMANAGER = "alertmanager:9093"
 
 
 class BuildError(Exception):
@@ -111,9 +123,9 @@ def stage_python() -> Path:
 
 
 def stage_kafka() -> Path:
-    """The broker image's build context: the jars, the entry point and its logging configuration."""
+    """The broker image's build context: the jars, the entry point and the logging configurations."""
     sys.path.insert(0, str(REPO / "kafka-docker"))
-    from local_kafka.broker import LIBS_DIR, ensure_jars
+    from local_kafka.broker import CONFIG_DIR, LIBS_DIR, ensure_jars
 
     ensure_jars()
     context = BUILD / "kafka"
@@ -122,6 +134,33 @@ def stage_kafka() -> Path:
     shutil.copytree(LIBS_DIR, context / "libs")
     for name in ("kafka.Dockerfile", "kafka-entrypoint.sh", "log4j2.yaml"):
         shutil.copy2(STAGING / name, context / ("Dockerfile" if name == "kafka.Dockerfile" else name))
+    shutil.copy2(CONFIG_DIR / "log4j2-tools.yaml", context)  # the console consumer's: warnings only, on stderr
+    return context
+
+
+def compose_prometheus_config() -> str:
+    """monitoring/prometheus.yml with the compose services as its targets and Alertmanager."""
+    config = yaml.safe_load((MONITORING / "prometheus.yml").read_text())
+    for job in config["scrape_configs"]:
+        job["static_configs"] = [{"targets": [COMPOSE_TARGETS[job["job_name"]]]}]
+    config["alerting"]["alertmanagers"] = [{"static_configs": [{"targets": [COMPOSE_ALERTMANAGER]}]}]
+    header = "# Written by scripts/images.py from monitoring/prometheus.yml: the targets are compose services.\n"
+    return header + yaml.safe_dump(config, sort_keys=False)
+
+
+def stage_monitoring() -> Path:
+    """The monitoring images' build context: Debian's packages (not installed, unpacked) and the configuration."""
+    if shutil.which("apt-get") is None:
+        raise BuildError("apt-get is not available: the monitoring images are made from Debian's packages")
+    context = BUILD / "monitoring"
+    shutil.rmtree(context, ignore_errors=True)
+    (context / "debs").mkdir(parents=True)
+    # As root, apt's download sandbox user cannot write here: download as root, without the warning.
+    run(["apt-get", "download", "-q", "-o", "APT::Sandbox::User=root", *MONITORING_PACKAGES], cwd=context / "debs")
+    (context / "prometheus.yml").write_text(compose_prometheus_config())
+    for name in ("rules.yml", "alertmanager.yml"):
+        shutil.copy2(MONITORING / name, context / name)
+    shutil.copy2(STAGING / "monitoring.Dockerfile", context / "Dockerfile")
     return context
 
 
@@ -134,12 +173,25 @@ def python_version(image: str) -> str:
     return out.stdout.strip()
 
 
+def build_targets(context: Path, targets: Iterable[str], base: str, tag: str) -> list[str]:
+    """One image per target of the context's multi-stage Dockerfile: log-pipeline/<target>:<tag>."""
+    names = []
+    for target in targets:
+        name = f"log-pipeline/{target}:{tag}"
+        build = ["docker", "build", "-q", "--target", target, "--build-arg", f"BASE_IMAGE={base}"]
+        run([*build, "-t", name, str(context)])
+        names.append(name)
+    return names
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--python-base", help=f"base of the Python images (default: {PYTHON_BASE}, built here)")
+    parser.add_argument(
+        "--python-base", help=f"base of the Python and monitoring images (default: {PYTHON_BASE}, built here)"
+    )
     parser.add_argument("--java-base", help=f"base of the broker image (default: {JAVA_BASE}, built here)")
     parser.add_argument("--tag", default="latest")
-    parser.add_argument("--only", choices=["python", "kafka"], help="build only these images")
+    parser.add_argument("--only", choices=["python", "kafka", "monitoring"], help="build only these images")
     options = parser.parse_args(argv)
     started = time.monotonic()
     built: list[str] = []
@@ -148,22 +200,19 @@ def main(argv: list[str] | None = None) -> int:
             raise BuildError("docker is not installed")
         if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
             raise BuildError("the Docker engine does not answer (`docker info` fails): start dockerd")
-        if options.only != "kafka":
+        if options.only in (None, "python", "monitoring"):
             base = options.python_base or PYTHON_BASE
             if not options.python_base and not image_exists(PYTHON_BASE):
                 build_base(PYTHON_BASE)
+        if options.only in (None, "python"):
             here = str(sys.version_info[:2])
             if python_version(base) != here:
                 raise BuildError(f"{base} runs Python {python_version(base)}, but the wheels are for {here}")
             context = stage_python()
-            for target in SERVICES:
-                name = f"log-pipeline/{target}:{options.tag}"
-                run(
-                    ["docker", "build", "-q", "--target", target, "--build-arg", f"BASE_IMAGE={base}"]
-                    + ["-t", name, str(context)]
-                )
-                built.append(name)
-        if options.only != "python":
+            built += build_targets(context, SERVICES, base, options.tag)
+        if options.only in (None, "monitoring"):
+            built += build_targets(stage_monitoring(), ("prometheus", "alertmanager"), base, options.tag)
+        if options.only in (None, "kafka"):
             base = options.java_base or JAVA_BASE
             if not options.java_base and not image_exists(JAVA_BASE):
                 build_base(JAVA_BASE)

@@ -4,7 +4,7 @@
 ARG BASE_IMAGE=log-pipeline/debian-java:bookworm
 FROM ${BASE_IMAGE}
 COPY libs /opt/kafka/libs
-COPY log4j2.yaml kafka-entrypoint.sh /opt/kafka/
+COPY log4j2.yaml log4j2-tools.yaml kafka-entrypoint.sh /opt/kafka/
 ENV KAFKA_HEAP_OPTS=-Xmx384m \
     KAFKA_DATA_DIR=/var/lib/kafka/data \
     KAFKA_NODE_ID=1 \

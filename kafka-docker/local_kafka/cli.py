@@ -1,35 +1,50 @@
 """``python kafka-docker/main.py up|down|status|topics|consume``: the broker for ``make``.
 
 ``cluster-up`` / ``cluster-down`` / ``cluster-status`` run a three-broker local cluster instead
-(``local_kafka.cluster``; ``KAFKA_CLUSTER_SECURE=1`` for TLS + SASL/SCRAM listeners).
+(``local_kafka.cluster``; ``KAFKA_CLUSTER_SECURE=1`` for TLS + SASL/SCRAM).
 
-``KAFKA_MODE`` picks the broker: ``docker`` (docker compose), ``local`` (KRaft from the Maven jars)
-or ``auto`` (default: docker when an engine answers, a usable Compose is installed and the broker really
-comes up in its container; else local, with a one-line note saying why). The mode ``up`` chose is
-remembered (``mode`` in the local broker's folder) for ``consume``, ``status`` and ``down``, until ``down``.
-"""
+``KAFKA_MODE`` picks the broker: ``docker`` (one KRaft node from the project's image, ``make images``, under
+Compose), ``docker-zookeeper`` (the original ZooKeeper + Kafka compose, Confluent's images from their
+registry), ``local`` (KRaft from the Maven jars) or ``auto`` (default: docker when an engine answers, a
+usable Compose is installed, the image is built and the broker really comes up in its container; else
+local, with one line saying why and how to get Docker mode). The mode ``up`` chose is remembered (``mode``
+in the local broker's folder) for ``consume``, ``status`` and ``down``, until ``down``."""
 
 import argparse
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from eventbus import KafkaSettings, ensure_topics, wait_for_broker
 from eventbus.errors import BrokerUnavailableError
 from local_kafka import cluster_cli
 from local_kafka.broker import BrokerError, LocalBroker, LocalBrokerConfig, ensure_jars, port_in_use
-from local_kafka.docker import Compose, compose_down, compose_up, docker_problem, find_compose
+from local_kafka.docker import (
+    DOCKER_BROKERS,
+    KAFKA_IMAGE,
+    KRAFT,
+    Compose,
+    DockerBroker,
+    compose_down,
+    compose_up,
+    docker_problem,
+    find_compose,
+    image_built,
+)
 
-MODES = ("auto", "docker", "local")
+MODES = ("auto", "docker", "docker-zookeeper", "local")
+STARTED_MODES = ("docker", "docker-zookeeper", "local")
 DEFAULT_IDLE_S = 10.0
 
 
 def requested_mode() -> str:
     mode = os.environ.get("KAFKA_MODE", "auto") or "auto"
     if mode not in MODES:
-        raise BrokerError(f"KAFKA_MODE must be auto, docker or local, not {mode!r}")
+        raise BrokerError(f"KAFKA_MODE must be one of {', '.join(MODES)}, not {mode!r}")
     return mode
 
 
@@ -42,7 +57,7 @@ def remembered_mode() -> str | None:
         mode = mode_file().read_text().strip()
     except OSError:
         return None
-    return mode if mode in ("docker", "local") else None
+    return mode if mode in STARTED_MODES else None
 
 
 def remember(mode: str | None) -> None:
@@ -79,8 +94,8 @@ def broker_answers(settings: KafkaSettings) -> bool:
 def broker_ports(mode: str | None = None) -> list[tuple[int, str]]:
     """The host ports the broker of ``mode`` (default: the one ``up`` would start) listens on."""
     mode = mode or current_mode()
-    if mode == "docker":
-        return [(9092, "Kafka (docker compose)")]
+    if mode in DOCKER_BROKERS:
+        return [(9092, f"Kafka ({DOCKER_BROKERS[mode].description})")]
     config = LocalBrokerConfig()
     return [
         (config.port, "Kafka (KAFKA_LOCAL_PORT)"),
@@ -93,19 +108,66 @@ def running_mode() -> str | None:
     mode = remembered_mode() if requested_mode() == "auto" else requested_mode()
     if mode == "local" or mode is None:
         return "local" if LocalBroker().is_running() else None
-    return "docker" if broker_answers(KafkaSettings()) else None
+    return mode if broker_answers(KafkaSettings()) else None
 
 
-def _docker_up(settings: KafkaSettings) -> None:
+@dataclass(frozen=True)
+class Choice:
+    """The broker ``up`` starts, and in auto mode, why it is not the Docker one (printed as one line)."""
+
+    mode: str
+    fallback: str | None = None
+
+
+NO_IMAGE = f"the {KAFKA_IMAGE} image is not built"
+LOCAL_HINT = "or run with KAFKA_MODE=local (a real Kafka from its Maven jars, needs Java 17+)"
+
+
+def choose(requested: str, problem: Callable[[], str | None], built: Callable[[], bool]) -> Choice:
+    """Which broker to start for ``requested``; the checks are called only when the choice needs them.
+
+    ``problem`` says why Docker cannot run here (None when it can), ``built`` whether the broker image exists.
+    An explicit Docker mode that cannot run is an error saying what to do; auto mode falls back to local.
+    """
+    if requested == "local":
+        return Choice("local")
+    why = problem()
+    if requested == "docker-zookeeper":
+        if why is not None:
+            raise BrokerError(f"KAFKA_MODE=docker-zookeeper, but {why} — start the Docker engine, {LOCAL_HINT}")
+        return Choice(requested)
+    if why is None and not built():
+        why = NO_IMAGE
+    if requested == "docker":
+        if why is not None:
+            todo = "run `make images` first" if why == NO_IMAGE else "start the Docker engine (or install Compose)"
+            raise BrokerError(f"KAFKA_MODE=docker, but {why} — {todo}, {LOCAL_HINT}")
+        return Choice(requested)
+    return Choice("docker") if why is None else Choice("local", why)
+
+
+def fallback_note(why: str) -> str:
+    """The one line auto mode prints when it runs the local broker: why, and how to get Docker mode."""
+    if why == NO_IMAGE:
+        how = "`make images`, then `make kafka-down kafka-up`"
+    elif why.startswith("Docker could not start it"):
+        how = "fix that, then `make kafka-down kafka-up`; KAFKA_MODE=local stops trying"
+    else:
+        how = "start the Docker engine, `make images`, then `make kafka-down kafka-up`"
+    return f"Kafka: using the local KRaft broker ({why}; for Docker mode: {how})"
+
+
+def _docker_up(settings: KafkaSettings, broker: DockerBroker) -> None:
     compose = usable_compose()
-    print(f"Kafka: starting ZooKeeper + Kafka with {compose.name} (images are pulled on first use) ...", flush=True)
+    pulled = "" if broker is KRAFT else " (images are pulled on first use)"
+    print(f"Kafka: starting {broker.description} with {compose.name}{pulled} ...", flush=True)
     try:
-        compose_up(compose, lambda: broker_answers(settings))
+        compose_up(compose, broker, lambda: broker_answers(settings))
     except BrokerError:
-        compose_down(compose)  # leave no half-created network or container behind
+        compose_down(compose, broker)  # leave no half-created network or container behind
         raise
-    remember("docker")
-    print(f"Kafka (docker compose) is up at {settings.kafka_bootstrap_servers}")
+    remember(broker.mode)
+    print(f"Kafka ({broker.description}) is up at {settings.kafka_bootstrap_servers}")
 
 
 def _local_up() -> None:
@@ -124,26 +186,19 @@ def up() -> None:
     mode = requested_mode()
     if mode == "auto":
         mode = running_mode() or mode  # keep the broker that runs
-    if mode == "docker":
-        problem = docker_problem()
-        if problem is not None:
-            raise BrokerError(
-                f"KAFKA_MODE=docker, but {problem} — start the Docker engine (or install Compose), "
-                "or run with KAFKA_MODE=local (a real Kafka from its Maven jars, needs Java 17+)"
-            )
-        _docker_up(settings)
-    elif mode == "local":
+    choice = choose(mode, docker_problem, image_built)
+    fallback = choice.fallback
+    if choice.mode in DOCKER_BROKERS:
+        try:
+            _docker_up(settings, DOCKER_BROKERS[choice.mode])
+        except BrokerError as exc:
+            if mode != "auto":
+                raise
+            fallback = f"Docker could not start it: {exc}"
+    if fallback is not None:
+        print(fallback_note(fallback), flush=True)
+    if choice.mode == "local" or fallback is not None:
         _local_up()
-    else:
-        problem = docker_problem()
-        if problem is None:
-            try:
-                _docker_up(settings)
-            except BrokerError as exc:
-                problem = f"Docker could not start it: {exc}"
-        if problem is not None:
-            print(f"Kafka: using the local KRaft broker ({problem}; KAFKA_MODE=docker|local chooses)", flush=True)
-            _local_up()
     created = ensure_topics(settings)
     topics = ", ".join(
         [settings.logs_topic, settings.predictions_topic, settings.dlq_topic, settings.repartition_topic]
@@ -153,11 +208,13 @@ def up() -> None:
 
 
 def down() -> None:
-    if current_mode() == "docker":
+    mode = current_mode()
+    if mode in DOCKER_BROKERS:
         compose = usable_compose()
-        if not compose_down(compose):
-            raise BrokerError(f"{compose.name} down failed; see `{compose.name} ps`")
-        print("Kafka (docker compose) stopped")
+        broker = DOCKER_BROKERS[mode]
+        if not compose_down(compose, broker):
+            raise BrokerError(f"{compose.name} down failed; see `{' '.join(compose.command)} -p {broker.project} ps`")
+        print(f"Kafka ({broker.description}) stopped")
     else:
         stopped = LocalBroker().stop()
         print("Kafka (local KRaft) stopped" if stopped else "Kafka (local KRaft) was not running")
@@ -169,7 +226,7 @@ def status() -> int:
     settings = KafkaSettings()
     mode = current_mode()
     if broker_answers(settings):
-        where = f"local KRaft, pid {LocalBroker().pid()}" if mode == "local" else "docker compose"
+        where = f"local KRaft, pid {LocalBroker().pid()}" if mode == "local" else DOCKER_BROKERS[mode].description
         print(f"kafka: up at {settings.kafka_bootstrap_servers} ({where})")
         return 0
     if remembered_mode() is None:  # `up` did not start one, or `down` stopped it
@@ -199,14 +256,16 @@ def consume(topic: str, args: list[str], idle_s: float) -> int:
     settings = KafkaSettings()
     if idle_s > 0 and "--timeout-ms" not in args:
         args = [*args, "--timeout-ms", str(int(idle_s * 1000))]
-    if current_mode() == "docker":
-        command = usable_compose().args(
-            "exec", "-T", "kafka", "kafka-console-consumer", "--bootstrap-server", "localhost:9092", "--topic", topic
-        )
-        command += args
+    mode = current_mode()
+    env = None
+    if mode in DOCKER_BROKERS:
+        broker = DOCKER_BROKERS[mode]
+        command = usable_compose().args(broker, "exec", "-T", "kafka", *broker.console_consumer)
+        command += ["--bootstrap-server", "localhost:9092", "--topic", topic, *args]
+        env = {**os.environ, **dict(broker.env)}
     else:
         command = LocalBroker().console_consumer_command(topic, args, settings.kafka_bootstrap_servers)
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
     assert process.stderr is not None
     count, idle, held = 0, False, ""
     try:
@@ -260,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
             return status()
         elif options.command == "fetch-jars":
             # The tests' brokers and the fallback of auto mode both run from the jars.
-            if requested_mode() != "docker":
+            if requested_mode() not in DOCKER_BROKERS:
                 ensure_jars()
         elif options.command == "topics":
             ensure_topics(KafkaSettings())

@@ -1,8 +1,8 @@
 """Which broker ``make up`` runs, and that a Docker that cannot run Kafka never strands a user.
 
 A fake ``docker`` and ``docker-compose`` (shell scripts first on PATH) stand for a machine with an engine
-that answers and Debian's docker-compose 1.29, as in the issue: no registry is reachable, so ``up`` fails
-to pull, or (the 1.29 ``--wait`` case) exits 0 without starting anything. The broker the fallback starts is
+that answers, the project's broker image built, and Debian's docker-compose 1.29, as in the issue: ``up``
+fails, or (the 1.29 ``--wait`` case) exits 0 without starting anything. The broker the fallback starts is
 the real local KRaft broker, on free ports.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from local_kafka.broker import BrokerError
-from local_kafka.docker import compose_up, find_compose
+from local_kafka.docker import KRAFT, compose_up, find_compose
 
 from tests.conftest import free_port
 
@@ -33,17 +33,18 @@ case "$1" in
   compose) [ -n "$FAKE_PLUGIN" ] && [ "$2" = version ] && echo "$FAKE_PLUGIN" && exit 0
            echo "docker: unknown command: docker compose" >&2; exit 1 ;;
   inspect) echo false ;;
+  image) [ "$FAKE_IMAGE" = built ] && exit 0; echo "Error: No such image: $3" >&2; exit 1 ;;
 esac
 """
-# Debian's docker-compose 1.29: `up --wait` prints its usage and exits 0; `up` fails to pull with no registry.
+# Debian's docker-compose 1.29: `up --wait` prints its usage and exits 0; `up` fails (here: its port is taken).
 FAKE_COMPOSE = """#!/bin/sh
 echo "docker-compose $*" >> "$FAKE_LOG"
 case "$*" in
   "version --short") echo 1.29.2 ;;
   *"up -d --wait"*) echo "Usage: up [options] [--scale SERVICE=NUM...] [--] [SERVICE...]"; exit 0 ;;
   *"up -d"*) [ "$FAKE_PULL" = ok ] && exit 0
-             echo "Pulling zookeeper (confluentinc/cp-zookeeper:7.9.1)..." >&2
-             echo "ERROR: pull access denied for confluentinc/cp-zookeeper" >&2; exit 1 ;;
+             echo "Creating log-pipeline-kafka_kafka_1 ..." >&2
+             echo "ERROR: for kafka  Cannot start service kafka: port is already allocated" >&2; exit 1 ;;
   *"ps -q kafka"*) ;;
   *down*) echo "Removing network kafka-docker_default" >&2 ;;
 esac
@@ -64,6 +65,7 @@ def fake_docker(tmp_path: Path) -> dict[str, str]:
         "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
         "FAKE_LOG": str(tmp_path / "calls.log"),
         "FAKE_ENGINE": "up",
+        "FAKE_IMAGE": "built",
         "KAFKA_MODE": "auto",
         "KAFKA_LOCAL_DIR": str(tmp_path / "kafka"),
         "KAFKA_LOCAL_PORT": str(port),
@@ -93,7 +95,7 @@ def test_compose_1_29_is_used_without_wait_and_its_exit_code_is_not_trusted(
     assert not compose.waits
     started = time.monotonic()
     with pytest.raises(BrokerError, match="no kafka container runs"):
-        compose_up(compose, broker_answers=lambda: False)
+        compose_up(compose, KRAFT, broker_answers=lambda: False)
     assert time.monotonic() - started < 10
     ups = [c for c in calls(fake_docker) if " up " in f" {c} "]
     assert ups and all("--wait" not in c for c in ups)
@@ -113,9 +115,13 @@ def test_auto_mode_falls_back_to_the_local_broker_with_a_note_and_remembers_it(f
         assert up.returncode == 0, up.stderr
         notes = [line for line in up.stdout.splitlines() if line.startswith("Kafka: using the local KRaft broker")]
         assert len(notes) == 1
-        assert "docker-compose 1.29.2 up failed: ERROR: pull access denied" in notes[0]
+        assert "docker-compose 1.29.2 up failed: ERROR: for kafka  Cannot start service kafka" in notes[0]
         assert "Kafka (local KRaft, pid" in up.stdout and "Topics ready" in up.stdout
-        assert "docker-compose -f" in "\n".join(calls(fake_docker)) and any(" down" in c for c in calls(fake_docker))
+        # The project's KRaft image, as the `kafka` service of the stack's compose file, in a project of its own.
+        ups = [c for c in calls(fake_docker) if " up -d" in c]
+        assert ups and all(c.startswith("docker-compose -p log-pipeline-kafka -f ") for c in ups)
+        assert all("staging/compose.yml up -d kafka" in c for c in ups)
+        assert any(" down" in c for c in calls(fake_docker))
         assert (Path(fake_docker["KAFKA_LOCAL_DIR"]) / "mode").read_text().strip() == "local"
 
         # The remembered mode, not a new guess, for the commands that follow: no Docker call from here on.
@@ -146,3 +152,13 @@ def test_docker_mode_without_an_engine_fails_at_once_saying_what_to_do(fake_dock
         "unix:///fake.sock. Is the docker daemon running? — start the Docker engine (or install Compose), "
         "or run with KAFKA_MODE=local (a real Kafka from its Maven jars, needs Java 17+)"
     ]
+
+
+def test_docker_mode_without_the_image_fails_at_once_naming_make_images(fake_docker: dict[str, str]) -> None:
+    result = kafka({**fake_docker, "KAFKA_MODE": "docker", "FAKE_IMAGE": "missing"}, "up", timeout=30)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: KAFKA_MODE=docker, but the log-pipeline/kafka:latest image is not built — run `make images` first, "
+        "or run with KAFKA_MODE=local (a real Kafka from its Maven jars, needs Java 17+)"
+    ]
+    assert not [c for c in calls(fake_docker) if " up " in f" {c} "]  # nothing is pulled or started
