@@ -124,7 +124,6 @@ def stage_python() -> Path:
 
 def stage_kafka() -> Path:
     """The broker image's build context: the jars, the entry point and the logging configurations."""
-    sys.path.insert(0, str(REPO / "kafka-docker"))
     from local_kafka.broker import CONFIG_DIR, LIBS_DIR, ensure_jars
 
     ensure_jars()

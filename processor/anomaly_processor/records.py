@@ -11,36 +11,29 @@ refused, where it was (topic, partition, offset) and the original bytes, so it c
 import base64
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from anomaly_processor.ml_client import Score
-from eventbus import EVENT_MAX_BYTES, BadEventError, EventOrigin, LogEvent, event_object, validate_event
+from eventbus import (
+    EVENT_MAX_BYTES,
+    BadEventError,
+    EventOrigin,
+    LogEvent,
+    StreamRecord,
+    event_object,
+    validate_event,
+)
 
 PREVIEW_MAX_CHARS = 200
 # A dead letter must fit in one Kafka record (1 MiB by default) after base64, so huge values are cut.
 VALUE_MAX_BYTES = 512 * 1024
 
 
-class ConsumedRecord(Protocol):
-    """The fields of ``kafka.consumer.fetcher.ConsumerRecord`` the processor uses."""
-
-    @property
-    def topic(self) -> str: ...
-    @property
-    def partition(self) -> int: ...
-    @property
-    def offset(self) -> int: ...
-    @property
-    def timestamp(self) -> int: ...
-    @property
-    def key(self) -> bytes | None: ...
-    @property
-    def value(self) -> bytes | None: ...
-    @property
-    def headers(self) -> Sequence[tuple[str, bytes | None]]: ...
+# The fields of a consumed record the processor reads, whichever Kafka client consumed it.
+ConsumedRecord = StreamRecord
 
 
 class DeadLetter(BaseModel):
