@@ -171,6 +171,34 @@ def run(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
         progress("the fast path's per-event costs, step by step")
         details["costs"] = costs.measure(fresh_settings(bootstrap, "costs"), project_url)
         print(costs.render(details["costs"]), flush=True)
+    throughput_step(args, details, stack, bootstrap, project_url, service_pid, profile_dir)
+    if "peers" not in args.skip:
+        details["peers"] = peers_step(args, stack, bootstrap, project_url, original_url)
+    if "original" not in args.skip:
+        original_step(args, details, stack, bootstrap, original_url, original_pid, profile_dir)
+    if "floor" not in args.skip:
+        progress(f"kafka-python alone in one process: {args.events:,} records")
+        floor = measure.library_floor(bootstrap, args.events, progress)
+        details["library_floor"] = asdict(floor) | {"consume_and_produce_rate": floor.consume_and_produce_rate}
+    if "latency" not in args.skip:
+        latency_step(args, details, stack, bootstrap, project_url, original_url)
+    if "http" not in args.skip:
+        details["http"] = http_step(args, project_url, original_url)
+    if "memory" not in args.skip:
+        details["memory"] = memory_step(args, stack, bootstrap, project_url, service_pid)
+    return details
+
+
+def throughput_step(
+    args: argparse.Namespace,
+    details: dict[str, Any],
+    stack: Stack,
+    bootstrap: str,
+    project_url: str,
+    service_pid: int,
+    profile_dir: Path | None,
+) -> None:
+    """The project end to end with the processor's defaults, then with each ``--scale`` worker count."""
     if "e2e" not in args.skip:
         progress(f"end to end, project: {args.events:,} events{' (keyless)' if args.keyless else ''}")
         profile = (profile_dir, service_pid) if profile_dir else None
@@ -205,53 +233,63 @@ def run(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
         )
         details.setdefault("scale", {})[workers] = _without_samples(asdict(run_)) | {"rate": run_.rate}
         progress(f"  {run_.rate:,.0f} events/s end to end, {run_.steady_rate or 0:,.0f}/s steady; {cpu_text(run_)}")
-    if "peers" not in args.skip:
-        progress(f"peers: {args.events:,} original-design events, one topic, each contender in turn")
-        found = peers.run_peers(
-            stack,
-            bootstrap,
-            project_url,
-            original_url,
-            args.events,
-            0 if "original" in args.skip else args.original_events,
-            args.peer_workers,
-            progress,
-            python=args.peers_python,
-        )
-        runs = found["runs"]
-        assert isinstance(runs, dict)
-        found["runs"] = {name: asdict(run) | {"rate": run.rate} for name, run in runs.items()}
-        found["ratios"] = peers.ratios(runs)
-        details["peers"] = found
-    if "original" not in args.skip:
-        progress(f"end to end, original design: {args.original_events:,} events")
-        original_profile = (profile_dir, original_pid) if profile_dir else None
-        orig = measure.end_to_end_original(
-            stack, bootstrap, original_url, args.original_events, progress, profile=original_profile
-        )
-        report_profile(details, original_profile, orig.profile_seconds)
-        details["e2e_original"] = _without_samples(asdict(orig)) | {"rate": orig.rate}
-        progress(f"  {orig.rate:,.0f} events/s end to end, {orig.steady_rate or 0:,.0f}/s steady")
-    if "floor" not in args.skip:
-        progress(f"kafka-python alone in one process: {args.events:,} records")
-        floor = measure.library_floor(bootstrap, args.events, progress)
-        details["library_floor"] = asdict(floor) | {"consume_and_produce_rate": floor.consume_and_produce_rate}
-    if "latency" not in args.skip:
-        latency_step(args, details, stack, bootstrap, project_url, original_url)
-    if "http" not in args.skip:
-        details["http"] = http_step(args, project_url, original_url)
-    if "memory" not in args.skip:
-        progress(f"memory: {args.memory_events:,} events through the project's processor")
-        memory = measure.memory_run(
-            stack, bootstrap, project_url, service_pid, args.memory_events, progress, workers=args.workers
-        )
-        details["memory"] = asdict(memory) | {"processor_growth": memory.processor_growth}
-        progress(
-            f"  processor RSS {memory.processor_rss_at_10pct or 0:.0f} MiB at 10%, "
-            f"{memory.processor_rss_at_end or 0:.0f} MiB at the end; peak {memory.processor_peak:.0f} MiB; "
-            f"PSS at the end {memory.processor_pss_at_end:.0f} MiB"
-        )
-    return details
+
+
+def peers_step(
+    args: argparse.Namespace, stack: Stack, bootstrap: str, project_url: str, original_url: str
+) -> dict[str, Any]:
+    """The peers (relay floor, Quix Streams, original, project) on one preloaded topic, and their ratios."""
+    progress(f"peers: {args.events:,} original-design events, one topic, each contender in turn")
+    found = peers.run_peers(
+        stack,
+        bootstrap,
+        project_url,
+        original_url,
+        args.events,
+        0 if "original" in args.skip else args.original_events,
+        args.peer_workers,
+        progress,
+        python=args.peers_python,
+    )
+    runs = found["runs"]
+    assert isinstance(runs, dict)
+    found["runs"] = {name: asdict(run) | {"rate": run.rate} for name, run in runs.items()}
+    found["ratios"] = peers.ratios(runs)
+    return found
+
+
+def original_step(
+    args: argparse.Namespace,
+    details: dict[str, Any],
+    stack: Stack,
+    bootstrap: str,
+    original_url: str,
+    original_pid: int,
+    profile_dir: Path | None,
+) -> None:
+    progress(f"end to end, original design: {args.original_events:,} events")
+    original_profile = (profile_dir, original_pid) if profile_dir else None
+    orig = measure.end_to_end_original(
+        stack, bootstrap, original_url, args.original_events, progress, profile=original_profile
+    )
+    report_profile(details, original_profile, orig.profile_seconds)
+    details["e2e_original"] = _without_samples(asdict(orig)) | {"rate": orig.rate}
+    progress(f"  {orig.rate:,.0f} events/s end to end, {orig.steady_rate or 0:,.0f}/s steady")
+
+
+def memory_step(
+    args: argparse.Namespace, stack: Stack, bootstrap: str, project_url: str, service_pid: int
+) -> dict[str, Any]:
+    progress(f"memory: {args.memory_events:,} events through the project's processor")
+    memory = measure.memory_run(
+        stack, bootstrap, project_url, service_pid, args.memory_events, progress, workers=args.workers
+    )
+    progress(
+        f"  processor RSS {memory.processor_rss_at_10pct or 0:.0f} MiB at 10%, "
+        f"{memory.processor_rss_at_end or 0:.0f} MiB at the end; peak {memory.processor_peak:.0f} MiB; "
+        f"PSS at the end {memory.processor_pss_at_end:.0f} MiB"
+    )
+    return asdict(memory) | {"processor_growth": memory.processor_growth}
 
 
 def latency_step(
