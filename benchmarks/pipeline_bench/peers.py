@@ -187,13 +187,7 @@ def _until_outputs(
     began = time.perf_counter()
     counter = VerdictCounter(settings, settings.predictions_topic)
     try:
-        deadline = began + 600
-        while (done := counter.count()) < count:
-            if not child.alive():
-                raise StepFailed(f"{name} exited with {child.returncode}:\n{child.log_tail()}")
-            if time.perf_counter() > deadline:
-                raise StepFailed(f"{name}: only {done:,} of {count:,} outputs after 600 s:\n{child.log_tail()}")
-            time.sleep(POLL_S)
+        _wait_for_outputs(child, name, counter.count, count, began)
         total_s = time.perf_counter() - began
         cpu_s = cpu_seconds(child.pid)
     finally:
@@ -207,17 +201,22 @@ def _until_outputs(
     return run
 
 
+def _wait_for_outputs(child: Child, name: str, outputs: Callable[[], int], count: int, began: float) -> None:
+    """Until ``outputs()`` reaches ``count``; StepFailed if the contender exits first or takes over 600 s."""
+    deadline = began + 600
+    while (done := outputs()) < count:
+        if not child.alive():
+            raise StepFailed(f"{name} exited with {child.returncode}:\n{child.log_tail()}")
+        if time.perf_counter() > deadline:
+            raise StepFailed(f"{name}: only {done:,} of {count:,} outputs after 600 s:\n{child.log_tail()}")
+        time.sleep(POLL_S)
+
+
 def _original(stack: Stack, shared: KafkaSettings, service_url: str, count: int, progress: Progress) -> PeerRun:
     """The original processor on the same topic; its outputs are stdout lines, stamped as they arrive."""
     began = time.perf_counter()
     child, clock = start_original_processor(stack, shared, service_url)
-    deadline = began + 600
-    while clock.count < count:
-        if not child.alive():
-            raise StepFailed(f"the original processor exited with {child.returncode}:\n{child.log_tail()}")
-        if time.perf_counter() > deadline:
-            raise StepFailed(f"the original processor printed {clock.count:,} of {count:,} lines in 600 s")
-        time.sleep(POLL_S)
+    _wait_for_outputs(child, "the original processor", lambda: clock.count, count, began)
     total_s = time.perf_counter() - began
     cpu_s = cpu_seconds(child.pid)
     stack.stop(child)
