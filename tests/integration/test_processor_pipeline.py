@@ -30,7 +30,7 @@ from eventbus import VERDICT_FIELDS, KafkaSettings, LogEvent, Verdict, make_admi
 from streaming_detector.profiles import NormalProfile, generate_normal_events
 from tests.ml_context import SMALL_CONTEXT_ARGS
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.both_clients]
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE_DIR = ROOT / "fastapi-ml-service"
@@ -272,7 +272,6 @@ def event_ids_below(kafka_settings: KafkaSettings, ends: dict[int, int]) -> set[
 # -- tests ---------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.kafka_python
 def test_every_event_gets_exactly_one_verdict(
     kafka_settings: KafkaSettings,
     producer_factory: Callable[..., KafkaProducer],
@@ -346,7 +345,6 @@ def test_malformed_messages_are_dead_lettered_and_the_events_around_them_scored(
     assert processor.stdout().count("✗ DEAD-LETTER") == len(bad)
 
 
-@pytest.mark.kafka_python
 def test_the_ml_service_going_away_delays_verdicts_but_loses_none(
     kafka_settings: KafkaSettings,
     producer_factory: Callable[..., KafkaProducer],
@@ -387,7 +385,6 @@ def test_the_ml_service_going_away_delays_verdicts_but_loses_none(
     assert "Traceback" not in processor.stderr_path.read_text()
 
 
-@pytest.mark.kafka_python
 def test_a_killed_processor_loses_nothing_when_restarted(
     kafka_settings: KafkaSettings,
     producer_factory: Callable[..., KafkaProducer],
@@ -443,7 +440,6 @@ def test_sigterm_exits_0_and_commits_exactly_what_was_printed(
     assert "[stopped] consumed=" in processor.stdout()
 
 
-@pytest.mark.kafka_python
 def test_processors_joining_and_leaving_the_group_lose_nothing(
     kafka_settings: KafkaSettings,
     producer_factory: Callable[..., KafkaProducer],
