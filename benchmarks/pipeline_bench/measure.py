@@ -262,10 +262,15 @@ class Latency:
         arrivals: np.ndarray,
         verdict_created: np.ndarray | None = None,
     ) -> "Latency":
-        """``received``: event indexes that got a verdict, ``arrivals``: when (wall clock) each one did."""
+        """``received``: event indexes that got a verdict, ``arrivals``: when (wall clock) each one did. An event
+        with several verdicts (redelivered, at least once) counts once, at its first."""
+        created = np.full(len(arrivals), np.nan) if verdict_created is None else verdict_created
+        order = np.argsort(arrivals, kind="stable")
+        received, first = np.unique(received[order], return_index=True)
+        arrivals, created = arrivals[order][first], created[order][first]
         sent = load.send_times[received]
         latencies = ((arrivals - sent) * 1000.0).tolist()
-        to_verdict = [] if verdict_created is None else ((verdict_created - sent) * 1000.0).tolist()
+        to_verdict = [] if verdict_created is None else ((created - sent) * 1000.0).tolist()
         return cls(
             offered_rate=offered,
             achieved_rate=load.achieved_rate,
