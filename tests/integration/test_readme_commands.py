@@ -151,7 +151,7 @@ def run_followed(command: str, env: dict[str, str], until: re.Pattern[str]) -> t
         if until.search(line) or time.monotonic() > deadline:
             break
     os.killpg(process.pid, signal.SIGINT)  # Ctrl-C
-    process.communicate(timeout=60)  # generous: make test runs this beside other tests on 2 cores
+    process.communicate(timeout=20)
     found = any(until.search(line) for line in lines)
     return (0 if found else 1), "".join(lines)
 
