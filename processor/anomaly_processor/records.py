@@ -184,20 +184,20 @@ def decode_batch(
     if ``scores_here(event)``, i.e. this consumer owns its service's partition of ``rekeyed_topic``; otherwise it
     is forwarded there. Records read from ``rekeyed_topic`` are keyed by service already."""
     batch = DecodedBatch()
+    here: dict[str, bool] = {}  # per service: whether it is scored here (one look-up per service, not per event)
     for record in records:
         try:
             event = decode_record(record)
         except BadEventError as exc:
             batch.refused.append((record, exc.reason))
             continue
-        if (
-            scores_here is not None
-            and record.topic != rekeyed_topic
-            and record.key != event.key()
-            and not scores_here(event)
-        ):
-            batch.forward.append((record, event))
-            continue
+        if scores_here is not None and record.topic != rekeyed_topic and record.key != event.key():
+            ours = here.get(event.service)
+            if ours is None:
+                ours = here[event.service] = scores_here(event)
+            if not ours:
+                batch.forward.append((record, event))
+                continue
         batch.events.append(event)
         batch.event_records.append(record)
     return batch
