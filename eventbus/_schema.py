@@ -254,7 +254,7 @@ def plain_event(data: dict[str, Any], origin: EventOrigin | None = None) -> LogE
         or not 0.0 <= rate <= 1.0
     ):
         return None
-    timestamp = data.get("timestamp")
+    timestamp: Any = data.get("timestamp")
     kind = type(timestamp)
     if kind is float or kind is int:  # not bool: its type is bool
         if not 0 <= timestamp < math.inf:
