@@ -74,15 +74,19 @@ def replay(scorer: ContextualScorer, events: Sequence[Event], batch: int) -> Rep
 def paged(events: Sequence[TimedEvent], output: Replay) -> Replay:
     """The replay's alerts as the processor pages them, from a replay without the cool-down: ``anomaly`` marks
     the events that open an incident (one page per incident), ``alert_score`` is 0 for a service's events
-    while its incident is open (its first alert keeps its score, for NAB's threshold sweep)."""
+    while its incident is open (its first alert keeps its score, for NAB's threshold sweep). A warm event
+    scored close below the threshold keeps its incident open, as in the processor (``HOLD_SCORE``)."""
     incidents = IncidentTracker(idle_resolve_s=math.inf)  # no wall clock: a replay runs faster than real time
     pages = np.zeros(len(events), dtype=bool)
     alert_score = output.score.copy()
-    rows = zip(events, output.anomaly.tolist(), output.score.tolist(), strict=True)
-    for i, (event, anomaly, score) in enumerate(rows):
+    in_context = {"basis": "service"}  # what incidents read of a warm normal event's explanation (the hold)
+    rows = zip(events, output.anomaly.tolist(), output.score.tolist(), output.warm.tolist(), strict=True)
+    for i, (event, anomaly, score, warm) in enumerate(rows):
         if event.service in incidents.open:
             alert_score[i] = 0.0
-        _, records = incidents.observe([(event, Score(anomaly, score, ""))])
+        _, records = incidents.observe(
+            [(event, Score(anomaly, score, "", explanation=in_context if warm and not anomaly else None))]
+        )
         pages[i] = any(record["event"] == "opened" for record in records)
     return output._replace(anomaly=pages, alert_score=alert_score)
 

@@ -3,8 +3,9 @@
 Every alert-worthy verdict stays ``anomaly: true`` (nothing is muted); it gets the ``incident_id`` of its
 service's open incident, or opens one. An incident is resolved when its service has been normal for
 ``resolve_after_s`` of event time and at least ``resolve_events`` events since its last alert (a fast
-service and a service replayed at five-minute steps both need both), or, by the wall clock, when its service
-has sent nothing for ``idle_resolve_s`` (a service that stopped would otherwise keep it open forever).
+service and a service replayed at five-minute steps both need both; an event scored in its service's context
+at ``hold_score`` or more, close below the threshold, is not yet normal: it restarts that count), or, by the wall clock,
+when its service has sent nothing for ``idle_resolve_s`` (a service that stopped would otherwise keep it open forever).
 
 An alert of a service still warming up (scored by the point model against all services' data, before the
 service has a normal of its own) stays ``anomaly: true`` but opens no incident: about one in a hundred
@@ -33,6 +34,10 @@ IDLE_CHECK_S = 1.0
 # Defaults of the processor's INCIDENT_RESOLVE_S and INCIDENT_RESOLVE_EVENTS (make eval groups with them too).
 RESOLVE_AFTER_S = 20.0
 RESOLVE_EVENTS = 10
+# An open incident's events scored this high or more (nats, 2 below the model's threshold) keep it open: a series
+# hovering just below the threshold after an alert has not recovered (NAB: 517 -> 397 pages, docs/tuning.md). In
+# nats, not relative to a service's threshold: at a higher sensitivity, incidents held longer absorbed real ones.
+HOLD_SCORE = 7.0
 
 
 class TimedEvent(Protocol):
@@ -104,6 +109,12 @@ def _warming_up(score: Score) -> bool:
     return score.explanation is not None and score.explanation["basis"] == "all services"
 
 
+def _holds(score: Score, hold_score: float) -> bool:
+    """Scored in its service's context close enough below the threshold to keep an open incident open."""
+    why = score.explanation
+    return why is not None and why["basis"] == "service" and score.score >= hold_score
+
+
 def _severity(score: Score) -> float:
     return float(score.explanation["severity"]) if score.explanation else score.score
 
@@ -117,9 +128,11 @@ class IncidentTracker:
         resolve_events: int = RESOLVE_EVENTS,
         idle_resolve_s: float = 300.0,
         clock: Callable[[], float] = time.time,
+        hold_score: float = HOLD_SCORE,
     ) -> None:
         self.resolve_after_s = resolve_after_s
         self.resolve_events = resolve_events
+        self.hold_score = hold_score
         self.idle_resolve_s = idle_resolve_s
         self._clock = clock
         self.open: dict[str, OpenIncident] = {}
@@ -137,6 +150,10 @@ class IncidentTracker:
             if not score.anomaly or _warming_up(score):
                 if incident is not None:
                     incident.last_seen = now
+                    if _holds(score, self.hold_score):
+                        incident.normal_since_alert = 0
+                        out.append((event, score))
+                        continue
                     incident.normal_since_alert += 1
                     if incident.normal_since_alert >= self.resolve_events:
                         at = event_seconds(event)

@@ -1,5 +1,6 @@
 """Incidents from verdicts (one per run of alerts, resolved after recovery or silence) and explanations."""
 
+import math
 import random
 from datetime import UTC, datetime
 
@@ -141,3 +142,24 @@ def test_alerts_of_a_service_still_warming_up_are_marked_but_open_no_incident() 
     out, records = tracker.observe([(event("new", 0, 900.0), Score(True, 0.72, "v1", explanation=why))])
     assert out[0][1].anomaly and out[0][1].incident_id is None
     assert records == [] and tracker.open == {}
+
+
+def test_an_incident_stays_open_while_its_service_scores_close_below_the_threshold() -> None:
+    # Seeded: an alert, then 30 events at 80-95% of the threshold (a series hovering just below it), then a
+    # second alert, then normal events: one page, not two; normal events (20% of it) then resolve it.
+    rng = random.Random(18)
+    tracker = IncidentTracker(resolve_after_s=20, resolve_events=10)
+    levels = [0.2] * 10 + [1.5] + [rng.uniform(0.8, 0.95) for _ in range(30)] + [1.3] + [0.2] * 40
+    batch = [
+        (
+            event("db", i),
+            Score(level > 1.0, 9.0 * level, "v1", explanation={"basis": "service", "severity": level, "signal": "s"}),
+        )
+        for i, level in enumerate(levels)
+    ]
+    _, records = tracker.observe(batch)
+    assert [r["event"] for r in records] == ["opened", "resolved"]
+    assert records[-1]["alerts"] == 2
+    # Without the hold, the 30 events between the alerts resolve the first incident and the second alert pages.
+    _, records = IncidentTracker(resolve_after_s=20, resolve_events=10, hold_score=math.inf).observe(batch)
+    assert [r["event"] for r in records].count("opened") == 2

@@ -31,3 +31,15 @@ def test_pages_follow_event_time_not_the_replay_speed() -> None:
     # Five-minute steps (a NAB file): 10 normal events are 50 minutes, past the 20 s too.
     events, output = replay_of({100, 112}, 200, step_s=300.0)
     assert np.flatnonzero(paged(events, output).anomaly).tolist() == [100, 112]
+
+
+def test_warm_events_close_below_the_threshold_keep_the_incident_open_as_in_the_processor() -> None:
+    # Scores of 8 nats (the threshold is 9) between two alerts 60 events apart: one page, not two.
+    events, output = replay_of({100, 160}, 300)
+    score = output.score.copy()
+    score[101:160] = 8.0
+    assert np.flatnonzero(paged(events, output._replace(score=score)).anomaly).tolist() == [100]
+    # Scored by the point model (service warming up), the same events are not held: the old rule, two pages.
+    warm = np.ones(300, dtype=bool)
+    warm[101:160] = False
+    assert np.flatnonzero(paged(events, output._replace(score=score, warm=warm)).anomaly).tolist() == [100, 160]
