@@ -68,7 +68,9 @@ _REBALANCED = {
     LibError._ASSIGNMENT_LOST,
 }
 OFFSETS_TIMEOUT_MS = 10_000  # an offset look-up without a timeout of its own: never wait for ever
-COMMIT_WAIT_SLICE_S = 0.05  # ``commit`` consumes in slices this long while it waits for the answer
+# ``commit`` consumes in slices this long while it waits for the answer: ``consume`` returns only once its batch
+# is full or the slice is over, even when the answer came at its start (50 ms slices: each synchronous commit cost 50).
+COMMIT_WAIT_SLICE_S = 0.002
 SEND_BLOCK_S = 60.0  # how long ``send`` waits for room in a full queue, as kafka-python's max_block_ms
 
 # kafka-python option names (the vocabulary of ``eventbus.make_*``) -> librdkafka's; None: not a client option.

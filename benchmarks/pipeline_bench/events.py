@@ -1,6 +1,5 @@
 """Events for the benchmark: pre-serialised realistic ``LogEvent`` JSON, preloaded fast or produced at a steady pace."""
 
-import math
 import multiprocessing
 import time
 from dataclasses import dataclass
@@ -159,7 +158,8 @@ class PacedResult:
 
 
 def paced_send(producer: KafkaProducer, topic: str, records: list[tuple[bytes, bytes]], rate: float) -> PacedResult:
-    """Send ``records`` at ``rate`` events/s, each stamped (CreateTime) with its send time, and flush."""
+    """Send ``records`` at ``rate`` events/s, each stamped (CreateTime) with its send time, and flush (the latency
+    step's warm-up; its measured load comes from ``paced``, on librdkafka in a process of its own)."""
     partition_of = KeyPartitions(producer, topic)
     send_times = np.zeros(len(records))
     total = len(records)
@@ -179,42 +179,3 @@ def paced_send(producer: KafkaProducer, topic: str, records: list[tuple[bytes, b
             time.sleep(ahead)
     producer.flush()
     return PacedResult(send_times=send_times, seconds=send_times[-1] - send_times[0] if total > 1 else 0.0)
-
-
-# One kafka-python producer process sends about 8,000 paced events/s here: a higher load is split over several.
-PACED_RATE_PER_PROCESS = 8_000
-
-
-def _paced_worker(args: tuple[dict[str, Any], str, str, int, int, float, Any]) -> tuple[int, bytes]:
-    settings_fields, topic, prefix, start, stop, rate, barrier = args
-    settings = KafkaSettings(**settings_fields)
-    records = serialise(event_pool(), prefix, start, stop)
-    producer = fast_producer(settings, linger_ms=1)
-    producer.partitions_for(topic)  # metadata before the clock runs
-    barrier.wait()
-    paced = paced_send(producer, topic, records, rate)
-    producer.close()
-    return start, paced.send_times.tobytes()
-
-
-def paced_send_parallel(settings: KafkaSettings, topic: str, prefix: str, count: int, rate: float) -> PacedResult:
-    """Events ``0..count`` (``serialise(event_pool(), prefix, ...)``) at ``rate`` events/s in all, from as many
-    producer processes as the rate needs (each sends its own range of indexes at its share of the rate,
-    all starting together); each event's send time by index, as ``paced_send`` gives them."""
-    processes = max(1, min(count, math.ceil(rate / PACED_RATE_PER_PROCESS)))
-    bounds = np.linspace(0, count, processes + 1).astype(int)
-    context = multiprocessing.get_context("spawn")
-    with context.Manager() as manager:
-        barrier = manager.Barrier(processes)
-        fields = settings.model_dump()
-        jobs = [
-            (fields, topic, prefix, int(bounds[i]), int(bounds[i + 1]), rate / processes, barrier)
-            for i in range(processes)
-        ]
-        with context.Pool(processes) as pool:
-            results = pool.map(_paced_worker, jobs)
-    send_times = np.zeros(count)
-    for start, stamps in results:
-        part = np.frombuffer(stamps)
-        send_times[start : start + len(part)] = part
-    return PacedResult(send_times=send_times, seconds=float(send_times.max() - send_times.min()) if count > 1 else 0.0)

@@ -1,6 +1,5 @@
 """The measurements: end-to-end throughput, latency at offered loads, and memory over a long run."""
 
-import multiprocessing
 import os
 import re
 import sys
@@ -10,13 +9,12 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import numpy as np
-import orjson
 from kafka import KafkaConsumer, TopicPartition
 
-from benchmarks.pipeline_bench import events, profiling
+from benchmarks.pipeline_bench import events, paced, profiling
 from benchmarks.pipeline_bench.report import crossing_time, percentile, rate_between
 from benchmarks.pipeline_bench.stack import (
     ORIGINAL_DIR,
@@ -253,24 +251,30 @@ class Latency:
     # the processor's share; the rest is the verdict's way back through the broker to a consumer.
     to_verdict_p50_ms: float | None = None
     to_verdict_p99_ms: float | None = None
+    pacer_behind_ms: float | None = None  # the most the load generator sent an event after its due time
 
     @classmethod
     def of(
         cls,
         offered: float,
-        paced: events.PacedResult,
+        load: paced.PacedLoad,
         received: np.ndarray,
         arrivals: np.ndarray,
         verdict_created: np.ndarray | None = None,
     ) -> "Latency":
-        """``received``: event indexes that got a verdict, ``arrivals``: when (wall clock) each one did."""
-        sent = paced.send_times[received]
+        """``received``: event indexes that got a verdict, ``arrivals``: when (wall clock) each one did. An event
+        with several verdicts (redelivered, at least once) counts once, at its first."""
+        created = np.full(len(arrivals), np.nan) if verdict_created is None else verdict_created
+        order = np.argsort(arrivals, kind="stable")
+        received, first = np.unique(received[order], return_index=True)
+        arrivals, created = arrivals[order][first], created[order][first]
+        sent = load.send_times[received]
         latencies = ((arrivals - sent) * 1000.0).tolist()
-        to_verdict = [] if verdict_created is None else ((verdict_created - sent) * 1000.0).tolist()
+        to_verdict = [] if verdict_created is None else ((created - sent) * 1000.0).tolist()
         return cls(
             offered_rate=offered,
-            achieved_rate=paced.achieved_rate,
-            sent=len(paced.send_times),
+            achieved_rate=load.achieved_rate,
+            sent=len(load.send_times),
             received=len(latencies),
             p50_ms=percentile(latencies, 50),
             p95_ms=percentile(latencies, 95),
@@ -279,37 +283,6 @@ class Latency:
             to_verdict_p50_ms=percentile(to_verdict, 50) if to_verdict else None,
             to_verdict_p99_ms=percentile(to_verdict, 99) if to_verdict else None,
         )
-
-
-def _arrival_recorder(
-    fields: dict[str, Any], topic: str, prefix: str, expected: int, deadline: float, ready: Any, conn: Any
-) -> None:
-    """In its own process: the wall-clock arrival of each verdict whose event_id starts with ``prefix``."""
-    settings = KafkaSettings(**fields)
-    consumer = make_consumer(settings, group_id=None, client_id="bench-latency", fetch_max_wait_ms=10)
-    partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-    consumer.assign(partitions)
-    consumer.seek_to_end()
-    for partition in partitions:
-        consumer.position(partition)  # resolve now, so that no verdict produced from here on is missed
-    ready.set()
-    indexes: list[int] = []
-    arrivals: list[float] = []
-    created: list[float] = []
-    cut = len(prefix)
-    while len(indexes) < expected and time.time() < deadline:
-        batches = consumer.poll(timeout_ms=100)
-        now = time.time()
-        for records in batches.values():
-            for record in records:
-                event_id = orjson.loads(record.value)["event_id"]
-                if event_id.startswith(prefix):
-                    indexes.append(int(event_id[cut:]))
-                    arrivals.append(now)
-                    created.append(record.timestamp / 1000.0)
-    consumer.close()
-    conn.send((np.array(indexes, dtype=np.int64).tobytes(), np.array(arrivals).tobytes(), np.array(created).tobytes()))
-    conn.close()
 
 
 def latency_project(
@@ -337,30 +310,16 @@ def latency_floor(stack: Stack, bootstrap: str, rate: float, seconds: float, pro
 def _latency(
     stack: Stack, settings: KafkaSettings, processor: Child, rate: float, seconds: float, progress: Progress
 ) -> Latency:
-    """Offer ``rate`` events/s to ``processor`` (started on ``settings``' topics) and time each verdict."""
+    """Offer ``rate`` events/s to ``processor`` (started on ``settings``' topics) and time each verdict, with the
+    paced librdkafka producer and reader of ``paced`` (each in its own process)."""
     pool = events.event_pool()
     count = int(rate * seconds)
     prefix = "lat-"
-    records = events.serialise(pool, prefix, 0, count)
+    events.check_schema(events.serialise(pool, prefix, 0, 3))
     warmup = events.serialise(pool, "warm-", 0, 200)
-    events.check_schema(records)
     producer = events.fast_producer(settings, linger_ms=1)
     counter = VerdictCounter(settings, settings.predictions_topic)
-    context = multiprocessing.get_context("spawn")
-    ready = context.Event()
-    receiver, sender = context.Pipe(duplex=False)
-    recorder = context.Process(
-        target=_arrival_recorder,
-        args=(
-            settings.model_dump(),
-            settings.predictions_topic,
-            prefix,
-            count,
-            time.time() + seconds + 60,
-            ready,
-            sender,
-        ),
-    )
+    probe = paced.LatencyProbe(settings, prefix, count, rate, seconds)
     try:
         # Warm up: the processor has joined its group and scored a first few events before the clock runs.
         events.paced_send(producer, settings.logs_topic, warmup, rate=200)
@@ -369,22 +328,16 @@ def _latency(
             if time.monotonic() > deadline or not processor.alive():
                 raise StepFailed(f"no verdicts for the warm-up events:\n{processor.log_tail()}")
             time.sleep(POLL_S)
-        recorder.start()
-        if not ready.wait(60):
-            raise StepFailed("the verdict recorder did not start")
+        if not probe.start():
+            raise StepFailed("the paced producer or the verdict reader did not start")
         progress(f"  offering {rate:,.0f} events/s for {seconds:.0f}s")
-        if rate > events.PACED_RATE_PER_PROCESS:
-            paced = events.paced_send_parallel(settings, settings.logs_topic, prefix, count, rate)
-        else:
-            paced = events.paced_send(producer, settings.logs_topic, records, rate=rate)
-        index_bytes, arrival_bytes, created_bytes = receiver.recv()
-        recorder.join()
-        received = np.frombuffer(index_bytes, dtype=np.int64)
-        return Latency.of(rate, paced, received, np.frombuffer(arrival_bytes), np.frombuffer(created_bytes))
+        load, verdicts = probe.run()
+        assert verdicts is not None
+        result = Latency.of(rate, load, verdicts.indexes, verdicts.read_at, verdicts.created_at)
+        result.pacer_behind_ms = load.behind_s * 1000
+        return result
     finally:
-        if recorder.is_alive():
-            recorder.terminate()
-            recorder.join()
+        probe.close()
         producer.close()
         counter.close()
         stack.stop(processor)
@@ -396,10 +349,10 @@ def latency_original(
     settings = fresh_settings(bootstrap, f"orig-lat{int(rate)}")
     pool = events.event_pool()
     count = int(rate * seconds)
-    records = events.serialise(pool, "lat-", 0, count)
     warmup = events.serialise(pool, "warm-", 0, 50)
     producer = events.fast_producer(settings, linger_ms=1)
     processor, clock = start_original_processor(stack, settings, service_url)
+    probe = paced.LatencyProbe(settings, "lat-", count, rate, seconds, read=False)
     try:
         events.paced_send(producer, settings.logs_topic, warmup, rate=100)
         deadline = time.monotonic() + 60
@@ -407,16 +360,19 @@ def latency_original(
             if time.monotonic() > deadline or not processor.alive():
                 raise StepFailed(f"no lines for the warm-up events:\n{processor.log_tail()}")
             time.sleep(POLL_S)
+        if not probe.start():
+            raise StepFailed("the paced producer did not start")
         progress(f"  offering {rate:,.0f} events/s for {seconds:.0f}s to the original design")
-        paced = events.paced_send(producer, settings.logs_topic, records, rate=rate)
+        load, _ = probe.run()
         deadline = time.monotonic() + 60
         while sum(1 for _, eid in clock.arrivals if eid.startswith("lat-")) < count and time.monotonic() < deadline:
             time.sleep(0.2)
         timed = [(t, int(eid[4:])) for t, eid in clock.arrivals if eid.startswith("lat-")]
         received = np.array([i for _, i in timed], dtype=np.int64)
         arrivals = np.array([t for t, _ in timed])
-        return Latency.of(rate, paced, received, arrivals)
+        return Latency.of(rate, load, received, arrivals)
     finally:
+        probe.close()
         producer.close()
         stack.stop(processor)
 
