@@ -6,6 +6,7 @@ Public surface (pinned by ``tests/unit/eventbus/test_contract.py``)::
     Incident, Explanation        incident records (topic ``incidents``) and a verdict's reason
     EventOrigin                  where a message sits: the id and time of an event that carries none
     parse_event, event_object, validate_event, epoch_seconds, time_cell_seconds, EVENT_MAX_BYTES
+    plain_event                  a decoded event of the plain form, without pydantic (the processor's hot path)
     json_schemas, SCHEMA_FILES        the published JSON Schemas of both (docs/schema/, GET /schema/...)
     ServiceName, LatencyMs, ErrorRate, Timestamp, EventId, Label: the fields' types, for other schemas
     KafkaSettings                broker address, topic names and security, from the environment
@@ -45,6 +46,7 @@ from eventbus._schema import (
     epoch_seconds,
     event_object,
     parse_event,
+    plain_event,
     time_cell_seconds,
     validate_event,
 )
@@ -91,5 +93,6 @@ __all__ = [
     "SendFuture",
     "StreamRecord",
     "parse_event",
+    "plain_event",
     "wait_for_broker",
 ]

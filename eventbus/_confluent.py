@@ -141,19 +141,30 @@ def _raise(exc: KafkaException) -> Any:
 
 
 class Record:
-    """A consumed record, with kafka-python's field names."""
+    """A consumed record, with kafka-python's field names; those the loop reads for few records (time, headers,
+    leader epoch) are asked of the message when read."""
 
-    __slots__ = ("topic", "partition", "offset", "timestamp", "key", "value", "headers", "leader_epoch")
+    __slots__ = ("topic", "partition", "offset", "key", "value", "_message")
 
     def __init__(self, message: Message) -> None:
         self.topic: str = message.topic()  # type: ignore[assignment]
         self.partition: int = message.partition()  # type: ignore[assignment]
         self.offset: int = message.offset()  # type: ignore[assignment]
-        self.timestamp: int = message.timestamp()[1]
         self.key: bytes | None = message.key()
         self.value: bytes | None = message.value()
-        self.headers: Sequence[tuple[str, bytes | None]] = message.headers() or ()  # type: ignore[assignment]
-        self.leader_epoch: int | None = message.leader_epoch()
+        self._message = message
+
+    @property
+    def timestamp(self) -> int:
+        return self._message.timestamp()[1]
+
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes | None]]:
+        return self._message.headers() or ()  # type: ignore[return-value]
+
+    @property
+    def leader_epoch(self) -> int | None:
+        return self._message.leader_epoch()
 
     def __repr__(self) -> str:
         return f"Record({self.topic}[{self.partition}]@{self.offset})"
@@ -437,7 +448,11 @@ class ConfluentProducer:
     """A librdkafka producer with the processor's producer surface (``eventbus._ports.ProducerPort``)."""
 
     def __init__(self, configs: dict[str, Any]) -> None:
-        self._producer = Producer({**configs, "error_cb": _log_error, "logger": logging.getLogger(LIBRDKAFKA_LOGGER)})
+        configs = {**configs, "error_cb": _log_error, "logger": logging.getLogger(LIBRDKAFKA_LOGGER)}
+        # A record's future fails through its delivery report; one acknowledged needs none (``flush`` returning
+        # means it was), and a report per record is a call into Python per record.
+        configs.setdefault("delivery.report.only.error", True)
+        self._producer = Producer(configs)
 
     def send(
         self,

@@ -19,8 +19,10 @@ timestamp, an error rate outside [0, 1], an unreadable timestamp string, a messa
 """
 
 import math
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Annotated, Any, NamedTuple
+from functools import cached_property
+from typing import Annotated, Any, NamedTuple, Self
 
 import orjson
 from pydantic import (
@@ -46,11 +48,13 @@ EPOCH_UNITS = ((1e11, 1.0), (1e14, 1e3), (1e17, 1e6), (math.inf, 1e9))
 # Fields a verdict sets itself; an event's own field of the same name is replaced in its verdict.
 VERDICT_FIELDS = ("event_id", "event_time", "anomaly", "score", "model_version", "explanation", "incident_id")
 
-ServiceName = Annotated[str, Field(min_length=1, max_length=200)]
-EventId = Annotated[str, Field(min_length=1, max_length=200)]
+NAME_MAX = 200  # characters of a service name or an event id
+LABEL_MAX = 64
+ServiceName = Annotated[str, Field(min_length=1, max_length=NAME_MAX)]
+EventId = Annotated[str, Field(min_length=1, max_length=NAME_MAX)]
 LatencyMs = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 ErrorRate = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
-Label = Annotated[str, Field(max_length=64)]
+Label = Annotated[str, Field(max_length=LABEL_MAX)]
 TIMESTAMP_TEXT_MAX = 64
 
 
@@ -67,6 +71,8 @@ def epoch_seconds(timestamp: float | str) -> float:
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=UTC)
         return parsed.timestamp()
+    if type(timestamp) is float and 0.0 <= timestamp < EPOCH_UNITS[0][0]:  # time.time(): the common case first
+        return timestamp
     for bound, per_second in EPOCH_UNITS:
         if timestamp < bound:
             return timestamp / per_second
@@ -152,10 +158,17 @@ class LogEvent(_Event):
             return info.context.event_id
         return value
 
-    @property
+    @cached_property
     def event_time(self) -> float | None:
-        """When it happened, in epoch seconds: from ``timestamp``, else the message's time (None if unknown)."""
+        """When it happened, in epoch seconds: from ``timestamp``, else the message's time (None if unknown).
+
+        Worked out once: the context, the verdict and the incidents each read it."""
         return None if self.timestamp is None else epoch_seconds(self.timestamp)
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        copy = super().model_copy(update=update, deep=deep)
+        copy.__dict__.pop("event_time", None)  # worked out again: ``update`` may change the timestamp
+        return copy
 
     def key(self) -> bytes:
         return self.service.encode()
@@ -165,7 +178,8 @@ class LogEvent(_Event):
         ``model_dump(exclude_unset=True)`` gives, in the same order, at a third of its cost (it runs once per
         verdict); an extra field's value is the event's own object, not a copy."""
         fields = self.model_fields_set
-        sent = {name: value for name, value in self.__dict__.items() if name in fields}
+        values = self.__dict__  # holds ``event_time`` too once worked out: the declared fields are named
+        sent = {name: values[name] for name in _DECLARED if name in fields}
         if self.__pydantic_extra__:
             sent.update(self.__pydantic_extra__)
         return sent
@@ -211,6 +225,65 @@ class Verdict(_Event):
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.model_dump(exclude_none=True))
+
+
+_DECLARED = tuple(LogEvent.model_fields)  # in their order, the order ``as_sent`` gives them in
+_EVENT_FIELDS = frozenset(_DECLARED)
+_new_object = object.__new__
+_set_slot = object.__setattr__  # pydantic's own way in ``model_construct``
+
+
+def plain_event(data: dict[str, Any], origin: EventOrigin | None = None) -> LogEvent | None:
+    """``LogEvent`` of a decoded JSON object whose fields all have their plain form, built without pydantic's
+    validator (at a third of its cost); None for anything else, which ``validate_event`` then decides.
+
+    Plain: ``service`` a string, ``latency_ms`` and ``error_rate`` floats within their bounds, a ``timestamp``
+    (a number, or a readable ISO string), ``label`` and ``event_id`` strings or absent (the id then from
+    ``origin``). Ints, nulls, a missing timestamp and every refusal go to pydantic, so reasons stay its own;
+    ``tests/unit`` checks that both give the same event (fields, fields set, extras) on the cases they share.
+    """
+    service = data.get("service")
+    latency = data.get("latency_ms")
+    rate = data.get("error_rate")
+    if (
+        type(service) is not str
+        or not 0 < len(service) <= NAME_MAX
+        or type(latency) is not float
+        or not 0.0 <= latency < math.inf  # NaN fails every comparison
+        or type(rate) is not float
+        or not 0.0 <= rate <= 1.0
+    ):
+        return None
+    timestamp: Any = data.get("timestamp")
+    kind = type(timestamp)
+    if kind is float or kind is int:  # not bool: its type is bool
+        if not 0 <= timestamp < math.inf:
+            return None
+    elif kind is not str or not 0 < len(timestamp) <= TIMESTAMP_TEXT_MAX:
+        return None
+    try:
+        seconds = epoch_seconds(timestamp)  # what ``_check_timestamp`` checks, and ``event_time`` worked out
+    except ValueError:
+        return None
+    label = data.get("label", LABEL_NORMAL)
+    if type(label) is not str or len(label) > LABEL_MAX:
+        return None
+    event_id = data.get("event_id")
+    if event_id is None:
+        if origin is None or "event_id" in data:
+            return None
+        event_id = origin.event_id
+    elif type(event_id) is not str or not 0 < len(event_id) <= NAME_MAX:
+        return None
+    event = _new_object(LogEvent)
+    values = {"timestamp": timestamp, "service": service, "latency_ms": latency, "error_rate": rate}
+    values["label"], values["event_id"], values["event_time"] = label, event_id, seconds  # the last: its cache
+    _set_slot(event, "__dict__", values)
+    _set_slot(event, "__pydantic_fields_set__", set(data))  # extra fields count as set too, as in pydantic
+    extra = {} if _EVENT_FIELDS.issuperset(data) else {k: v for k, v in data.items() if k not in _EVENT_FIELDS}
+    _set_slot(event, "__pydantic_extra__", extra)
+    _set_slot(event, "__pydantic_private__", None)
+    return event
 
 
 def describe_validation_error(error: ValidationError) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from benchmarks.pipeline_bench import costs, events, measure, peers, profiling
+from benchmarks.pipeline_bench import costs, events, loop_profile, measure, peers, profiling
 from benchmarks.pipeline_bench.http_load import LoadResult, post_load
 from benchmarks.pipeline_bench.report import Row, meets, render_table, write_json
 from benchmarks.pipeline_bench.stack import (
@@ -38,6 +38,9 @@ DEFAULT_OUTPUT = REPO_ROOT / "bench-results" / "bench.json"
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="run.py", description=__doc__)
     parser.add_argument("--events", type=int, default=200_000, help="events preloaded for the end-to-end run")
+    parser.add_argument(
+        "--loop-events", type=int, default=100_000, help="events of the costs step's whole-loop profile"
+    )
     parser.add_argument("--original-events", type=int, default=3_000, help="events for the original's end-to-end run")
     parser.add_argument(
         "--peer-workers",
@@ -111,7 +114,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.scale = [x.strip() for x in args.scale.split(",") if x.strip()]
     args.peer_workers = [x.strip() for x in args.peer_workers.split(",") if x.strip()]
     if args.quick:
-        args.events, args.original_events, args.memory_events = 20_000, 300, 100_000
+        args.events, args.original_events, args.memory_events, args.loop_events = 20_000, 300, 100_000, 20_000
         args.load_seconds, args.http_seconds = 3.0, 1.5
     return args
 
@@ -171,6 +174,9 @@ def run(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
         progress("the fast path's per-event costs, step by step")
         details["costs"] = costs.measure(fresh_settings(bootstrap, "costs"), project_url)
         print(costs.render(details["costs"]), flush=True)
+        progress(f"the whole loop in one process, plain then under cProfile: {args.loop_events:,} events")
+        details["loop"] = loop_profile.measure(fresh_settings(bootstrap, "loop"), project_url, args.loop_events)
+        print(loop_profile.render(details["loop"]), flush=True)
     throughput_step(args, details, stack, bootstrap, project_url, service_pid, profile_dir)
     if "peers" not in args.skip:
         details["peers"] = peers_step(args, stack, bootstrap, project_url, original_url)

@@ -6,10 +6,14 @@ JSON parsing alone is ``orjson.loads``), the per-service context (``ContextualSc
 answers at once), the hop to the ML service (``HttpScorer.score`` with those contexts, over HTTP to the
 running service: encoding, the service's work, decoding the answer; in the binary columns the processor
 sends, and in JSON), the verdict's encoding
-(``verdict_json``) and its production (kafka-python's ``send`` with the processor's producer options,
-flushed once per batch, as the processor does), and reading records as the processor's consumer does
-(kafka-python ``poll`` with its options). Each figure is the best of ``ROUNDS`` runs, in
+(``verdict_json``) and its production (``send`` on the processor's Kafka client, ``KAFKA_CLIENT``, with its
+producer options, flushed once per batch, as the processor does), and reading records as the processor's
+consumer does (``poll`` on the same client, with its options). Each figure is the best of ``ROUNDS`` runs, in
 microseconds per event: what the machine's time per event is made of, before any waiting.
+
+``loop_profile`` then runs the whole processor (``anomaly_processor.app.run``: the real loop, with batching,
+ownership, delivery, commits, printing, incidents, the state changelog and metrics) in this process under
+cProfile over preloaded events, and splits its CPU per event by where it went.
 """
 
 import time
@@ -24,7 +28,7 @@ from anomaly_processor.records import decode_event, verdict_json
 from kafka import TopicPartition
 
 from benchmarks.pipeline_bench import events
-from eventbus import EventOrigin, KafkaSettings, LogEvent, make_consumer, make_producer
+from eventbus import EventOrigin, KafkaSettings, LogEvent, make_stream_consumer, make_stream_producer, stream_client
 from streaming_detector import Score
 from streaming_detector.scorer import DEFAULT_CACHE_EVENTS, ContextualScorer
 
@@ -65,7 +69,7 @@ def _best_us(step: Callable[[], object], per: int) -> float:
     return best / per * 1e6
 
 
-def measure(settings: KafkaSettings, service_url: str) -> dict[str, float]:
+def measure(settings: KafkaSettings, service_url: str) -> dict[str, Any]:
     """Microseconds per event of each step; ``settings``: a fresh topic set (verdicts are produced to it)."""
     pool = events.event_pool(size=BATCH)
     keyed = [value for _, value in events.serialise(pool, "cost-", 0, BATCH)]
@@ -75,7 +79,7 @@ def measure(settings: KafkaSettings, service_url: str) -> dict[str, float]:
     http = HttpScorer(service_url)
     recorder = _Recorder(http, str(http.model_info()["version"]), http.base_url)
     scorer = ContextualScorer(recorder, cache_events=max(DEFAULT_CACHE_EVENTS, 2 * BATCH), cooldown=False)
-    out: dict[str, float] = {
+    out: dict[str, Any] = {
         "json_parse": _best_us(lambda: [orjson.loads(raw) for raw in keyed], BATCH),
         "decode_validate": _best_us(lambda: [decode_event(raw, origin) for raw in keyed], BATCH),
         "decode_validate_original": _best_us(lambda: [decode_event(raw, origin) for raw in original], BATCH),
@@ -102,7 +106,7 @@ def measure(settings: KafkaSettings, service_url: str) -> dict[str, float]:
     score = Score(False, 0.25, "bench")
     out["verdict_encode"] = _best_us(lambda: [verdict_json(event, score) for event in decoded], BATCH)
     verdicts = [verdict_json(event, score) for event in decoded]
-    producer = make_producer(settings, **producer_overrides())
+    producer = make_stream_producer(settings, **producer_overrides())
     try:
 
         def produce() -> None:
@@ -115,19 +119,21 @@ def measure(settings: KafkaSettings, service_url: str) -> dict[str, float]:
     finally:
         producer.close()
     out["consume"] = _consume_us(settings, settings.predictions_topic, BATCH * (ROUNDS + 1))
+    out["client"] = stream_client(settings)
     out["total"] = sum(out[k] for k in ("consume", "decode_validate", "context", "ml_hop", "verdict_encode", "produce"))
     return out
 
 
 def _consume_us(settings: KafkaSettings, topic: str, count: int) -> float:
     """Reading ``count`` records of ``topic`` from its start with the processor's consumer options (no group)."""
-    consumer = make_consumer(settings, group_id=None, **consumer_overrides(ProcessorSettings()))
+    consumer = make_stream_consumer(settings, group_id=None, **consumer_overrides(ProcessorSettings()))
+    producer = make_stream_producer(settings)
     try:
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        partitions = [TopicPartition(topic, p) for p in sorted(producer.partitions_for(topic) or ())]
         consumer.assign(partitions)
         best = float("inf")
         for _ in range(ROUNDS):
-            consumer.seek_to_beginning()
+            consumer.seek_to_beginning(*partitions)
             began = time.perf_counter()
             seen = 0
             while seen < count and time.perf_counter() - began < 60:
@@ -136,10 +142,11 @@ def _consume_us(settings: KafkaSettings, topic: str, count: int) -> float:
         return best * 1e6
     finally:
         consumer.close()
+        producer.close()
 
 
 LABELS = {
-    "consume": "consume the event (kafka-python poll, the processor's options)",
+    "consume": "consume the event ({client} poll, the processor's options)",
     "json_parse": "JSON parsing alone (orjson.loads)",
     "validate": "schema validation (decode + validate - JSON parsing)",
     "decode_validate": "decode + validate (decode_event, one pass)",
@@ -149,12 +156,13 @@ LABELS = {
     "ml_hop_json": "processor -> ML service hop, with contexts, as JSON",
     "ml_hop_no_context": "processor -> ML service hop, no contexts",
     "verdict_encode": "verdict encoding (verdict_json)",
-    "produce": "produce the verdict (kafka-python send, flush per batch)",
+    "produce": "produce the verdict ({client} send, flush per batch)",
     "total": "sum of the steps of one event's way",
 }
 
 
-def render(costs: dict[str, float]) -> str:
+def render(costs: dict[str, Any]) -> str:
     lines = [f"fast path, per event ({BATCH:,}-event batches, best of {ROUNDS}):"]
-    lines += [f"  {costs[key]:8.2f} us  {label}" for key, label in LABELS.items() if key in costs]
+    client = costs.get("client", "kafka-python")
+    lines += [f"  {costs[key]:8.2f} us  {label.format(client=client)}" for key, label in LABELS.items() if key in costs]
     return "\n".join(lines)

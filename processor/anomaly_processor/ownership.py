@@ -73,6 +73,12 @@ class PartitionOwnership:
         with self.lock:
             return self._revoked_at.get(TopicPartition(record.topic, record.partition), -1) <= epoch
 
+    def still_owned(self, records: list[ConsumedRecord], epoch: int) -> list[ConsumedRecord]:
+        """``records`` of the partitions not revoked since ``epoch``: all of them but after a rebalance (one
+        look-up per batch, not per record)."""
+        lost = self.revoked_since(epoch)
+        return [r for r in records if (r.topic, r.partition) not in lost] if lost else records
+
     def revoked_after(self, tp: TopicPartition, epoch: int) -> bool:
         """Whether ``tp`` was revoked after ``epoch``; the caller holds ``lock``."""
         return self._revoked_at.get(tp, -1) > epoch

@@ -298,7 +298,7 @@ class Pipeline:
             log.warning("dead-lettered %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason)
         if not self.delivery.deliver(outgoing):
             return None
-        handled = [record for record in records if self.ownership.owned_since(record, epoch)]
+        handled = self.ownership.still_owned(records, epoch)
         self.printer.batch(len(handled), scored.verdicts, scored.dead_letters)
         self.incidents.announce(incidents)
         self._count(len(handled), scored)

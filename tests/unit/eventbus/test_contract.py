@@ -40,6 +40,7 @@ def test_public_surface_is_pinned() -> None:
             "event_object",
             "time_cell_seconds",
             "validate_event",
+            "plain_event",
             "BadEventError",
             "BrokerRefusedError",
             "BrokerUnavailableError",
