@@ -106,28 +106,25 @@ screenshot: $(STAMP) browser ## Regenerate docs/dashboard.png with the browser t
 	@UPDATE_SCREENSHOT=1 $(PY) -m pytest -q tests/integration/test_dashboard_browser.py $(PYTEST_ARGS)
 	@echo "docs/dashboard.png updated"
 
-# The processor's tests run on its default Kafka client (librdkafka); the decisive ones (marked kafka_python:
-# delivery, pause while the ML service is away, a killed processor, members joining and leaving, state restore,
-# TLS/SASL; ~2.5 min) run again on kafka-python. make test-kafka-python runs all of CLIENT_TESTS on it.
-CLIENT_TESTS := tests/integration/test_processor_pipeline.py tests/integration/test_original_design.py \
-	tests/integration/test_processor_state.py tests/integration/test_secure_broker.py tests/faults
+# The processor's integration and fault tests (marked both_clients) run once on each Kafka client it has:
+# confluent (librdkafka, the default) and kafka-python. pytest-xdist spreads every test over TEST_WORKERS
+# workers, each with its own broker on free ports: most of a test's time is waiting on processes and the broker.
+TEST_WORKERS ?= 4
 
-test: $(STAMP) browser monitoring-tools ## Run every test (unit, then integration against a real Kafka broker)
+test: $(STAMP) browser monitoring-tools ## Run every test (unit, integration and faults on a real Kafka broker; processor tests on both Kafka clients)
 	@$(PY) kafka-docker/main.py fetch-jars
-	@$(PY) -m pytest $(PYTEST_ARGS)
-	@echo "Again on kafka-python (KAFKA_CLIENT=kafka-python), the tests marked kafka_python:"
-	@KAFKA_CLIENT=kafka-python $(PY) -m pytest -m kafka_python $(CLIENT_TESTS) $(PYTEST_ARGS)
+	@$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
-test-kafka-python: $(STAMP) ## Every processor integration and fault test on kafka-python (make test runs a subset)
+test-kafka-python: $(STAMP) ## The processor's integration and fault tests on kafka-python alone (make test runs them on both clients)
 	@$(PY) kafka-docker/main.py fetch-jars
-	@KAFKA_CLIENT=kafka-python $(PY) -m pytest $(CLIENT_TESTS) $(PYTEST_ARGS)
+	@$(PY) -m pytest -n $(TEST_WORKERS) -m both_clients --kafka-clients=kafka-python tests/integration tests/faults $(PYTEST_ARGS)
 
 test-unit: $(STAMP) ## Run the fast unit tests (no broker)
 	@$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 test-integration: $(STAMP) browser monitoring-tools ## Run the integration tests (real broker, real processes)
 	@$(PY) kafka-docker/main.py fetch-jars
-	@$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+	@$(PY) -m pytest -n $(TEST_WORKERS) tests/integration $(PYTEST_ARGS)
 
 test-faults: $(STAMP) ## Run the fault tests alone (kills, outages, broker bounce), printing their tallies
 	@$(PY) kafka-docker/main.py fetch-jars

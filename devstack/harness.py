@@ -6,6 +6,7 @@ Kafka key is their id). ``lost`` is what came out nowhere; ``duplicates`` is wha
 """
 
 import contextlib
+import fcntl
 import http.client
 import json
 import os
@@ -561,11 +562,18 @@ def tally_ids(
 
 
 def record(tally: Tally) -> None:
+    """Print the tally and record it under its scenario and the processor's ``KAFKA_CLIENT``."""
+    client = os.environ.get("KAFKA_CLIENT", "auto")
+    tally.details.setdefault("kafka_client", client)
     print(f"\n{tally.line()}", flush=True)
     RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        results = json.loads(RESULTS_FILE.read_text())
-    except (OSError, ValueError):
-        results = {}
-    results[tally.scenario] = {**asdict(tally), "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    RESULTS_FILE.write_text(json.dumps(results, indent=2) + "\n")
+    # Parallel test workers (pytest -n) record at once: one read-modify-write at a time.
+    with RESULTS_FILE.with_name(RESULTS_FILE.name + ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            results = json.loads(RESULTS_FILE.read_text())
+        except (OSError, ValueError):
+            results = {}
+        entry = {**asdict(tally), "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        results[f"{tally.scenario} [{client}]"] = entry
+        RESULTS_FILE.write_text(json.dumps(results, indent=2) + "\n")

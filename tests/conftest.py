@@ -36,6 +36,35 @@ def run_in_fresh_python(code: str, *args: str) -> str:
 # The container tests build images and run compose (minutes, a Docker engine): only `make test-containers`.
 collect_ignore = [] if os.environ.get("CONTAINER_TESTS") else ["containers"]
 
+# The processor's Kafka clients (KAFKA_CLIENT): each test marked both_clients runs once on each of them.
+KAFKA_CLIENTS = ("confluent", "kafka-python")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--kafka-clients",
+        default=",".join(KAFKA_CLIENTS),
+        help="comma-separated KAFKA_CLIENT values the tests marked both_clients run on (default: both)",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.definition.get_closest_marker("both_clients"):
+        clients = metafunc.config.getoption("kafka_clients").split(",")
+        unknown = set(clients) - set(KAFKA_CLIENTS)
+        if unknown:
+            raise pytest.UsageError(f"--kafka-clients: unknown {sorted(unknown)}; known {list(KAFKA_CLIENTS)}")
+        metafunc.parametrize("kafka_client", clients, indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def kafka_client(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str | None:
+    """A both_clients test's client: in KAFKA_CLIENT before its settings and processes are made (autouse: first)."""
+    client: str | None = getattr(request, "param", None)
+    if client is not None:
+        monkeypatch.setenv("KAFKA_CLIENT", client)
+    return client
+
 
 def stack_environment(home: Path) -> dict[str, str]:
     """The environment of a ``make up`` of its own: a local broker, services and run files under ``home``, on
@@ -78,8 +107,8 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
-def kafka_settings(kafka_bootstrap: str) -> KafkaSettings:
-    """Fresh topics for this test alone."""
+def kafka_settings(kafka_bootstrap: str, kafka_client: str | None) -> KafkaSettings:
+    """Fresh topics for this test alone (on the test's Kafka client, when it runs on both)."""
     return fresh_topics(kafka_bootstrap)
 
 

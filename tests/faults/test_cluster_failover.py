@@ -31,7 +31,7 @@ from eventbus import KafkaSettings
 from tests.conftest import fresh_topics
 from tests.faults.conftest import Rig
 
-pytestmark = [pytest.mark.integration, pytest.mark.faults]
+pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.both_clients]
 
 RATE = 200  # events/s: three brokers and five more processes share 2 cores
 BATCH_MAX = 200

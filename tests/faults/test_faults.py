@@ -29,7 +29,7 @@ from devstack.harness import (
 from tests.conftest import free_port, fresh_topics
 from tests.faults.conftest import Rig
 
-pytestmark = [pytest.mark.integration, pytest.mark.faults]
+pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.both_clients]
 
 RATE = 300  # events/s: enough for every fault to land mid-stream, light enough for 2 shared cores
 BAD_EVERY = 97  # one message in 97 is bad: dead letters are owed under faults too

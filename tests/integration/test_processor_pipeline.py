@@ -30,7 +30,7 @@ from eventbus import VERDICT_FIELDS, KafkaSettings, LogEvent, Verdict, make_admi
 from streaming_detector.profiles import NormalProfile, generate_normal_events
 from tests.ml_context import SMALL_CONTEXT_ARGS
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.both_clients]
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE_DIR = ROOT / "fastapi-ml-service"
@@ -272,7 +272,6 @@ def event_ids_below(kafka_settings: KafkaSettings, ends: dict[int, int]) -> set[
 # -- tests ---------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.kafka_python
 def test_every_event_gets_exactly_one_verdict(
     kafka_settings: KafkaSettings,
     producer_factory: Callable[..., KafkaProducer],
@@ -346,7 +345,6 @@ def test_malformed_messages_are_dead_lettered_and_the_events_around_them_scored(
     assert processor.stdout().count("✗ DEAD-LETTER") == len(bad)
 
 
-@pytest.mark.kafka_python
 def test_the_ml_service_going_away_delays_verdicts_but_loses_none(
     kafka_settings: KafkaSettings,
     producer_factory: Callable[..., KafkaProducer],
@@ -387,7 +385,6 @@ def test_the_ml_service_going_away_delays_verdicts_but_loses_none(
     assert "Traceback" not in processor.stderr_path.read_text()
 
 
-@pytest.mark.kafka_python
 def test_a_killed_processor_loses_nothing_when_restarted(
     kafka_settings: KafkaSettings,
     producer_factory: Callable[..., KafkaProducer],
@@ -443,37 +440,45 @@ def test_sigterm_exits_0_and_commits_exactly_what_was_printed(
     assert "[stopped] consumed=" in processor.stdout()
 
 
-@pytest.mark.kafka_python
 def test_processors_joining_and_leaving_the_group_lose_nothing(
     kafka_settings: KafkaSettings,
     producer_factory: Callable[..., KafkaProducer],
     topic_reader: Callable[[str], KafkaConsumer],
     start_processor: Callable[..., Processor],
 ) -> None:
-    events = generate_normal_events(3000, seed=26)
+    events = generate_normal_events(20000, seed=26)
     producer = producer_factory()
+    sent: list[LogEvent] = []
+    rebalanced = threading.Event()
 
-    def paced() -> None:  # about 8 s of traffic, so both rebalances land mid-stream
+    def paced() -> None:  # until both rebalances are over (~375 events/s), so they land mid-stream however loaded
         for start in range(0, len(events), 30):
+            if rebalanced.is_set():
+                return
             produce(producer, kafka_settings.logs_topic, events_as_messages(events[start : start + 30]))
+            sent.extend(events[start : start + 30])
             time.sleep(0.08)
 
+    group = start_processor.group  # type: ignore[attr-defined]
+    first = start_processor(BATCH_MAX="100", BATCH_WAIT_MS="400", PRINT_MODE="quiet")
+    wait_for_members(kafka_settings, group, 1, timeout_s=120)
     sender = threading.Thread(target=paced, daemon=True)
     sender.start()
-    first = start_processor(BATCH_MAX="100", BATCH_WAIT_MS="400", PRINT_MODE="quiet")
-    time.sleep(3)
     # The group rebalances: the partitions are split between the two.
     second = start_processor(BATCH_MAX="100", BATCH_WAIT_MS="400", PRINT_MODE="quiet")
-    time.sleep(3)
+    wait_for_members(kafka_settings, group, 2, timeout_s=120)
     # And again: the second takes everything. BATCH_WAIT_MS makes rebalances land while a batch fills.
     assert first.stop() == 0, first.diagnostics()
+    wait_for_members(kafka_settings, group, 1, timeout_s=120)
+    assert sender.is_alive(), "the traffic ended before the rebalances did"
+    rebalanced.set()
     sender.join(60)
 
-    expected = {e.event_id for e in events}
+    expected = {e.event_id for e in sent}
     _, counts = verdicts_for(topic_reader(kafka_settings.predictions_topic), expected)
     assert second.stop() == 0, second.diagnostics()
 
-    lost, duplicates = tally("a processor joins, then another leaves", len(events), counts, expected)
+    lost, duplicates = tally("a processor joins, then another leaves", len(sent), counts, expected)
     assert lost == 0
 
 

@@ -33,7 +33,7 @@ from tests.integration.test_processor_pipeline import (  # noqa: F401 - fixtures
     verdicts_for,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.both_clients]
 
 SERVICES = ("auth", "payment", "orders")
 
@@ -77,7 +77,6 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None
         time.sleep(0.1)
 
 
-@pytest.mark.kafka_python
 def test_a_processor_killed_mid_stream_resumes_every_service_as_if_never_stopped(
     kafka_settings: KafkaSettings,
     ml_service: MLService,

@@ -29,7 +29,7 @@ from devstack.harness import (
 from devstack.processes import free_port, http_status
 from eventbus import KafkaSettings, ensure_topics
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.both_clients]
 
 EVENTS = 300
 
@@ -61,7 +61,6 @@ def run_simulator(env: dict[str, str], *args: str) -> subprocess.CompletedProces
     return subprocess.run(argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.kafka_python
 def test_pipeline_runs_through_tls_and_scram_and_strangers_are_refused(
     secure_node: LocalCluster, tmp_path: Path
 ) -> None:
