@@ -109,11 +109,13 @@ screenshot: $(STAMP) browser ## Regenerate docs/dashboard.png with the browser t
 # The processor's integration and fault tests (marked both_clients) run once on each Kafka client it has:
 # confluent (librdkafka, the default) and kafka-python. pytest-xdist spreads every test over TEST_WORKERS
 # workers, each with its own broker on free ports: most of a test's time is waiting on processes and the broker.
+# Tests marked alone run after them, on their own (exit code 5: PYTEST_ARGS selected none of them).
 TEST_WORKERS ?= 4
 
 test: $(STAMP) browser monitoring-tools ## Run every test (unit, integration and faults on a real Kafka broker; processor tests on both Kafka clients)
 	@$(PY) kafka-docker/main.py fetch-jars
-	@$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
+	@$(PY) -m pytest -n $(TEST_WORKERS) -m "not alone" $(PYTEST_ARGS)
+	@$(PY) -m pytest -m alone $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 test-kafka-python: $(STAMP) ## The processor's integration and fault tests on kafka-python alone (make test runs them on both clients)
 	@$(PY) kafka-docker/main.py fetch-jars
@@ -124,7 +126,8 @@ test-unit: $(STAMP) ## Run the fast unit tests (no broker)
 
 test-integration: $(STAMP) browser monitoring-tools ## Run the integration tests (real broker, real processes)
 	@$(PY) kafka-docker/main.py fetch-jars
-	@$(PY) -m pytest -n $(TEST_WORKERS) tests/integration $(PYTEST_ARGS)
+	@$(PY) -m pytest -n $(TEST_WORKERS) -m "not alone" tests/integration $(PYTEST_ARGS)
+	@$(PY) -m pytest -m alone tests/integration $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 test-faults: $(STAMP) ## Run the fault tests alone (kills, outages, broker bounce), printing their tallies
 	@$(PY) kafka-docker/main.py fetch-jars

@@ -24,7 +24,8 @@ import pytest
 
 from tests.conftest import stack_environment
 
-pytestmark = pytest.mark.integration
+# alone: `make test` runs it after the parallel tests; under their load `make logs` once missed its Ctrl-C.
+pytestmark = [pytest.mark.integration, pytest.mark.alone]
 
 REPO = Path(__file__).resolve().parents[2]
 # The simulator's first: `save_model.py --from-topic` (ML service README) needs 1,000 normal events in `logs`.
@@ -151,7 +152,16 @@ def run_followed(command: str, env: dict[str, str], until: re.Pattern[str]) -> t
         if until.search(line) or time.monotonic() > deadline:
             break
     os.killpg(process.pid, signal.SIGINT)  # Ctrl-C
-    process.communicate(timeout=20)
+    try:
+        process.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        # What each process of the command was doing, for the failure report; then end them.
+        ps = subprocess.run(
+            ["ps", "-o", "pid,ppid,stat,wchan:24,args", "-g", str(process.pid)], capture_output=True, text=True
+        )
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        pytest.fail(f"{command!r} still ran 20 s after Ctrl-C:\n{ps.stdout}")
     found = any(until.search(line) for line in lines)
     return (0 if found else 1), "".join(lines)
 
