@@ -2,10 +2,11 @@
 each in its own process, so that neither competes with the other (or with the benchmark) for the interpreter.
 
 The producer sends event ``i`` at ``start + i / rate`` (stamped with its actual send time, which is also the
-record's CreateTime) with librdkafka's default linger (5 ms, counted in the latency: a producer that sends each
-record alone at thousands a second costs the broker more CPU than this machine has beside the processor); the reader reads ``predictions`` from the offsets it had when it was
-ready, with a short fetch wait, and stamps each verdict with the wall clock as it is read. Both keep the
-garbage collector off: what they keep (floats, ints, the pre-serialised records) has no cycles.
+record's CreateTime) with librdkafka's default linger, 5 ms, counted in the latency: records sent one by one at
+thousands a second cost the broker more CPU than two cores have beside the processor (docs/tuning.md). The
+reader reads ``predictions`` from the offsets it had when it was ready, with a short fetch wait, and stamps each
+verdict with the wall clock as it is read. Both keep the garbage collector off: what they keep (floats, ints,
+the pre-serialised records) has no cycles.
 """
 
 import gc
