@@ -206,39 +206,42 @@ def throughput_step(
 ) -> None:
     """The project end to end with the processor's defaults, then with each ``--scale`` worker count."""
     if "e2e" not in args.skip:
-        progress(f"end to end, project: {args.events:,} events{' (keyless)' if args.keyless else ''}")
         profile = (profile_dir, service_pid) if profile_dir else None
-        e2e = measure.end_to_end_project(
-            stack,
-            bootstrap,
-            project_url,
-            args.events,
-            progress,
-            profile=profile,
-            workers=args.workers,
-            service_pid=service_pid,
-            keyless=args.keyless,
-        )
+        e2e = _project_end_to_end(args, stack, bootstrap, project_url, service_pid, args.workers, "", profile)
         details["e2e_project"] = _without_samples(asdict(e2e)) | {"rate": e2e.rate}
-        progress(f"  {e2e.rate:,.0f} events/s end to end, {e2e.steady_rate or 0:,.0f}/s steady; {cpu_text(e2e)}")
         report_profile(details, profile, e2e.profile_seconds)
     for workers in args.scale:
-        progress(
-            f"end to end, project, PROCESSOR_WORKERS={workers}: {args.events:,} events"
-            f"{' (keyless)' if args.keyless else ''}"
-        )
-        run_ = measure.end_to_end_project(
-            stack,
-            bootstrap,
-            project_url,
-            args.events,
-            progress,
-            workers=workers,
-            service_pid=service_pid,
-            keyless=args.keyless,
+        run_ = _project_end_to_end(
+            args, stack, bootstrap, project_url, service_pid, workers, f", PROCESSOR_WORKERS={workers}"
         )
         details.setdefault("scale", {})[workers] = _without_samples(asdict(run_)) | {"rate": run_.rate}
-        progress(f"  {run_.rate:,.0f} events/s end to end, {run_.steady_rate or 0:,.0f}/s steady; {cpu_text(run_)}")
+
+
+def _project_end_to_end(
+    args: argparse.Namespace,
+    stack: Stack,
+    bootstrap: str,
+    project_url: str,
+    service_pid: int,
+    workers: str | None,
+    title: str,
+    profile: tuple[Path, int] | None = None,
+) -> measure.EndToEnd:
+    """One end-to-end run of the project's processor with ``workers``, announced and summed up as it goes."""
+    progress(f"end to end, project{title}: {args.events:,} events{' (keyless)' if args.keyless else ''}")
+    run_ = measure.end_to_end_project(
+        stack,
+        bootstrap,
+        project_url,
+        args.events,
+        progress,
+        profile=profile,
+        workers=workers,
+        service_pid=service_pid,
+        keyless=args.keyless,
+    )
+    progress(f"  {run_.rate:,.0f} events/s end to end, {run_.steady_rate or 0:,.0f}/s steady; {cpu_text(run_)}")
+    return run_
 
 
 def peers_step(
