@@ -166,7 +166,7 @@ def _surprise(
         size = min(done, history)
         k = int(quantile * size)
         highest = 0
-        for signal in range(N_SIGNALS):
+        for signal in range(ordered.shape[0]):  # N_SIGNALS (one fewer: a tracker without its rhythm state)
             value = signals[signal]
             sorted_values = ordered[signal]
             position = -1  # where ``value`` goes in the sorted history, once searched
