@@ -254,7 +254,7 @@ class ContextTracker:
             cfg.error_floor**2, cfg.history_weight_max, cfg.history_weight_events, cfg.history_weight_days,
             cfg.surprise_alpha, cfg.history, cfg.history_every, cfg.min_history, cfg.tail_quantile, cfg.max_tail,
             float(cfg.season_bin_seconds), cfg.season_days, cfg.season_weeks, cfg.season_evidence,
-            cfg.season_margin,
+            cfg.season_margin, cfg.log_values,
         )  # fmt: skip
         return rows, warm
 
