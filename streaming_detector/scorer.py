@@ -203,7 +203,9 @@ class ContextualScorer:
                     gate.thresholds(names, quiet),
                     tracker.config.log_values,
                 )
-                decided = zip(warm, gated.anomaly.tolist(), gated.suppressed.tolist(), explained, quiet.tolist())
+                decided = zip(
+                    warm, gated.anomaly.tolist(), gated.suppressed.tolist(), explained, quiet.tolist(), strict=True
+                )
                 for j, alert, muted, why, calm in decided:
                     scores[j] = scores[j]._replace(
                         anomaly=alert, in_context=True, muted=muted, explanation=why, quiet=calm

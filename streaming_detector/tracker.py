@@ -349,7 +349,9 @@ class ContextTracker:
             )
         return out
 
-    def judge_scores(self, services: Sequence[str], scores: Sequence[float], rule: QuietRule) -> np.ndarray:
+    def judge_scores(
+        self, services: Sequence[str], scores: Sequence[float] | np.ndarray, rule: QuietRule
+    ) -> np.ndarray:
         """``quiet (n,) bool`` for context scores given in stream order: whether each event's service was quiet
         (``rule``) before it; then each score is learned. The services must be here (``KeyError``)."""
         index = self._index
