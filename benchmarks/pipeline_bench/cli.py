@@ -44,9 +44,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--original-events", type=int, default=3_000, help="events for the original's end-to-end run")
     parser.add_argument(
         "--peer-workers",
-        default="default,auto",
-        help="the project's rows beside the peers: PROCESSOR_WORKERS of each (default: not set); the ratios use "
-        "the defaults",
+        default="default,1",
+        help="the project's rows beside the peers: PROCESSOR_WORKERS of each (default: not set, which is auto); "
+        "the ratios use the defaults",
     )
     parser.add_argument(
         "--peers-python",
