@@ -17,12 +17,11 @@ import uuid
 from typing import Any
 
 from anomaly_processor import Pipeline, Printer, ProcessorSettings
-from anomaly_processor.app import connect, make_scorer, tune_garbage_collector
+from anomaly_processor.app import connect, make_restorer, make_scorer, tune_garbage_collector
 
 from benchmarks.pipeline_bench import events
 from benchmarks.pipeline_bench.stack import REPO_ROOT
-from eventbus import KafkaSettings, make_stream_consumer, stream_client
-from streaming_detector.scorer import ContextualScorer
+from eventbus import KafkaSettings, stream_client
 
 # The loop's parts, each the inclusive time of the functions named (file suffix, function name).
 PARTS: dict[str, tuple[tuple[str, str], ...]] = {
@@ -49,9 +48,7 @@ def _pipeline(settings: ProcessorSettings, kafka: KafkaSettings, sink: Any) -> t
     assert clients is not None
     consumer, producer = clients
     scorer = make_scorer(settings)
-    restorer = None
-    if isinstance(scorer, ContextualScorer) and settings.state_changelog:
-        restorer = make_stream_consumer(kafka, group_id=None, client_id="anomaly-processor-restore")
+    restorer = make_restorer(settings, kafka, scorer)
     pipeline = Pipeline(consumer, producer, scorer, kafka=kafka, settings=settings, printer=printer, stop=stop,
                         restorer=restorer)  # fmt: skip
 
