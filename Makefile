@@ -50,8 +50,8 @@ train: $(STAMP) ## Train the model (fastapi-ml-service/model.joblib + model.json
 serve: $(STAMP) ## Run the ML service in the foreground (http://127.0.0.1:8000)
 	@cd fastapi-ml-service && ../$(PY) main.py
 
-process: $(STAMP) ## Run the processor in the foreground (PROCESSOR_WORKERS=auto unless set: every core)
-	@cd processor && PROCESSOR_WORKERS=$${PROCESSOR_WORKERS:-auto} ../$(PY) main.py
+process: $(STAMP) ## Run the processor in the foreground (one process per partition of logs: every core)
+	@cd processor && ../$(PY) main.py
 
 simulate: $(STAMP) ## Run the log simulator in the foreground (ARGS="--rate 100 --count 1000")
 	@cd log-simulator && ../$(PY) main.py $(ARGS)

@@ -125,6 +125,7 @@ class ProcessorProcess(Child):
             "BATCH_MAX": "200",
             "LOG_LEVEL": "WARNING",
             "PROCESSOR_METRICS_PORT": "0",  # several processors share this host: no fixed metrics port
+            "PROCESSOR_WORKERS": "1",  # one process whose pid a test or replay can signal
             **extra,
         }
         super().__init__(

@@ -48,6 +48,7 @@ class Replay(NamedTuple):
     score: np.ndarray  # float: higher = more anomalous; 0.0 while the service warms up
     warm: np.ndarray  # bool: scored in its service's context
     alert_score: np.ndarray  # float: the score, 0 while muted (by the cool-down, or in an open incident)
+    quiet: np.ndarray  # bool: its service was quiet (judged ``gate.QUIET_RELIEF`` lower)
 
 
 class ColumnEvent(NamedTuple):
@@ -68,6 +69,7 @@ def replay(scorer: ContextualScorer, events: Sequence[Event], batch: int) -> Rep
         np.array([v.score for v in verdicts], dtype=np.float64),
         np.array([v.in_context for v in verdicts], dtype=bool),
         np.array([v.alert_score for v in verdicts], dtype=np.float64),
+        np.array([v.quiet for v in verdicts], dtype=bool),
     )
 
 
@@ -137,7 +139,7 @@ def run_rhythms(
             results.append(measure(rhythm, rate, paged(events, output).anomaly))
             for level in SENSITIVITY_STEPS:
                 alerts, _ = AlertGate(gate_config, Sensitivity(level)).decide(
-                    [rhythm.name] * len(output.score), output.score, output.warm
+                    [rhythm.name] * len(output.score), output.score, output.warm, output.quiet
                 )
                 at[level].append(measure(rhythm, rate, paged(events, output._replace(anomaly=alerts)).anomaly))
         curve[rate] = [

@@ -170,7 +170,6 @@ def start(service: Service) -> int | None:
         env["ML_API_KEY"] = admin_key() or ""  # lets `make train` reload the model (127.0.0.1 only)
     if service is PROCESSOR:
         env.setdefault("ML_SERVICE_URL", ml_service_url())
-        env.setdefault("PROCESSOR_WORKERS", "auto")  # one process per partition: every core, untuned
     with open(service.log_file, "ab") as log:
         log.write(f"{RUN_MARK}{time.strftime('%Y-%m-%d %H:%M:%S %Z')} ────\n".encode())
         log.flush()

@@ -1,6 +1,7 @@
 """The compiled loops of the detector (numba): what runs for every event and every tree.
 
 * ``advance_context``: ``ContextTracker``'s per-event loop over its per-service arrays (the processor's hot loop).
+* ``judge_scores``: ``ContextTracker.judge_scores``, each context score's service quiet or not, then learned.
 * ``forest_path_lengths``: ``FlatForest``'s walk of every row down every tree (the service's context scoring).
 
 Compiled on first use and cached beside this file (``cache=True``); ``nogil``, so kafka-python's IO threads
@@ -38,6 +39,8 @@ HOUR_LEVEL_EVENTS = 3
     FIRST_TIME,
     HOUR_CELL,
     HOUR_USUAL,
+    SCORES_SEEN,
+    HIGH_SHARE,
 ) = range(len(NUMBERS))
 
 
@@ -59,6 +62,19 @@ def forest_path_lengths(x, feature, threshold, children, leaf_value, roots, max_
                 nodes[i] = children[2 * node + np.intp(x[i, feature[node]] > threshold[node])]
         for i in range(n):
             out[i] += leaf_value[nodes[i]]
+
+
+@numba.njit(cache=True, nogil=True)
+def judge_scores(ids, scores, numbers, level, share, window, min_scores, quiet):
+    """Per score in order: ``quiet[i]`` from its service's numbers before it, then the score is learned (the
+    share above ``level`` an exact mean over the first ``window`` scores, exponential after)."""
+    for i in range(ids.shape[0]):
+        ctx = numbers[ids[i]]
+        seen = ctx[SCORES_SEEN]
+        quiet[i] = seen >= min_scores and ctx[HIGH_SHARE] < share
+        seen += 1.0
+        ctx[SCORES_SEEN] = seen
+        ctx[HIGH_SHARE] += ((1.0 if scores[i] > level else 0.0) - ctx[HIGH_SHARE]) / min(seen, window)
 
 
 @numba.njit(cache=True, nogil=True)

@@ -21,7 +21,7 @@ failed commit gets the same features and the same verdict.
 
 import itertools
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple, Protocol
 
@@ -29,7 +29,7 @@ import numpy as np
 
 from streaming_detector.errors import ScoringConfigError, ScoringRejectedError, ScoringUnavailableError
 from streaming_detector.explain import Measured, PointReference, explain_context, explain_point
-from streaming_detector.gate import AlertGate, GateConfig, Sensitivity
+from streaming_detector.gate import QUIET, AlertGate, GateConfig, Sensitivity
 from streaming_detector.memory import ServiceMemory
 from streaming_detector.state import StateStore
 from streaming_detector.tracker import ContextConfig, ContextTracker, Spread
@@ -47,7 +47,8 @@ class Score(NamedTuple):
     """The detector's answer for one event: ``score`` is higher when more anomalous.
 
     ``in_context``: scored by the context model (its service was warm); ``muted``: in the cool-down after an
-    alert of the same service, so ``anomaly`` is False whatever the score (never with ``cooldown=False``).
+    alert of the same service, so ``anomaly`` is False whatever the score (never with ``cooldown=False``);
+    ``quiet``: its service was quiet, so its threshold was ``gate.QUIET_RELIEF`` lower.
     ``explanation`` (an ``eventbus.Explanation`` as a dict) says why; ``incident_id`` names the incident an
     alert belongs to (set by the processor's incidents, never by the ML service).
     """
@@ -59,6 +60,7 @@ class Score(NamedTuple):
     muted: bool = False
     explanation: dict[str, Any] | None = None
     incident_id: str | None = None
+    quiet: bool = False
 
     @property
     def alert_score(self) -> float:
@@ -190,18 +192,24 @@ class ContextualScorer:
             warm = [j for j, context in enumerate(pending_contexts) if context is not None]
             if warm:
                 raw = np.array([scores[j].score for j in warm])
-                gated = gate.decide_detailed([pending[j].service for j in warm], raw)
+                names = [pending[j].service for j in warm]
+                quiet = self._judge(names, raw, tracker)
+                gated = gate.decide_detailed(names, raw, quiet=quiet)
                 explained = explain_context(
                     [pending[j] for j in warm],
                     [pending_contexts[j] or () for j in warm],
                     raw.tolist(),
                     self._spreads,
-                    gate.thresholds([pending[j].service for j in warm]),
+                    gate.thresholds(names, quiet),
                     tracker.config.log_values,
                 )
-                decided = zip(warm, gated.anomaly.tolist(), gated.suppressed.tolist(), explained, strict=True)
-                for j, alert, muted, why in decided:
-                    scores[j] = scores[j]._replace(anomaly=alert, in_context=True, muted=muted, explanation=why)
+                decided = zip(
+                    warm, gated.anomaly.tolist(), gated.suppressed.tolist(), explained, quiet.tolist(), strict=True
+                )
+                for j, alert, muted, why, calm in decided:
+                    scores[j] = scores[j]._replace(
+                        anomaly=alert, in_context=True, muted=muted, explanation=why, quiet=calm
+                    )
             if spec.point is not None and len(warm) < len(pending):
                 cold = [j for j, context in enumerate(pending_contexts) if context is None]
                 reasons = explain_point([pending[j] for j in cold], [scores[j].score for j in cold], spec.point)
@@ -257,14 +265,11 @@ class ContextualScorer:
     def services_in_memory(self) -> int:
         return len(self.memory.in_memory)
 
-    def _advance(self, events: Sequence[Event], tracker: ContextTracker) -> tuple[Any, Any]:
-        """``tracker.features`` of ``events``, in runs of at most ``max_services`` distinct services, each run's
-        services brought into memory first (so memory stays bounded however many services a batch holds).
-        Each run's services' spreads are kept to explain their verdicts: from before the run, or after it for
-        a service warm only since."""
-        names = [e.service for e in events]
+    def _runs(self, names: Sequence[str], tracker: ContextTracker) -> Iterator[tuple[int, int, set[str]]]:
+        """``(start, stop, services)``: ``names`` in runs of at most ``max_services`` distinct services, each run's
+        services brought into memory (and marked changed) before it is yielded, so memory stays bounded however
+        many services a batch holds."""
         limit = self.memory.max_services or len(names) or 1
-        rows, warm = [], []
         start = 0
         while start < len(names):
             run: set[str] = set()
@@ -273,6 +278,24 @@ class ContextualScorer:
                 run.add(names[stop])
                 stop += 1
             self.memory.bring_in(run, tracker)
+            yield start, stop, run
+            self.memory.dirty.update(run)
+            start = stop
+
+    def _judge(self, names: Sequence[str], scores: np.ndarray, tracker: ContextTracker) -> np.ndarray:
+        """``tracker.judge_scores`` of context scores in stream order (``gate.QUIET``), run by run."""
+        parts = [
+            tracker.judge_scores(names[start:stop], scores[start:stop], QUIET)
+            for start, stop, _ in self._runs(names, tracker)
+        ]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def _advance(self, events: Sequence[Event], tracker: ContextTracker) -> tuple[Any, Any]:
+        """``tracker.features`` of ``events``, run by run (``_runs``). Each run's services' spreads are kept to
+        explain their verdicts: from before the run, or after it for a service warm only since."""
+        names = [e.service for e in events]
+        rows, warm = [], []
+        for start, stop, run in self._runs(names, tracker):
             before = tracker.spreads(run)
             part = events[start:stop]
             r, w = tracker.features(
@@ -285,8 +308,6 @@ class ContextualScorer:
             self._spreads.update(before)
             rows.append(r)
             warm.append(w)
-            self.memory.dirty.update(run)
-            start = stop
         if len(rows) == 1:
             return rows[0], warm[0]
         return np.concatenate(rows), np.concatenate(warm)

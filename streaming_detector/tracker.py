@@ -109,6 +109,8 @@ NUMBERS = (
     "first_time",  # the earliest event time seen (0: none yet)
     "hour_cell",  # 1 + the hour (since the epoch) whose baseline ``hour_usual`` holds (0: none)
     "hour_usual",  # that hour's baseline level (NaN: too few days)
+    "scores_seen",  # context scores the gate judged (``ContextTracker.judge_scores``)
+    "high_share",  # the share of them above ``QuietRule.level``, averaged over about its last ``window``
 )
 
 
@@ -125,6 +127,17 @@ _ROWS = (
     "_season_max",
     "_season_level",
 )
+
+
+@dataclass(frozen=True)
+class QuietRule:
+    """When a service is quiet (``ContextTracker.judge_scores``): after ``min_scores`` context scores, fewer than
+    ``share`` of its last ~``window`` scores (an exponential average) above ``level`` nats."""
+
+    level: float
+    share: float
+    window: int
+    min_scores: int
 
 
 def season_ring(config: "ContextConfig") -> int:
@@ -180,9 +193,10 @@ class ContextTracker:
         """``rhythm=False`` only measures what the time-of-day state costs (benchmarks): the tracker without it
         (event times ignored, no hourly maxima or baselines, no hour-baseline signal), as it was before."""
         # numba (~30 MiB private, ~130 MiB shared a process) loads only where context is tracked (or will be)
-        from streaming_detector.kernels import advance_context
+        from streaming_detector.kernels import advance_context, judge_scores
 
         self._advance = advance_context
+        self._judge = judge_scores
         self.config = config or ContextConfig()
         self.rhythm = rhythm
         self._allocate(8)
@@ -338,6 +352,20 @@ class ContextTracker:
                 math.sqrt(max(error_var, 0.0) + floor_sq),
             )
         return out
+
+    def judge_scores(
+        self, services: Sequence[str], scores: Sequence[float] | np.ndarray, rule: QuietRule
+    ) -> np.ndarray:
+        """``quiet (n,) bool`` for context scores given in stream order: whether each event's service was quiet
+        (``rule``) before it; then each score is learned. The services must be here (``KeyError``)."""
+        index = self._index
+        ids = np.array([index[name] for name in services], dtype=np.int64)
+        quiet = np.zeros(len(ids), dtype=np.bool_)
+        self._judge(
+            ids, np.asarray(scores, dtype=np.float64), self._numbers, rule.level, rule.share, rule.window,
+            rule.min_scores, quiet,
+        )  # fmt: skip
+        return quiet
 
     def state_dict(self) -> dict[str, Any]:
         """A JSON-able snapshot of every service's state and the configuration."""

@@ -36,6 +36,10 @@ def run_in_fresh_python(code: str, *args: str) -> str:
 # The container tests build images and run compose (minutes, a Docker engine): only `make test-containers`.
 collect_ignore = [] if os.environ.get("CONTAINER_TESTS") else ["containers"]
 
+# The processors tests start read one process's output and pids: one process, unless a test asks for more (the
+# default, auto, forks one per partition). A stack of its own (`make up`) runs with the user's default.
+os.environ.setdefault("PROCESSOR_WORKERS", "1")
+
 # The processor's Kafka clients (KAFKA_CLIENT): each test marked both_clients runs once on each of them.
 KAFKA_CLIENTS = ("confluent", "kafka-python")
 
@@ -70,8 +74,9 @@ def stack_environment(home: Path) -> dict[str, str]:
     """The environment of a ``make up`` of its own: a local broker, services and run files under ``home``, on
     distinct free ports."""
     kafka_port, controller_port, ml_port, metrics_port, alertmanager_port, prometheus_port = free_ports(6)
+    environment = {name: value for name, value in os.environ.items() if name != "PROCESSOR_WORKERS"}
     return {
-        **os.environ,
+        **environment,
         "KAFKA_MODE": "local",
         "KAFKA_LOCAL_DIR": str(home / "kafka"),
         "KAFKA_LOCAL_PORT": str(kafka_port),

@@ -50,9 +50,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--original-events", type=int, default=3_000, help="events for the original's end-to-end run")
     parser.add_argument(
         "--peer-workers",
-        default="default,auto",
-        help="the project's rows beside the peers: PROCESSOR_WORKERS of each (default: not set); the ratios use "
-        "the defaults",
+        default="default,1",
+        help="the project's rows beside the peers: PROCESSOR_WORKERS of each (default: not set, which is auto); "
+        "the ratios use the defaults",
     )
     parser.add_argument(
         "--peers-python",
@@ -327,6 +327,7 @@ def latency_step(
             f"  p50 {result.p50_ms:.1f} ms, p95 {result.p95_ms:.1f}, p99 {result.p99_ms:.1f}, "
             f"achieved {result.achieved_rate:,.0f}/s, {result.received:,}/{result.sent:,} verdicts"
         )
+        progress(f"  p99 of each second sent (ms): {', '.join(f'{v:.0f}' for v in result.p99_by_second_ms)}")
     if TARGET_LOAD in loads:
         progress(f"latency floor: the same load through a Kafka relay that does no work, {TARGET_LOAD:,} events/s")
         floor_latency = measure.latency_floor(stack, bootstrap, TARGET_LOAD, args.load_seconds, progress)

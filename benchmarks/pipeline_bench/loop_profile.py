@@ -20,12 +20,12 @@ import uuid
 from typing import Any
 
 from anomaly_processor import Pipeline, Printer, ProcessorSettings
-from anomaly_processor.app import connect, make_scorer, tune_garbage_collector
+from anomaly_processor.app import connect, make_restorer, make_scorer, tune_garbage_collector
 
 from benchmarks.pipeline_bench import events
 from benchmarks.pipeline_bench.costs import without_rhythm
 from benchmarks.pipeline_bench.stack import REPO_ROOT
-from eventbus import KafkaSettings, make_stream_consumer, stream_client
+from eventbus import KafkaSettings, stream_client
 from streaming_detector.scorer import ContextualScorer
 
 # The loop's parts, each the inclusive time of the functions named (file suffix, function name).
@@ -58,9 +58,7 @@ def _pipeline(
     scorer = make_scorer(settings)
     if not rhythm and isinstance(scorer, ContextualScorer):
         without_rhythm(scorer)
-    restorer = None
-    if isinstance(scorer, ContextualScorer) and settings.state_changelog:
-        restorer = make_stream_consumer(kafka, group_id=None, client_id="anomaly-processor-restore")
+    restorer = make_restorer(settings, kafka, scorer)
     pipeline = Pipeline(consumer, producer, scorer, kafka=kafka, settings=settings, printer=printer, stop=stop,
                         restorer=restorer)  # fmt: skip
 

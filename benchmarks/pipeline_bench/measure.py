@@ -236,6 +236,12 @@ def end_to_end_original(
     )
 
 
+def _p99_by_second(sent_s: np.ndarray, latencies_ms: np.ndarray) -> list[float]:
+    """The p99 latency of the events sent in each whole second since the load began."""
+    second = sent_s.astype(np.int64)
+    return [round(percentile(latencies_ms[second == s].tolist(), 99), 1) for s in range(int(second.max()) + 1)]
+
+
 @dataclass
 class Latency:
     offered_rate: float
@@ -252,6 +258,8 @@ class Latency:
     to_verdict_p50_ms: float | None = None
     to_verdict_p99_ms: float | None = None
     pacer_behind_ms: float | None = None  # the most the load generator sent an event after its due time
+    # p99 of the events sent in each second of the load: a stall shows as one bad second, saturation as many.
+    p99_by_second_ms: list[float] = field(default_factory=list)
 
     @classmethod
     def of(
@@ -282,6 +290,7 @@ class Latency:
             max_ms=max(latencies) if latencies else float("nan"),
             to_verdict_p50_ms=percentile(to_verdict, 50) if to_verdict else None,
             to_verdict_p99_ms=percentile(to_verdict, 99) if to_verdict else None,
+            p99_by_second_ms=_p99_by_second(sent - load.send_times.min(), np.asarray(latencies)) if len(sent) else [],
         )
 
 

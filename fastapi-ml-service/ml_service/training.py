@@ -111,6 +111,9 @@ def topic_training_data(
                         latency.append(event.latency_ms)
                         error.append(event.error_rate)
     finally:
+        # A metadata refresh still in flight as the consumer closes fails with an ERROR after the read is done:
+        # not news to someone training a model.
+        logging.getLogger("kafka.cluster").setLevel(logging.CRITICAL)
         consumer.close()
     data = TrainingData(latency_ms=np.array(latency), error_rate=np.array(error), source=f"topic {topic}")
     return data, TopicReadReport(read=read, malformed=malformed, not_normal=not_normal)

@@ -184,8 +184,7 @@ def run(
         backoff_max_s=settings.retry_backoff_max_s,
     )
     try:
-        if isinstance(scorer, ContextualScorer) and settings.state_changelog:
-            restorer = make_stream_consumer(kafka, group_id=None, client_id="anomaly-processor-restore")
+        restorer = make_restorer(settings, kafka, scorer)
         pipeline = Pipeline(
             consumer,
             producer,
@@ -227,6 +226,13 @@ def run(
         consumer.close(autocommit=False)
         producer.close(timeout=5)
         printer.close()
+
+
+def make_restorer(settings: ProcessorSettings, kafka: KafkaSettings, scorer: Scorer) -> ConsumerPort | None:
+    """The consumer that reads services' saved state back from the changelog; None when no state is kept."""
+    if isinstance(scorer, ContextualScorer) and settings.state_changelog:
+        return make_stream_consumer(kafka, group_id=None, client_id="anomaly-processor-restore")
+    return None
 
 
 def connect(

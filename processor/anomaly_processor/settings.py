@@ -87,10 +87,10 @@ class ProcessorSettings(BaseSettings):
         default=9108, ge=0, le=65535, description="Port of the /metrics and /health endpoint; 0 disables it."
     )
     processor_workers: int | Literal["auto"] = Field(
-        default=1,
-        description="Processes consuming in the group, started and supervised by this one: one process tops out "
-        "near 20,000 events/s (kafka-python); auto: one per partition of LOGS_TOPIC (each partition is read by one "
-        "process, and an even split keeps them equally busy), at most two per CPU.",
+        default="auto",
+        description="Processes consuming in the group, started and supervised by this one; auto (the default): one "
+        "per partition of LOGS_TOPIC (each partition is read by one process, and an even split keeps them equally "
+        "busy), at most two per CPU, so every core is used untuned; 1: a single process.",
     )
     sensitivity: SensitivityLevel = Field(
         default="medium",

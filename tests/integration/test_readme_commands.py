@@ -45,7 +45,7 @@ NOT_RUN = {
     ),
     ".venv/bin/python processor/main.py": "runs until Ctrl-C; `make up` runs it in the background",
     "CONTEXT=0 .venv/bin/python processor/main.py": "runs until Ctrl-C",
-    "PROCESSOR_WORKERS=auto .venv/bin/python processor/main.py": "runs until Ctrl-C",
+    "PROCESSOR_WORKERS=1 .venv/bin/python processor/main.py": "runs until Ctrl-C",
     ".venv/bin/python fastapi-ml-service/main.py": "serves until Ctrl-C; `make up` runs it in the background",
     "cd fastapi-ml-service && ../.venv/bin/uvicorn main:app --port 8000": "serves until Ctrl-C",
     'make simulate ARGS="--rate 50 --anomalies level_shift --anomaly-rate 0.002"': (

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from eventbus import LogEvent
 from streaming_detector import ContextConfig, ContextTracker, ContextualScorer
+from streaming_detector.gate import QUIET
 
 WARMUP = 5
 THRESHOLD = 9.0
@@ -86,8 +87,11 @@ def stream(count: int, service: str = "auth", start: int = 0) -> list[LogEvent]:
     ]
 
 
-def reference(events: Sequence[LogEvent]) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Features (as sent), warm flags and final state of a fresh tracker fed ``events`` exactly once."""
+def reference(
+    events: Sequence[LogEvent], unscored: Sequence[LogEvent] = ()
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Features (as sent), warm flags and final state of a fresh tracker fed ``events`` exactly once, and the
+    context scores of the warm ones (1 nat, ``ScriptedService``'s answer) judged once, but for ``unscored``."""
     tracker = ContextTracker(ContextConfig(**model_info()["context"]["context"]))
     features, warm = tracker.features(
         [e.service for e in events],
@@ -95,6 +99,9 @@ def reference(events: Sequence[LogEvent]) -> tuple[np.ndarray, np.ndarray, dict[
         [e.error_rate for e in events],
         [e.event_time for e in events],
     )
+    skipped = {e.event_id for e in unscored}
+    judged = [e.service for e, is_warm in zip(events, warm, strict=True) if is_warm and e.event_id not in skipped]
+    tracker.judge_scores(judged, np.ones(len(judged)), QUIET)
     return features.round(CONTEXT_DECIMALS), warm, tracker.state_dict()
 
 
@@ -139,7 +146,7 @@ def test_a_bisected_batch_gets_each_events_features_from_the_state_before_it_onc
     scores, rejected = score_isolating(scorer, events)
     assert [index for index, _ in rejected] == [17, 31]
     assert sum(score is not None for score in scores) == 38
-    features, warm, state = reference(events)
+    features, warm, state = reference(events, [events[17], events[31]])
     sent = sent_contexts(service)
     for event, row, is_warm in zip(events, features.tolist(), warm.tolist(), strict=True):
         assert (sent[event.event_id] is not None) == is_warm

@@ -25,6 +25,12 @@ def test_auto_is_one_worker_per_partition_and_at_most_two_per_cpu(monkeypatch: p
     assert ProcessorSettings(processor_workers=2).worker_count(partitions=3) == 2
 
 
+def test_by_default_every_core_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PROCESSOR_WORKERS", raising=False)  # the test session pins 1 for its processors
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert ProcessorSettings().worker_count(partitions=3) == 3
+
+
 @pytest.mark.parametrize("value", ["0", "-1", "many"])
 def test_a_worker_count_that_means_nothing_is_refused(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
     monkeypatch.setenv("PROCESSOR_WORKERS", value)

@@ -9,7 +9,7 @@ def replay_of(anomalous: set[int], count: int, step_s: float = 1.0) -> tuple[lis
     """One service, an event every ``step_s`` seconds; the events in ``anomalous`` scored 20, the others 1."""
     events = column_events(["svc"] * count, [200.0] * count, [0.0] * count, [1e9 + i * step_s for i in range(count)])
     score = np.array([20.0 if i in anomalous else 1.0 for i in range(count)])
-    return events, Replay(score > 9.0, score, np.ones(count, dtype=bool), score.copy())
+    return events, Replay(score > 9.0, score, np.ones(count, dtype=bool), score.copy(), np.zeros(count, dtype=bool))
 
 
 def test_a_level_shift_of_two_hundred_events_pages_once() -> None:
