@@ -16,6 +16,11 @@ import numpy as np
 
 from streaming_detector.tracker import N_SIGNALS, NUMBERS
 
+# The hour-baseline signal measures the mean level of the event and the two before it: at one event every 5
+# minutes an incident at the quiet hour is six events, and their mean stands out of the noise where one may not
+# (figures: docs/tuning.md).
+HOUR_LEVEL_EVENTS = 3
+
 (
     SLOW_MEAN,
     SLOW_VAR,
@@ -78,7 +83,7 @@ def advance_context(
     counts, numbers, recent, learned, arrival, ordered, season_day, season_max, season_level,
     warmup, a_f, a_s, a_m, a_l, clip, err_floor_sq, weight_max, weight_events, weight_days, surprise_alpha,
     history, history_every, min_history, quantile, max_tail,
-    bin_seconds, season_days, season_weeks, season_evidence, season_margin,
+    bin_seconds, season_days, season_weeks, season_evidence, season_margin, log_values,
 ):  # fmt: skip
     """Score then learn each event in order (``ContextTracker.features``): fills ``rows`` and ``warm``."""
     for i in range(ids.shape[0]):
@@ -91,7 +96,7 @@ def advance_context(
             ctx, recent[s], learned, arrival[s], ordered[s], s, count, raw[i], e, err_floor_sq, surprise_alpha,
             history, history_every, min_history, quantile, max_tail,
             y, times[i], season_day[s], season_max[s], season_level[s],
-            bin_seconds, season_days, season_weeks, season_evidence, season_margin,
+            bin_seconds, season_days, season_weeks, season_evidence, season_margin, log_values,
         )  # fmt: skip
         counts[s] = count + 1
         time = times[i]
@@ -149,6 +154,7 @@ def _surprise(
     ctx, recent, learned, arrival, ordered, s, count, y, e, err_floor_sq, long_alpha,
     history, history_every, min_history, quantile, max_tail,
     level, time, season_day, season_max, season_level, bin_seconds, season_days, season_weeks, evidence, margin,
+    log_values,
 ):  # fmt: skip
     """The largest calibrated surprisal of this raw event (0.0 while too young), then learn it.
 
@@ -164,25 +170,27 @@ def _surprise(
     same weekdays of the last ``season_weeks`` weeks, is routine whatever the event rate: its surprisal is at
     most its rank among those days. The signals then join the hour's maxima (``_learn_season``).
 
-    The fifth signal is the hour's own baseline: the distance of ``level`` (the event's log value) from the
-    median of that hour's mean level on the last ``season_days`` days (until ``evidence`` days have one, or
-    for an event without a time: from the service's recent level, so the signal's history is never empty),
-    so a level that is normal at the busy hour stands out at the quiet one, at any event rate. It is judged
-    once ``evidence`` earlier days hold its maximum at that hour (a fresh baseline's distances are not yet
-    ranked against what that hour usually shows).
+    The fifth signal is the hour's own baseline: the distance of the mean ``level`` (log value) of the event
+    and the ``HOUR_LEVEL_EVENTS - 1`` before it from the median of that hour's mean level on the last
+    ``season_days`` days (until ``evidence`` days have one, or for an event without a time: from the
+    service's recent level, so the signal's history is never empty), so a level that is normal at the busy
+    hour stands out at the quiet one, at any event rate. It is judged once one earlier day holds its maximum
+    at that hour (a fresh baseline's distances are not yet ranked against what that hour usually shows): with
+    only one, a value within ``margin`` of that day's maximum is routine. Its "seen twice" needs two days that
+    reached the value: one earlier incident at a slow rate leaves several values in its history.
     """
     best = 0.0
     if count >= 2:
         signals, day, hour, has_baseline = _event_signals(
             ctx, recent, count, y, e, err_floor_sq, level, time, season_day, season_max, season_level,
-            bin_seconds, season_days, evidence,
+            bin_seconds, season_days, evidence, log_values,
         )  # fmt: skip
         learn = count % history_every == 0
         done = learned[s]
         size = min(done, history)
         k = int(quantile * size)
         highest = 0
-        for signal in range(N_SIGNALS):
+        for signal in range(ordered.shape[0]):  # N_SIGNALS (one fewer: a tracker without its rhythm state)
             value = signals[signal]
             sorted_values = ordered[signal]
             position = -1  # where ``value`` goes in the sorted history, once searched
@@ -220,7 +228,7 @@ def _surprise(
 @numba.njit(cache=True, nogil=True)
 def _event_signals(
     ctx, recent, count, y, e, err_floor_sq, level, time, season_day, season_max, season_level,
-    bin_seconds, season_days, evidence,
+    bin_seconds, season_days, evidence, log_values,
 ):  # fmt: skip
     """The event's five signals, its day and hour cell (day -1 without a time), and whether the hour has a
     baseline of its own (else the recent level stands in)."""
@@ -259,7 +267,7 @@ def _event_signals(
         abs(step),
         abs(shifted - mean) / spread,
         max(e - ctx[RAW_ERROR_MEAN], 0.0) / math.sqrt(ctx[RAW_ERROR_VAR] + err_floor_sq),
-        abs(level - usual),
+        abs(_recent_level(recent, count, level, log_values) - usual),
     )
     return signals, day, hour, has_baseline
 
@@ -279,7 +287,12 @@ def _tail_surprisal(
         total += sorted_values[j]
     excess = total / tail - start
     tail_value = math.log(size / tail) + ((value - start) / excess if excess > 0.0 else max_tail)
-    if size >= 2 and value <= sorted_values[size - 2]:  # seen twice: its rank is the answer
+    # Seen twice: its rank is the answer. The hour-baseline signal's values must have been reached on two days:
+    # at a slow rate one earlier incident at an hour leaves several values in its history.
+    by_days = signal == N_SIGNALS - 1 and day >= 0
+    if (size >= 2 and value <= sorted_values[size - 2]) and (
+        not by_days or _days_reached(season_day, season_max, signal, value, day) >= 2
+    ):
         position = np.searchsorted(sorted_values[:size], value)
         tail_value = min(tail_value, _rank_surprisal(size, position))
     if day >= 0 and tail_value > 1.0:
@@ -287,8 +300,12 @@ def _tail_surprisal(
         by_day, held = _season_surprisal(sd, sm, day, hour, signal, value, 1, days, evidence, margin)
         by_week, _ = _season_surprisal(sd, sm, day, hour, signal, value, 7, weeks, evidence, margin)
         tail_value = min(tail_value, by_day, by_week)
-        if signal == N_SIGNALS - 1 and held < evidence:  # the hour's baseline is too new to judge
-            tail_value = 0.0
+        if signal == N_SIGNALS - 1 and held < evidence:  # the hour's baseline is new: one earlier day to go by
+            if held == 1:
+                one, _ = _season_surprisal(sd, sm, day, hour, signal, value, 1, days, 1, margin)
+                tail_value = min(tail_value, one)
+            else:
+                tail_value = 0.0
     return tail_value, position
 
 
@@ -321,6 +338,39 @@ def _season_surprisal(season_day, season_max, day, hour, signal, value, every, b
     if found < evidence or found < held - (held - 1) // 2:
         return math.inf, held
     return math.log((back + 1) / (found + 1)), held
+
+
+@numba.njit(cache=True, nogil=True)
+def _recent_level(recent, count, level, log_values):
+    """The mean level (log values, as ``transform``) of this event and the ``HOUR_LEVEL_EVENTS - 1`` before it
+    (raw values in the ring)."""
+    width = recent.shape[0]
+    kept = min(count, width, HOUR_LEVEL_EVENTS - 1)
+    total = level
+    for j in range(count - kept, count):
+        value = recent[j % width]
+        total += math.copysign(math.log1p(abs(value)), value) if log_values else value
+    return total / (kept + 1)
+
+
+@numba.njit(cache=True, nogil=True)
+def _days_reached(season_day, season_max, signal, value, day):
+    """How many days of the ring (``day`` and earlier) hold a maximum of ``signal`` at least ``value`` at some
+    hour, counted up to 2."""
+    ring = season_day.shape[0]
+    found = 0
+    for k in range(ring):
+        d = day - k
+        slot = d % ring
+        if d < 0 or season_day[slot] != d:
+            continue
+        for h in range(season_max.shape[1]):
+            if season_max[slot, h, signal] >= value:
+                found += 1
+                break
+        if found >= 2:
+            break
+    return found
 
 
 @numba.njit(cache=True, nogil=True)

@@ -23,8 +23,9 @@ import numpy as np
 from streaming_detector.tracker import N_SIGNALS, NUMBERS, ContextConfig, ServiceArrays
 
 # 2: the days of hourly maxima and levels (time-aware history); 3: no gate cool-down (incidents replaced it);
-# 4: the gate's count and share of high context scores (a quiet service)
-FORMAT_VERSION = 4
+# 4: the gate's count and share of high context scores (a quiet service); 5: the hour-baseline signal's history
+# holds the distance of a three-event mean level (was one event's)
+FORMAT_VERSION = 5
 MAGIC = b"SDST"
 # magic, format, configuration fingerprint, events seen, history values learned, days held
 _HEADER = struct.Struct("<4sH16sqqq")

@@ -189,13 +189,16 @@ class ContextTracker:
     every event in the processor: about 3 µs an event (a third of it keeping 4,000 values a signal sorted).
     """
 
-    def __init__(self, config: ContextConfig | None = None) -> None:
+    def __init__(self, config: ContextConfig | None = None, *, rhythm: bool = True) -> None:
+        """``rhythm=False`` only measures what the time-of-day state costs (benchmarks): the tracker without it
+        (event times ignored, no hourly maxima or baselines, no hour-baseline signal), as it was before."""
         # numba (~30 MiB private, ~130 MiB shared a process) loads only where context is tracked (or will be)
         from streaming_detector.kernels import advance_context, judge_scores
 
         self._advance = advance_context
         self._judge = judge_scores
         self.config = config or ContextConfig()
+        self.rhythm = rhythm
         self._allocate(8)
 
     def _allocate(self, capacity: int) -> None:
@@ -206,10 +209,11 @@ class ContextTracker:
         self._numbers = np.zeros((capacity, len(NUMBERS)), dtype=np.float64)
         self._recent = np.zeros((capacity, max(1, cfg.surprise_window - 1)), dtype=np.float64)  # ring, raw values
         self._learned = np.zeros(capacity, dtype=np.int64)  # values ever added to each signal's history
-        self._arrival = np.zeros((capacity, N_SIGNALS, cfg.history), dtype=np.float64)  # ring
-        self._ordered = np.zeros((capacity, N_SIGNALS, cfg.history), dtype=np.float64)  # sorted
+        signals = N_SIGNALS if self.rhythm else N_SIGNALS - 1  # the kernel ranks as many as the arrays hold
+        self._arrival = np.zeros((capacity, signals, cfg.history), dtype=np.float64)  # ring
+        self._ordered = np.zeros((capacity, signals, cfg.history), dtype=np.float64)  # sorted
         # Each signal's maximum per hour of the last days (a ring of days, by the event's time).
-        ring, bins = season_ring(cfg), 86_400 // cfg.season_bin_seconds
+        ring, bins = season_ring(cfg) if self.rhythm else 0, 86_400 // cfg.season_bin_seconds
         self._season_day = np.full((capacity, ring), -1, dtype=np.int64)  # the day each slot holds (-1: none)
         self._season_max = np.full((capacity, ring, bins, N_SIGNALS), -np.inf, dtype=np.float64)
         self._season_level = np.zeros((capacity, ring, bins, 2), dtype=np.float64)  # sum and count of log values
@@ -250,7 +254,7 @@ class ContextTracker:
         n = len(ids)
         times = (
             np.full(n, np.nan)
-            if event_time is None
+            if event_time is None or not self.rhythm
             else np.array([np.nan if t is None else t for t in event_time], dtype=np.float64)
         )
         times[~np.isfinite(times)] = np.nan
@@ -264,7 +268,7 @@ class ContextTracker:
             cfg.error_floor**2, cfg.history_weight_max, cfg.history_weight_events, cfg.history_weight_days,
             cfg.surprise_alpha, cfg.history, cfg.history_every, cfg.min_history, cfg.tail_quantile, cfg.max_tail,
             float(cfg.season_bin_seconds), cfg.season_days, cfg.season_weeks, cfg.season_evidence,
-            cfg.season_margin,
+            cfg.season_margin, cfg.log_values,
         )  # fmt: skip
         return rows, warm
 

@@ -41,6 +41,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--loop-events", type=int, default=100_000, help="events of the costs step's whole-loop profile"
     )
+    parser.add_argument(
+        "--rhythm-pairs",
+        type=int,
+        default=2,
+        help="alternated pairs of whole-loop passes with and without the tracker's time-of-day state (costs step)",
+    )
     parser.add_argument("--original-events", type=int, default=3_000, help="events for the original's end-to-end run")
     parser.add_argument(
         "--peer-workers",
@@ -175,7 +181,9 @@ def run(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
         details["costs"] = costs.measure(fresh_settings(bootstrap, "costs"), project_url)
         print(costs.render(details["costs"]), flush=True)
         progress(f"the whole loop in one process, plain then under cProfile: {args.loop_events:,} events")
-        details["loop"] = loop_profile.measure(fresh_settings(bootstrap, "loop"), project_url, args.loop_events)
+        details["loop"] = loop_profile.measure(
+            fresh_settings(bootstrap, "loop"), project_url, args.loop_events, args.rhythm_pairs
+        )
         print(loop_profile.render(details["loop"]), flush=True)
     throughput_step(args, details, stack, bootstrap, project_url, service_pid, profile_dir)
     if "peers" not in args.skip:

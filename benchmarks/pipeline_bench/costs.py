@@ -16,11 +16,13 @@ ownership, delivery, commits, printing, incidents, the state changelog and metri
 cProfile over preloaded events, and splits its CPU per event by where it went.
 """
 
+import gc
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import orjson
 from anomaly_processor import ProcessorSettings, consumer_overrides, producer_overrides
 from anomaly_processor.ml_client import HttpScorer
@@ -31,6 +33,8 @@ from benchmarks.pipeline_bench import events
 from eventbus import EventOrigin, KafkaSettings, LogEvent, make_stream_consumer, make_stream_producer, stream_client
 from streaming_detector import Score
 from streaming_detector.scorer import DEFAULT_CACHE_EVENTS, ContextualScorer
+from streaming_detector.state import encode_state
+from streaming_detector.tracker import ContextTracker
 
 BATCH = 2_000  # the processor's default BATCH_MAX
 ROUNDS = 5
@@ -58,6 +62,28 @@ class _Recorder:
     def score(self, batch: Sequence[LogEvent], contexts: Sequence[Any] | None = None) -> list[Score]:
         self.asked.append((list(batch), list(contexts or [None] * len(batch))))
         return [Score(False, 0.0, self.version) for _ in batch]
+
+
+def without_rhythm(scorer: ContextualScorer) -> ContextualScorer:
+    """``scorer`` with a tracker lacking the time-of-day state (``ContextTracker(rhythm=False)``): what that
+    state costs is the difference. Call it before the first event (its model is fetched here)."""
+    scorer.score([])
+    assert scorer.tracker is not None
+    scorer.tracker = ContextTracker(scorer.tracker.config, rhythm=False)
+    return scorer
+
+
+def state_bytes(rhythm: bool) -> dict[str, int]:
+    """One service's state with (or without) the time-of-day state: bytes in the tracker's arrays, and its
+    changelog snapshot with a full history (4,000 events) over one day (a busy service) and over 29 days
+    (one event every 5 minutes: every day of the ring held)."""
+    tracker = ContextTracker(rhythm=rhythm)
+    out = {"memory": sum(rows[0].nbytes for rows in vars(tracker).values() if isinstance(rows, np.ndarray))}
+    for label, count, step_s in (("snapshot_1_day", 4_000, 10.0), ("snapshot_29_days", 29 * 288, 300.0)):
+        latency = np.random.default_rng(0).lognormal(5.3, 0.25, count).tolist()
+        tracker.features([label] * count, latency, [0.01] * count, (1.767e9 + np.arange(count) * step_s).tolist())
+        out[label] = len(encode_state(tracker.config, tracker.export(label)))
+    return out
 
 
 def _best_us(step: Callable[[], object], per: int) -> float:
@@ -90,10 +116,22 @@ def measure(settings: KafkaSettings, service_url: str) -> dict[str, Any]:
         [decode_event(raw, origin) for _, raw in events.serialise(pool, f"ctx{r}-", 0, BATCH)]
         for r in range(ROUNDS + 3)
     ]
+    # With and without the time-of-day state, a batch each in turn (a shared machine's noise hits both alike).
+    plain_recorder = _Recorder(http, recorder.version, http.base_url)
+    plain = without_rhythm(
+        ContextualScorer(plain_recorder, cache_events=max(DEFAULT_CACHE_EVENTS, 2 * BATCH), cooldown=False)
+    )
     for warm in rounds[:3]:
         scorer.score(warm)
-    remaining = iter(rounds[3:])
-    out["context"] = _best_us(lambda: scorer.score(next(remaining)), BATCH)
+        plain.score(warm)
+    best = {"context": float("inf"), "context_no_rhythm": float("inf")}
+    for fresh in rounds[3:]:
+        for key, which in (("context", scorer), ("context_no_rhythm", plain)):
+            gc.collect()  # else a collection falls in whichever scorer runs when it is due, the first one in turn
+            began = time.perf_counter()
+            which.score(fresh)
+            best[key] = min(best[key], time.perf_counter() - began)
+    out |= {key: seconds / BATCH * 1e6 for key, seconds in best.items()}
     batch, contexts = recorder.asked[-1]
     as_json = HttpScorer(service_url, batch_format="json")
     try:
@@ -120,6 +158,7 @@ def measure(settings: KafkaSettings, service_url: str) -> dict[str, Any]:
         producer.close()
     out["consume"] = _consume_us(settings, settings.predictions_topic, BATCH * (ROUNDS + 1))
     out["client"] = stream_client(settings)
+    out["state_bytes"] = {"with": state_bytes(True), "without": state_bytes(False)}
     out["total"] = sum(out[k] for k in ("consume", "decode_validate", "context", "ml_hop", "verdict_encode", "produce"))
     return out
 
@@ -152,6 +191,7 @@ LABELS = {
     "decode_validate": "decode + validate (decode_event, one pass)",
     "decode_validate_original": "decode + validate, original-design event",
     "context": "per-service context (ContextualScorer, client answering at once)",
+    "context_no_rhythm": "per-service context without the time-of-day state (hourly maxima, hour baselines)",
     "ml_hop": "processor -> ML service hop (/predict/batch, with contexts, as the processor sends them)",
     "ml_hop_json": "processor -> ML service hop, with contexts, as JSON",
     "ml_hop_no_context": "processor -> ML service hop, no contexts",
@@ -165,4 +205,12 @@ def render(costs: dict[str, Any]) -> str:
     lines = [f"fast path, per event ({BATCH:,}-event batches, best of {ROUNDS}):"]
     client = costs.get("client", "kafka-python")
     lines += [f"  {costs[key]:8.2f} us  {label.format(client=client)}" for key, label in LABELS.items() if key in costs]
+    if sizes := costs.get("state_bytes"):
+        with_, without = sizes["with"], sizes["without"]
+        lines.append(
+            "one service's state with / without the time-of-day state: in memory "
+            f"{with_['memory'] / 1024:,.0f} / {without['memory'] / 1024:,.0f} KiB; changelog snapshot, full history "
+            f"over 1 day {with_['snapshot_1_day'] / 1024:,.0f} / {without['snapshot_1_day'] / 1024:,.0f} KiB, "
+            f"over 29 days {with_['snapshot_29_days'] / 1024:,.0f} / {without['snapshot_29_days'] / 1024:,.0f} KiB"
+        )
     return "\n".join(lines)

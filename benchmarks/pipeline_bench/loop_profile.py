@@ -6,11 +6,14 @@ changelog, incidents, metrics, printing in ``PRINT_MODE=summary`` to a null stre
 twice on the same topic with fresh groups: once plain, for the CPU seconds per event (every thread, the Kafka
 client's included) and the rate, once under cProfile, for the split of the loop thread's time between its
 parts. cProfile slows Python calls down, so the split is given in shares and scaled to the plain run's CPU.
+Then, with ``rhythm_pairs``, pairs of plain passes with and without the tracker's time-of-day state (hourly
+maxima and baselines, the hour-baseline signal; ``ContextTracker(rhythm=False)``), alternated: what it costs.
 """
 
 import cProfile
 import os
 import pstats
+import statistics
 import threading
 import time
 import uuid
@@ -20,8 +23,10 @@ from anomaly_processor import Pipeline, Printer, ProcessorSettings
 from anomaly_processor.app import connect, make_restorer, make_scorer, tune_garbage_collector
 
 from benchmarks.pipeline_bench import events
+from benchmarks.pipeline_bench.costs import without_rhythm
 from benchmarks.pipeline_bench.stack import REPO_ROOT
 from eventbus import KafkaSettings, stream_client
+from streaming_detector.scorer import ContextualScorer
 
 # The loop's parts, each the inclusive time of the functions named (file suffix, function name).
 PARTS: dict[str, tuple[tuple[str, str], ...]] = {
@@ -40,14 +45,19 @@ PARTS: dict[str, tuple[tuple[str, str], ...]] = {
 TOP = 25
 
 
-def _pipeline(settings: ProcessorSettings, kafka: KafkaSettings, sink: Any) -> tuple[Pipeline, Any]:
-    """The loop as ``app.run`` builds it (no alert receivers: none are configured by default)."""
+def _pipeline(
+    settings: ProcessorSettings, kafka: KafkaSettings, sink: Any, rhythm: bool = True
+) -> tuple[Pipeline, Any]:
+    """The loop as ``app.run`` builds it (no alert receivers: none are configured by default); ``rhythm=False``:
+    its tracker without the time-of-day state."""
     printer = Printer(settings.print_mode, summary_interval_s=settings.summary_interval_s, stream=sink, color=False)
     stop = threading.Event()
     clients = connect(settings, kafka, printer, stop)
     assert clients is not None
     consumer, producer = clients
     scorer = make_scorer(settings)
+    if not rhythm and isinstance(scorer, ContextualScorer):
+        without_rhythm(scorer)
     restorer = make_restorer(settings, kafka, scorer)
     pipeline = Pipeline(consumer, producer, scorer, kafka=kafka, settings=settings, printer=printer, stop=stop,
                         restorer=restorer)  # fmt: skip
@@ -61,7 +71,9 @@ def _pipeline(settings: ProcessorSettings, kafka: KafkaSettings, sink: Any) -> t
     return pipeline, close
 
 
-def _pass(kafka: KafkaSettings, service_url: str, count: int, profiler: cProfile.Profile | None) -> dict[str, float]:
+def _pass(
+    kafka: KafkaSettings, service_url: str, count: int, profiler: cProfile.Profile | None, rhythm: bool = True
+) -> dict[str, float]:
     """One pass over the topic with a fresh group and state topic (a pass's saved state would put the next one at the
     end of the topic); the first batch (group join, restore) is not counted."""
     kafka = kafka.model_copy(update={"state_topic": f"{kafka.state_topic}-{uuid.uuid4().hex[:6]}"})
@@ -73,7 +85,7 @@ def _pass(kafka: KafkaSettings, service_url: str, count: int, profiler: cProfile
         processor_workers=1,
     )
     with open(os.devnull, "w") as sink:
-        pipeline, close = _pipeline(settings, kafka, sink)
+        pipeline, close = _pipeline(settings, kafka, sink, rhythm)
         try:
             first = 0
             while not first:
@@ -99,8 +111,9 @@ def _pass(kafka: KafkaSettings, service_url: str, count: int, profiler: cProfile
     }
 
 
-def measure(kafka: KafkaSettings, service_url: str, count: int) -> dict[str, Any]:
-    """Preload ``count`` events into ``kafka``'s (fresh) topics, then one plain pass and one profiled pass."""
+def measure(kafka: KafkaSettings, service_url: str, count: int, rhythm_pairs: int = 0) -> dict[str, Any]:
+    """Preload ``count`` events into ``kafka``'s (fresh) topics, then one plain pass and one profiled pass, then
+    ``rhythm_pairs`` pairs of plain passes without and with the time-of-day state (in turn first)."""
     events.preload(kafka, count)
     tune_garbage_collector()  # as python main.py does
     plain = _pass(kafka, service_url, count, None)
@@ -121,8 +134,13 @@ def measure(kafka: KafkaSettings, service_url: str, count: int) -> dict[str, Any
     parts["the rest of the loop"] = plain["loop_cpu_us_per_event"] - sum(parts.values())
     parts["other threads (the Kafka client's, metrics)"] = plain["cpu_us_per_event"] - plain["loop_cpu_us_per_event"]
     top = sorted(entries.items(), key=lambda item: item[1][2], reverse=True)[:TOP]
+    rhythm: dict[str, list[dict[str, float]]] = {"with": [], "without": []}
+    for pair in range(rhythm_pairs):
+        for on in (pair % 2 == 1, pair % 2 == 0):
+            rhythm["with" if on else "without"].append(_pass(kafka, service_url, count, None, rhythm=on))
     return {
         "client": stream_client(kafka),
+        "rhythm": rhythm,
         "plain": plain,
         "profiled": profiled,
         "parts_us_per_event": parts,
@@ -151,4 +169,19 @@ def render(result: dict[str, Any]) -> str:
     lines += [f"  {us:8.2f} us  {part}" for part, us in result["parts_us_per_event"].items()]
     lines.append("  top functions by own time (us per event, scaled; calls in the profiled pass):")
     lines += [f"  {us:8.2f} us  {calls:>9,}  {where}" for where, us, calls in result["top_self_us_per_event"]]
+    rhythm = result["rhythm"]
+    if rhythm["with"]:
+        on, off = rhythm["with"], rhythm["without"]
+        cpu = [a["cpu_us_per_event"] / b["cpu_us_per_event"] - 1 for a, b in zip(on, off, strict=True)]
+        rate = [a["rate"] / b["rate"] - 1 for a, b in zip(on, off, strict=True)]
+        lines.append(
+            f"the time-of-day state's cost ({len(on)} alternated pairs of plain passes, medians): "
+            f"{_median(on, 'cpu_us_per_event'):.1f} against {_median(off, 'cpu_us_per_event'):.1f} us CPU per event "
+            f"({statistics.median(cpu):+.1%}), {_median(on, 'rate'):,.0f} against {_median(off, 'rate'):,.0f} "
+            f"events/s ({statistics.median(rate):+.1%}); per pair CPU {', '.join(f'{x:+.1%}' for x in cpu)}"
+        )
     return "\n".join(lines)
+
+
+def _median(passes: list[dict[str, float]], key: str) -> float:
+    return statistics.median(p[key] for p in passes)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from streaming_detector import ContextConfig, ContextTracker
-from streaming_detector.tracker import CONTEXT_FEATURES
+from streaming_detector.tracker import CONTEXT_FEATURES, N_SIGNALS
 from tests.conftest import run_in_fresh_python
 
 
@@ -121,6 +121,19 @@ def test_batch_boundaries_do_not_change_the_features() -> None:
     whole = features_in_batches(ContextTracker(), *cols, batch=10**6)
     small = features_in_batches(ContextTracker(), *cols, batch=7)
     assert np.array_equal(whole[0], small[0]) and np.array_equal(whole[1], small[1])
+
+
+def test_the_benchmarks_tracker_without_its_rhythm_state_ignores_event_times_and_keeps_four_signals() -> None:
+    # ``rhythm=False`` is what the benchmark's "without the time-of-day state" runs: the tracker as before it.
+    services, latency, errors = stream("auth", 2000, seed=8)
+    times = 1_767_225_600.0 + 300.0 * np.arange(2000)  # a week at one event every 5 minutes
+    plain = ContextTracker(rhythm=False)
+    timed = plain.features(services, latency, errors, times)
+    untimed = ContextTracker(rhythm=False).features(services, latency, errors)
+    assert np.array_equal(timed[0], untimed[0])
+    state = plain.export("auth")
+    assert state.arrival.shape[0] == N_SIGNALS - 1 and len(state.days) == 0
+    assert timed[0][:, CONTEXT_FEATURES.index("surprise")].max() > 9.0  # the incident still stands out
 
 
 def test_loading_the_compiled_tracker_leaves_its_loop_ready_for_forked_workers() -> None:
