@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from local_kafka import LocalBroker, LocalBrokerConfig
 from devstack.harness import SERVICE_DIR, MLServiceProcess, ProcessorProcess, fresh_topics, kafka_env
 from devstack.processes import free_port
 from evaluation.cli import column_events, paged, replay
-from evaluation.nab import NabSeries, load_corpus, score_corpus
+from evaluation.nab import PROFILES, NabSeries, load_corpus, losses, score_corpus
 from eventbus import KafkaSettings, make_producer
 from streaming_detector import Sensitivity, TrainingConfig, in_process_scorer, train_context_model
 
@@ -251,6 +251,10 @@ def run(
         "offline_swept": figures(corpus, swept),
         "pages": {"pipeline": remote.page_count(), "offline": local.page_count()},
         "windows": {"labelled": sum(len(s.windows) for s in corpus), "paged": remote.windows_paged(corpus)},
+        "losses_standard": {
+            category: {**asdict(loss), "points": loss.points}
+            for category, loss in losses(corpus, {k: v > 0 for k, v in remote.pages.items()}, PROFILES[0]).items()
+        },
         "rows_with_different_pages": remote.differing_rows(local),
         "seconds": {"offline": round(offline_s, 1), "pipeline": round(pipeline_s, 1)},
     }
@@ -277,6 +281,19 @@ def report(result: dict[str, Any]) -> str:
         f"differs: {result['rows_with_different_pages']}; windows paged through the pipeline: "
         f"{result['windows']['paged']}/{result['windows']['labelled']}; seconds: {result['seconds']}"
     )
+    lines.append(
+        "\nstandard points the pipeline's pages lose (of 100), by category: windows, missed windows and false\n"
+        "pages, then the points lost to missed windows, late first pages, false pages, and in all"
+    )
+    lines.append(
+        f"  {'category':<24} {'windows':>7} {'missed':>6} {'false':>5}"
+        f" {'missed':>7} {'late':>5} {'false':>6} {'lost':>5}"
+    )
+    for category, loss in sorted(result["losses_standard"].items(), key=lambda item: -item[1]["points"]):
+        lines.append(
+            f"  {category:<24} {loss['windows']:>7} {loss['missed']:>6} {loss['false_alarms']:>5} "
+            f"{loss['missed_points']:7.1f} {loss['late_points']:5.1f} {loss['false_points']:6.1f} {loss['points']:5.1f}"
+        )
     return "\n".join(lines)
 
 

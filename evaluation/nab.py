@@ -254,3 +254,52 @@ def category_scores(
             null, perfect = -profile.fn_weight * count, profile.tp_weight * count
             result[category] = 100.0 * (raw[category] - null) / (perfect - null)
     return result
+
+
+@dataclass(frozen=True)
+class Losses:
+    """Where one category's points go at given detections, in points of the whole corpus's normalised score
+    (a perfect detector's total): a missed window costs the reward and the miss, a late first detection what
+    it earns less than the reward, a false alarm its weight. The categories' losses add up
+    to 100 minus the corpus score."""
+
+    windows: int
+    missed: int
+    false_alarms: int
+    missed_points: float
+    late_points: float
+    false_points: float
+
+    @property
+    def points(self) -> float:
+        return self.missed_points + self.late_points + self.false_points
+
+
+def losses(corpus: Sequence[NabSeries], detected: Mapping[str, np.ndarray], profile: CostProfile) -> dict[str, Losses]:
+    """Per category (``<category>/`` prefix), what ``detected`` (true where a row is a detection, e.g. a page)
+    loses against a perfect detector; windows and false alarms counted as ``score_at_threshold`` does."""
+    scored = [_scored_windows(series) for series in corpus]
+    unit = 100.0 / ((profile.tp_weight + profile.fn_weight) * sum(len(w) for w in scored) or 1.0)
+    counts: dict[str, list[float]] = {}
+    for series, windows in zip(corpus, scored, strict=True):
+        hits = np.asarray(detected[series.name], dtype=bool)
+        weights = row_weights(len(series.values), series.windows, profile)
+        in_window = np.zeros(len(weights), dtype=bool)
+        row = counts.setdefault(series.name.split("/", 1)[0], [0, 0, 0, 0.0, 0.0, 0.0])
+        for left, right in windows:
+            in_window[left : right + 1] = True
+            found = np.flatnonzero(hits[left : right + 1])
+            row[0] += 1
+            if len(found):
+                row[4] += profile.tp_weight - weights[left + found[0]]
+            else:
+                row[1] += 1
+                row[3] += profile.tp_weight + profile.fn_weight
+        false_alarms = hits & ~in_window
+        false_alarms[: probation_length(len(weights))] = False
+        row[2] += int(false_alarms.sum())
+        row[5] -= float(weights[false_alarms].sum())
+    return {
+        category: Losses(int(w), int(m), int(f), mp * unit, lp * unit, fp * unit)
+        for category, (w, m, f, mp, lp, fp) in counts.items()
+    }

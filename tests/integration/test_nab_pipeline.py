@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from benchmarks.nab_pipeline import run
 from streaming_detector import TrainingConfig
@@ -45,3 +46,5 @@ def test_the_pipeline_pages_nab_incidents_as_the_offline_replay(tmp_path: Path, 
     standard = result["pipeline_pages"]["full"]["standard"]
     assert standard == result["offline_pages"]["full"]["standard"]
     assert standard > 50.0
+    lost = sum(loss["points"] for loss in result["losses_standard"].values())
+    assert lost == pytest.approx(100.0 - standard)  # the breakdown by category accounts for every point

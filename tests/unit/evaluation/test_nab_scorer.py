@@ -9,9 +9,11 @@ import pytest
 from evaluation.nab import (
     MAX_TP,
     PROFILES,
+    Losses,
     NabSeries,
     category_scores,
     load_corpus,
+    losses,
     probation_length,
     row_weights,
     score_at_threshold,
@@ -149,3 +151,26 @@ def test_load_corpus_reads_nab_layout(tmp_path) -> None:
     scores = np.zeros(300)
     scores[120] = 1.0
     assert score_corpus([series], {series.name: scores})["standard"].normalised == pytest.approx(100.0)
+
+
+def test_losses_split_what_a_category_misses_pages_late_and_pages_falsely() -> None:
+    corpus = [
+        make_series("a/late.csv", 200, [(100, 119)]),
+        make_series("a/missed.csv", 200, [(100, 119)]),
+        make_series("b/perfect.csv", 200, [(100, 119)]),
+    ]
+    detected = {s.name: np.zeros(200, dtype=bool) for s in corpus}
+    detected["a/late.csv"][[10, 110, 115, 150]] = True  # one in probation (free), late, again in it, one false
+    detected["b/perfect.csv"][100] = True
+    result = losses(corpus, detected, STANDARD)
+    weights = row_weights(200, corpus[0].windows, STANDARD)
+    unit = 100.0 / (2.0 * 3)  # a perfect detector's 3 windows against the null detector's
+    assert result["b"] == Losses(1, 0, 0, 0.0, 0.0, 0.0)
+    a = result["a"]
+    assert (a.windows, a.missed, a.false_alarms) == (2, 1, 1)
+    assert a.missed_points == pytest.approx(2.0 * unit)
+    assert a.late_points == pytest.approx((1.0 - weights[110]) * unit)
+    assert a.false_points == pytest.approx(-weights[150] * unit) and a.false_points > 0
+    pages = {name: rows.astype(float) for name, rows in detected.items()}
+    total = score_corpus(corpus, pages)[STANDARD.name].normalised
+    assert a.points + result["b"].points == pytest.approx(100.0 - total)
