@@ -24,7 +24,7 @@ import pytest
 
 from tests.conftest import stack_environment
 
-# alone: `make test` runs it after the parallel tests; under their load `make logs` once missed its Ctrl-C.
+# alone: `make test` runs it after the parallel tests (it runs `make up` on ports of its own, and times `make logs`).
 pytestmark = [pytest.mark.integration, pytest.mark.alone]
 
 REPO = Path(__file__).resolve().parents[2]
@@ -134,6 +134,10 @@ def as_run_here(command: str, env: dict[str, str]) -> str:
     return command.replace("localhost:8000", f"127.0.0.1:{env['ML_PORT']}").replace(".run/", env["STACK_RUN_DIR"] + "/")
 
 
+def _ctrl_c_stops() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_followed(command: str, env: dict[str, str], until: re.Pattern[str]) -> tuple[int, str]:
     process = subprocess.Popen(
         ["bash", "-c", command],
@@ -143,6 +147,8 @@ def run_followed(command: str, env: dict[str, str], until: re.Pattern[str]) -> t
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        # As at a terminal: a shell's background job (`make test &`) ignores SIGINT, and its children inherit that.
+        preexec_fn=_ctrl_c_stops,
     )
     assert process.stdout is not None
     lines = []
