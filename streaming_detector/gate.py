@@ -74,6 +74,7 @@ class GateOutput(NamedTuple):
     anomaly: np.ndarray  # bool: raise an alert for this event
     score: np.ndarray  # float: the raw score, never muted (0.0 while the service warms up)
     suppressed: np.ndarray  # bool: in the cool-down after an alert of the same service
+    thresholds: list[float]  # what each event was judged against (its service's, lower where quiet)
 
 
 class AlertGate:
@@ -130,7 +131,7 @@ class AlertGate:
                 anomaly[i] = True
                 if cooldown:  # without a cool-down (the processor's), nothing to remember per service
                     left[name] = cooldown
-        return GateOutput(np.array(anomaly, dtype=bool), scores, np.array(suppressed, dtype=bool))
+        return GateOutput(np.array(anomaly, dtype=bool), scores, np.array(suppressed, dtype=bool), thresholds)
 
     def thresholds(self, services: Sequence[str], quiet: np.ndarray | None = None) -> list[float]:
         """Each event's threshold, by its service (and ``QUIET_RELIEF`` lower where ``quiet``)."""

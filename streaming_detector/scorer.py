@@ -200,7 +200,7 @@ class ContextualScorer:
                     [pending_contexts[j] or () for j in warm],
                     raw.tolist(),
                     self._spreads,
-                    gate.thresholds(names, quiet),
+                    gated.thresholds,
                     tracker.config.log_values,
                 )
                 decided = zip(
