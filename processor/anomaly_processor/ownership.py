@@ -2,7 +2,7 @@
 
 kafka-python runs the rebalance listener on its IO thread while the loop polls, scores and produces on the
 main thread. The listener only records what happened (``revoke``, ``assign``); the loop asks afterwards
-whether a partition was revoked since the epoch it polled a record at (``revoked_since``, ``owned_since``)
+whether a partition was revoked since the epoch it polled a record at (``revoked_since``, ``still_owned``)
 and drops such records rather than produce or commit for a partition that is no longer its own.
 """
 
@@ -68,10 +68,6 @@ class PartitionOwnership:
     def revoked_since(self, epoch: int) -> set[tuple[str, int]]:
         with self.lock:
             return {(tp.topic, tp.partition) for tp, at in self._revoked_at.items() if at > epoch}
-
-    def owned_since(self, record: ConsumedRecord, epoch: int) -> bool:
-        with self.lock:
-            return self._revoked_at.get(TopicPartition(record.topic, record.partition), -1) <= epoch
 
     def still_owned(self, records: list[ConsumedRecord], epoch: int) -> list[ConsumedRecord]:
         """``records`` of the partitions not revoked since ``epoch``: all of them but after a rebalance (one

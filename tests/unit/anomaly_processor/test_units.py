@@ -81,7 +81,7 @@ def test_a_revocation_moves_the_epoch_and_forgets_the_partition_under_the_lock()
     assert ownership.current_epoch() == epoch + 1
     assert forgotten == [(P0, True)]
     assert ownership.revoked_since(epoch) == {("logs", 0)} and ownership.revoked_since(epoch + 1) == set()
-    assert not ownership.owned_since(record, epoch) and ownership.owned_since(record, epoch + 1)
+    assert ownership.still_owned([record], epoch) == [] and ownership.still_owned([record], epoch + 1) == [record]
 
 
 def test_partitions_assigned_while_holding_are_paused_at_once() -> None:
