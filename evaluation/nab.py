@@ -162,18 +162,30 @@ def _scored_windows(series: NabSeries) -> list[tuple[int, int]]:
 
 def score_at_threshold(series: NabSeries, scores: np.ndarray, threshold: float, profile: CostProfile) -> float:
     """NAB's raw score of one file for detections ``scores >= threshold`` (direct, unvectorised rules)."""
-    detected = np.asarray(scores) >= threshold
+    outcome = _outcome(series, np.asarray(scores) >= threshold, profile)
+    total = sum(-profile.fn_weight if weight is None else weight for weight in outcome.first_weights)
+    return total + float(outcome.false_weights.sum())
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """One file's detections as NAB counts them."""
+
+    first_weights: list[float | None]  # per scored window, its first detection's weight (None: missed)
+    false_weights: np.ndarray  # the weights of the false alarms: after the probation, outside every window
+
+
+def _outcome(series: NabSeries, detected: np.ndarray, profile: CostProfile) -> _Outcome:
     weights = row_weights(len(series.values), series.windows, profile)
-    first = probation_length(len(series.values))
     in_window = np.zeros(len(weights), dtype=bool)
-    total = 0.0
+    first_weights: list[float | None] = []
     for left, right in _scored_windows(series):
         in_window[left : right + 1] = True
         hits = np.flatnonzero(detected[left : right + 1])
-        total += weights[left + hits[0]] if len(hits) else -profile.fn_weight
+        first_weights.append(float(weights[left + hits[0]]) if len(hits) else None)
     false_alarms = detected & ~in_window
-    false_alarms[:first] = False
-    return total + float(weights[false_alarms].sum())
+    false_alarms[: probation_length(len(weights))] = False
+    return _Outcome(first_weights, weights[false_alarms])
 
 
 def sweep(corpus: Sequence[NabSeries], scores: Mapping[str, np.ndarray], profile: CostProfile) -> ProfileResult:
@@ -278,27 +290,20 @@ class Losses:
 def losses(corpus: Sequence[NabSeries], detected: Mapping[str, np.ndarray], profile: CostProfile) -> dict[str, Losses]:
     """Per category (``<category>/`` prefix), what ``detected`` (true where a row is a detection, e.g. a page)
     loses against a perfect detector; windows and false alarms counted as ``score_at_threshold`` does."""
-    scored = [_scored_windows(series) for series in corpus]
-    unit = 100.0 / ((profile.tp_weight + profile.fn_weight) * sum(len(w) for w in scored) or 1.0)
+    outcomes = [_outcome(series, np.asarray(detected[series.name], dtype=bool), profile) for series in corpus]
+    unit = 100.0 / ((profile.tp_weight + profile.fn_weight) * sum(len(o.first_weights) for o in outcomes) or 1.0)
     counts: dict[str, list[float]] = {}
-    for series, windows in zip(corpus, scored, strict=True):
-        hits = np.asarray(detected[series.name], dtype=bool)
-        weights = row_weights(len(series.values), series.windows, profile)
-        in_window = np.zeros(len(weights), dtype=bool)
+    for series, outcome in zip(corpus, outcomes, strict=True):
         row = counts.setdefault(series.name.split("/", 1)[0], [0, 0, 0, 0.0, 0.0, 0.0])
-        for left, right in windows:
-            in_window[left : right + 1] = True
-            found = np.flatnonzero(hits[left : right + 1])
+        for weight in outcome.first_weights:
             row[0] += 1
-            if len(found):
-                row[4] += profile.tp_weight - weights[left + found[0]]
-            else:
+            if weight is None:
                 row[1] += 1
                 row[3] += profile.tp_weight + profile.fn_weight
-        false_alarms = hits & ~in_window
-        false_alarms[: probation_length(len(weights))] = False
-        row[2] += int(false_alarms.sum())
-        row[5] -= float(weights[false_alarms].sum())
+            else:
+                row[4] += profile.tp_weight - weight
+        row[2] += len(outcome.false_weights)
+        row[5] -= float(outcome.false_weights.sum())
     return {
         category: Losses(int(w), int(m), int(f), mp * unit, lp * unit, fp * unit)
         for category, (w, m, f, mp, lp, fp) in counts.items()
