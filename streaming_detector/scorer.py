@@ -1,9 +1,9 @@
 """The streaming detector composed: ``ContextualScorer`` keeps each service's state and scores events in it.
 
-Tracker (per-service context features) -> a model client (the context model's raw scores) -> gate (the
-threshold, and per-service cool-downs unless ``cooldown=False``) -> an explanation per verdict
-(``streaming_detector.explain``). The model client is a small protocol (``ModelClient``) with two
-implementations: over HTTP to the ML service (``anomaly_processor.ml_client.HttpScorer``, the processor) and in
+Tracker (per-service context features) -> a model client (the context model's raw scores, raised where the
+hour-baseline signal alone says more: ``gate.hour_scores``) -> gate (the threshold, and per-service cool-downs
+unless ``cooldown=False``) -> an explanation per verdict (``streaming_detector.explain``). The model client is
+a small protocol (``ModelClient``) with two implementations: over HTTP to the ML service (``anomaly_processor.ml_client.HttpScorer``, the processor) and in
 this process (``streaming_detector.in_process.InProcessModel``, evaluation and tests).
 
 Where the state lives: in the scoring process, one ``ContextTracker`` (per-service baselines) and one
