@@ -3,8 +3,9 @@
 Tracker (per-service context features) -> a model client (the context model's raw scores, raised where the
 hour-baseline signal alone says more: ``gate.hour_scores``) -> gate (the threshold, and per-service cool-downs
 unless ``cooldown=False``) -> an explanation per verdict (``streaming_detector.explain``). The model client is
-a small protocol (``ModelClient``) with two implementations: over HTTP to the ML service (``anomaly_processor.ml_client.HttpScorer``, the processor) and in
-this process (``streaming_detector.in_process.InProcessModel``, evaluation and tests).
+a small protocol (``ModelClient``) with two implementations: over HTTP to the ML service
+(``anomaly_processor.ml_client.HttpScorer``, the processor) and in this process
+(``streaming_detector.in_process.InProcessModel``, evaluation and tests).
 
 Where the state lives: in the scoring process, one ``ContextTracker`` (per-service baselines) and one
 ``AlertGate`` for the services whose partition it consumes (events are keyed by service, so a service's events
