@@ -192,7 +192,8 @@ class ContextualScorer:
                 raise
             warm = [j for j, context in enumerate(pending_contexts) if context is not None]
             if warm:
-                raw = hour_scores(np.array([scores[j].score for j in warm]), np.array([hours[todo[j]] for j in warm]))
+                at = np.array(todo)[warm] if len(warm) < len(events) else slice(None)  # the warm ones of ``events``
+                raw = hour_scores(np.array([scores[j].score for j in warm]), hours[at])
                 names = [pending[j].service for j in warm]
                 quiet = self._judge(names, raw, tracker)
                 gated = gate.decide_detailed(names, raw, quiet=quiet)
@@ -364,33 +365,35 @@ class ContextualScorer:
         self._install(spec)
         return True
 
-    def _learn(self, events: Sequence[Event], tracker: ContextTracker) -> tuple[list[Context | None], list[float]]:
+    def _learn(self, events: Sequence[Event], tracker: ContextTracker) -> tuple[list[Context | None], np.ndarray]:
         """Each event's context features (None while its service warms up) and hour-baseline surprisal. Those of
         events not seen yet are computed in stream order, which advances their services' state; the others come
         from the cache."""
         cache = self._contexts
         contexts: list[Context | None] = []
-        hours: list[float] = []
+        cached: list[tuple[int, float]] = []
         new: list[int] = []
         for i, event in enumerate(events):
             hit = cache.get(_event_id(event))
             if hit is None:
                 new.append(i)
                 contexts.append(None)
-                hours.append(0.0)
             else:
                 contexts.append(hit[1])
-                hours.append(hit[2])
+                cached.append((i, hit[2]))
+        hours = np.zeros(len(events), dtype=np.float64)
+        for i, hour in cached:
+            hours[i] = hour
         if new:
             fresh = [events[i] for i in new] if len(new) < len(events) else events
             features, warm, surprise = self._advance(fresh, tracker)
+            hours[new] = surprise
             decimals = self.client.context_decimals
             # Tuples of floats: the garbage collector stops tracking them, a cache of lists it would scan.
             rows = map(tuple, (features if decimals is None else features.round(decimals)).tolist())
             for i, event, row, is_warm, hour in zip(new, fresh, rows, warm.tolist(), surprise.tolist(), strict=True):
                 context = row if is_warm else None
                 contexts[i] = context
-                hours[i] = hour
                 cache[_event_id(event)] = (event.service, context, hour)
             self._evict()
         return contexts, hours
