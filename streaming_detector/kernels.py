@@ -229,7 +229,8 @@ def _surprise(
         ctx[RUN_LAST] = run
         sorted_values = ordered[signal_count]
         position = -1
-        if rising and size >= min_history and run > sorted_values[k]:
+        # Judged once its history holds ``min_history`` runs of real surprisals (a young service's are 0).
+        if rising and size >= 2 * min_history and run > sorted_values[k]:
             run_value, position = _tail_surprisal(
                 sorted_values, size, k, run, max_tail, N_SIGNALS, day, hour, season_day, season_max,
                 season_days, season_weeks, evidence, margin,
