@@ -23,6 +23,9 @@ HOUR_LEVEL_EVENTS = 3
 # The run's surprisal counts this share of a single event's: it is one more look at the same events, and at
 # full weight it paged more where it found nothing (figures: docs/tuning.md).
 RUN_WEIGHT = 0.7
+# ... and only a run of events each at least this surprising (1 in 20): at one event a second a deploy's new
+# level made short runs of 1-3 nats for days, and they paged (figures: docs/tuning.md).
+RUN_FLOOR = 3.0
 
 (
     SLOW_MEAN,
@@ -187,8 +190,8 @@ def _surprise(
     The run is the smallest of this event's surprisal (the largest of its signals') and the ``RUN_EVENTS - 1``
     before it: a level change the history rates only mildly, but event after event, which one spike never
     makes. It is ranked like a signal against the service's own runs, and by the hour (a nightly job is a run
-    every night), and counts, ``RUN_WEIGHT`` of it, only while it rises: a run that holds would otherwise hold
-    an incident open through the next one.
+    every night), and counts, ``RUN_WEIGHT`` of it, only while it rises (a run that holds would otherwise hold
+    an incident open through the next one) and once it reaches ``RUN_FLOOR``.
     """
     best = 0.0
     if count >= 2:
@@ -230,7 +233,7 @@ def _surprise(
         sorted_values = ordered[signal_count]
         position = -1
         # Judged once its history holds ``min_history`` runs of real surprisals (a young service's are 0).
-        if rising and size >= 2 * min_history and run > sorted_values[k]:
+        if rising and run >= RUN_FLOOR and size >= 2 * min_history and run > sorted_values[k]:
             run_value, position = _tail_surprisal(
                 sorted_values, size, k, run, max_tail, N_SIGNALS, day, hour, season_day, season_max,
                 season_days, season_weeks, evidence, margin,
