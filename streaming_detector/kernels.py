@@ -14,12 +14,18 @@ import math
 import numba
 import numpy as np
 
-from streaming_detector.tracker import N_SIGNALS, NUMBERS
+from streaming_detector.tracker import N_SIGNALS, NUMBERS, RUN_EVENTS
 
 # The hour-baseline signal measures the mean level of the event and the two before it: at one event every 5
 # minutes an incident at the quiet hour is six events, and their mean stands out of the noise where one may not
 # (figures: docs/tuning.md).
 HOUR_LEVEL_EVENTS = 3
+# The run's surprisal counts this share of a single event's: it is one more look at the same events, and at
+# full weight it paged more where it found nothing (figures: docs/tuning.md).
+RUN_WEIGHT = 0.7
+# ... and only a run of events each at least this surprising (1 in 20): at one event a second a deploy's new
+# level made short runs of 1-3 nats for days, and they paged (figures: docs/tuning.md).
+RUN_FLOOR = 3.0
 
 (
     SLOW_MEAN,
@@ -41,7 +47,9 @@ HOUR_LEVEL_EVENTS = 3
     HOUR_USUAL,
     SCORES_SEEN,
     HIGH_SHARE,
-) = range(len(NUMBERS))
+    RUN_LAST,
+    RUN_RING,  # the first of ``RUN_EVENTS`` columns
+) = range(len(NUMBERS) - RUN_EVENTS + 1)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -181,6 +189,12 @@ def _surprise(
     reached the value: one earlier incident at a slow rate leaves several values in its history.
     ``hour_surprise[i]``: that signal's surprisal when it was judged against its own hour's baseline and at
     least one earlier day's maximum at that hour (else 0).
+
+    The run is the smallest of this event's surprisal (the largest of its signals') and the ``RUN_EVENTS - 1``
+    before it: a level change the history rates only mildly, but event after event, which one spike never
+    makes. It is ranked like a signal against the service's own runs, and by the hour (a nightly job is a run
+    every night), and counts, ``RUN_WEIGHT`` of it, only while it rises (a run that holds would otherwise hold
+    an incident open through the next one) and once it reaches ``RUN_FLOOR``.
     """
     best = 0.0
     if count >= 2:
@@ -193,7 +207,8 @@ def _surprise(
         size = min(done, history)
         k = int(quantile * size)
         highest = 0
-        for signal in range(ordered.shape[0]):  # N_SIGNALS (one fewer: a tracker without its rhythm state)
+        signal_count = ordered.shape[0] - 1  # N_SIGNALS (one fewer: a tracker without its rhythm state), the run
+        for signal in range(signal_count):
             value = signals[signal]
             sorted_values = ordered[signal]
             position = -1  # where ``value`` goes in the sorted history, once searched
@@ -212,20 +227,28 @@ def _surprise(
                     if position > highest:
                         highest = position
             if learn:
-                if position < 0:
-                    position = np.searchsorted(sorted_values[:size], value)
-                slot = done % history
-                if size >= history:
-                    _replace(sorted_values, size, arrival[signal, slot], position, value)
-                else:
-                    _insert(sorted_values, size, position, value)
-                arrival[signal, slot] = value
-        if learn:
-            learned[s] = done + 1
+                _learn_history(sorted_values, arrival[signal], size, done % history, position, value)
         if best == 0.0 and size >= min_history:
             best = _rank_surprisal(size, highest)
+        # The run: the smallest surprisal of the last ``RUN_EVENTS`` events, ranked against the service's runs.
+        ctx[RUN_RING + count % RUN_EVENTS] = best
+        run = ctx[RUN_RING : RUN_RING + RUN_EVENTS].min()
+        rising = run > ctx[RUN_LAST]
+        ctx[RUN_LAST] = run
+        sorted_values = ordered[signal_count]
+        position = -1
+        # Judged once its history holds ``min_history`` runs of real surprisals (a young service's are 0).
+        if rising and run >= RUN_FLOOR and size >= 2 * min_history and run > sorted_values[k]:
+            run_value, position, _ = _tail_surprisal(
+                sorted_values, size, k, run, max_tail, N_SIGNALS, day, hour, season_day, season_max,
+                season_days, season_weeks, evidence, margin,
+            )  # fmt: skip
+            best = max(best, RUN_WEIGHT * run_value)
+        if learn:
+            _learn_history(sorted_values, arrival[signal_count], size, done % history, position, run)
+            learned[s] = done + 1
         if day >= 0:
-            _learn_season(season_day, season_max, season_level, day, hour, signals, level, has_baseline)
+            _learn_season(season_day, season_max, season_level, day, hour, signals, run, level, has_baseline)
     _learn_raw(ctx, recent, count + 1, y, e, long_alpha)
     return best
 
@@ -399,10 +422,10 @@ def _hour_baseline(season_day, season_level, day, hour, back, evidence):
 
 
 @numba.njit(cache=True, nogil=True)
-def _learn_season(season_day, season_max, season_level, day, hour, signals, level, has_baseline):
-    """The hour's maxima of each signal and the sum and count of its levels, in a ring of days: a day's slot
-    is cleared when a newer day takes it; an event older than the ring (or than the day now in its slot) is
-    not learned. The hour-baseline signal's maximum is kept only once the hour has a baseline."""
+def _learn_season(season_day, season_max, season_level, day, hour, signals, run, level, has_baseline):
+    """The hour's maxima of each signal and of the run, and the sum and count of its levels, in a ring of days: a
+    day's slot is cleared when a newer day takes it; an event older than the ring (or than the day now in its
+    slot) is not learned. The hour-baseline signal's maximum is kept only once the hour has a baseline."""
     ring = season_day.shape[0]
     slot = day % ring
     held = season_day[slot]
@@ -417,12 +440,27 @@ def _learn_season(season_day, season_max, season_level, day, hour, signals, leve
     for signal in range(N_SIGNALS if has_baseline else N_SIGNALS - 1):
         if signals[signal] > season_max[slot, hour, signal]:
             season_max[slot, hour, signal] = signals[signal]
+    if run > season_max[slot, hour, N_SIGNALS]:
+        season_max[slot, hour, N_SIGNALS] = run
 
 
 @numba.njit(cache=True, nogil=True)
 def _rank_surprisal(size, position):
     """-log P(signal >= value) from the history's ranks, for a value whose left insertion point is ``position``."""
     return math.log((size + 1) / (size - position + 1))
+
+
+@numba.njit(cache=True, nogil=True)
+def _learn_history(sorted_values, arrival, size, slot, position, value):
+    """``value`` joins a history: at ``slot`` of its ring ``arrival`` (replacing the oldest once full) and into its
+    sorted copy (``position``: its left insertion point there, or -1 if not searched yet)."""
+    if position < 0:
+        position = np.searchsorted(sorted_values[:size], value)
+    if size >= arrival.shape[0]:
+        _replace(sorted_values, size, arrival[slot], position, value)
+    else:
+        _insert(sorted_values, size, position, value)
+    arrival[slot] = value
 
 
 @numba.njit(cache=True, nogil=True)

@@ -20,12 +20,12 @@ from typing import Protocol
 
 import numpy as np
 
-from streaming_detector.tracker import N_SIGNALS, NUMBERS, ContextConfig, ServiceArrays
+from streaming_detector.tracker import HISTORIES, N_SIGNALS, NUMBERS, ContextConfig, ServiceArrays
 
 # 2: the days of hourly maxima and levels (time-aware history); 3: no gate cool-down (incidents replaced it);
 # 4: the gate's count and share of high context scores (a quiet service); 5: the hour-baseline signal's history
-# holds the distance of a three-event mean level (was one event's)
-FORMAT_VERSION = 5
+# holds the distance of a three-event mean level (was one event's); 6: the run (its history, its last surprisals)
+FORMAT_VERSION = 6
 MAGIC = b"SDST"
 # magic, format, configuration fingerprint, events seen, history values learned, days held
 _HEADER = struct.Struct("<4sH16sqqq")
@@ -38,7 +38,7 @@ class StateMismatchError(ValueError):
 @functools.cache
 def fingerprint(config: ContextConfig) -> bytes:
     """16 bytes that change with any field of ``config`` and with the snapshot format."""
-    layout = {"format": FORMAT_VERSION, "numbers": NUMBERS, "signals": N_SIGNALS}
+    layout = {"format": FORMAT_VERSION, "numbers": NUMBERS, "signals": N_SIGNALS, "histories": HISTORIES}
     text = json.dumps({**layout, "config": asdict(config)}, sort_keys=True)
     return hashlib.sha256(text.encode()).digest()[:16]
 
@@ -64,8 +64,8 @@ def decode_state(config: ContextConfig, data: bytes) -> ServiceArrays:
         raise StateMismatchError("written under another context configuration")
     values = np.frombuffer(data, dtype="<f8", offset=_HEADER.size).astype(np.float64)
     bins = 86_400 // config.season_bin_seconds
-    sizes = [len(NUMBERS), max(1, config.surprise_window - 1), N_SIGNALS * min(learned, config.history)]
-    sizes += [days, days * bins * N_SIGNALS, days * bins * 2]
+    sizes = [len(NUMBERS), max(1, config.surprise_window - 1), HISTORIES * min(learned, config.history)]
+    sizes += [days, days * bins * HISTORIES, days * bins * 2]
     if len(values) != sum(sizes):
         raise StateMismatchError(f"{len(data)} bytes do not fit a service with {learned} values, {days} days")
     numbers, recent, arrival, held, season_max, season_level = np.split(values, np.cumsum(sizes)[:-1])
@@ -74,9 +74,9 @@ def decode_state(config: ContextConfig, data: bytes) -> ServiceArrays:
         int(learned),
         numbers,
         recent,
-        arrival.reshape(N_SIGNALS, -1),
+        arrival.reshape(HISTORIES, -1),
         held.astype(np.int64),
-        season_max.reshape(days, bins, N_SIGNALS),
+        season_max.reshape(days, bins, HISTORIES),
         season_level.reshape(days, bins, 2),
     )
 

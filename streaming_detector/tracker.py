@@ -9,7 +9,9 @@ The vector has two parts:
   the long-term level, step size, shift of the recent mean, error excess) are each ranked against that
   signal's last ``history`` values: the tail surprisal ``-log P(signal >= s)`` in nats, exact in the bulk and
   an exponential tail (fitted above the ``tail_quantile``) beyond it; ``surprise`` is the largest. This is what makes
-  one threshold fit a CPU percentage, a tweet count and a 20 ms service. ``history_weight`` says how much
+  one threshold fit a CPU percentage, a tweet count and a 20 ms service. A lasting change the history rates only
+  mildly, event after event, is the run: the smallest of the service's last ``RUN_EVENTS`` surprisals, ranked
+  against its own history of runs (``kernels``). ``history_weight`` says how much
   that history is trusted: 0 for a new service, rising to ``history_weight_max`` as events accumulate.
 
 The model (``ContextModel``, run by the ML service) blends the forest's verdict with ``surprise`` by ``history_weight``.
@@ -39,6 +41,8 @@ CONTEXT_FEATURES = (
     *HISTORY_FEATURES,
 )  # the vector the processor sends: the forest's, then the history's
 N_SIGNALS = 5  # calibrated signals: level distance, step size, recent-mean shift, error excess, hour's level
+RUN_EVENTS = 8  # the run: the smallest surprisal of a service's last this many events
+HISTORIES = N_SIGNALS + 1  # ranked histories a service keeps: each signal's, then the run's
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,8 @@ NUMBERS = (
     "hour_usual",  # that hour's baseline level (NaN: too few days)
     "scores_seen",  # context scores the gate judged (``ContextTracker.judge_scores``)
     "high_share",  # the share of them above ``QuietRule.level``, averaged over about its last ``window``
+    "run_last",  # the run at the service's last event (a run counts only while it rises)
+    *(f"run_surprise_{j}" for j in range(RUN_EVENTS)),  # the last surprisals, a ring by event count
 )
 
 
@@ -149,18 +155,19 @@ def season_ring(config: "ContextConfig") -> int:
 class ServiceArrays:
     """One service's rows of ``ContextTracker``'s arrays, as they are (rings included): what a snapshot holds.
 
-    ``arrival`` keeps only the filled part of each signal's history (``min(learned, history)`` values): the
-    sorted copy is rebuilt from it, so a young service's snapshot is small. Likewise only the days of the
-    hourly ring that hold a day are kept (``days``, each at ``day % season_ring`` in the tracker).
+    ``arrival`` keeps only the filled part of each history (the signals', then the run's; ``min(learned,
+    history)`` values): the sorted copy is rebuilt from it, so a young service's snapshot is small. Likewise
+    only the days of the hourly ring that hold a day are kept (``days``, each at ``day % season_ring`` in the
+    tracker).
     """
 
     count: int
     learned: int
     numbers: np.ndarray  # (len(NUMBERS),)
     recent: np.ndarray  # (max(1, surprise_window - 1),) the ring as stored
-    arrival: np.ndarray  # (N_SIGNALS, min(learned, history)) the ring as stored
+    arrival: np.ndarray  # (HISTORIES, min(learned, history)) the ring as stored
     days: np.ndarray  # (d,) int64: the days held
-    season_max: np.ndarray  # (d, bins, N_SIGNALS) those days' hourly maxima
+    season_max: np.ndarray  # (d, bins, HISTORIES) those days' hourly maxima (the signals', the run's)
     season_level: np.ndarray  # (d, bins, 2) those days' hourly sums and counts of log values
 
 
@@ -209,13 +216,14 @@ class ContextTracker:
         self._numbers = np.zeros((capacity, len(NUMBERS)), dtype=np.float64)
         self._recent = np.zeros((capacity, max(1, cfg.surprise_window - 1)), dtype=np.float64)  # ring, raw values
         self._learned = np.zeros(capacity, dtype=np.int64)  # values ever added to each signal's history
-        signals = N_SIGNALS if self.rhythm else N_SIGNALS - 1  # the kernel ranks as many as the arrays hold
-        self._arrival = np.zeros((capacity, signals, cfg.history), dtype=np.float64)  # ring
-        self._ordered = np.zeros((capacity, signals, cfg.history), dtype=np.float64)  # sorted
-        # Each signal's maximum per hour of the last days (a ring of days, by the event's time).
+        # The kernel ranks as many signals as the arrays hold (the last row is the run's).
+        rows = HISTORIES if self.rhythm else HISTORIES - 1
+        self._arrival = np.zeros((capacity, rows, cfg.history), dtype=np.float64)  # ring
+        self._ordered = np.zeros((capacity, rows, cfg.history), dtype=np.float64)  # sorted
+        # Each signal's (and the run's) maximum per hour of the last days (a ring of days, by the event's time).
         ring, bins = season_ring(cfg) if self.rhythm else 0, 86_400 // cfg.season_bin_seconds
         self._season_day = np.full((capacity, ring), -1, dtype=np.int64)  # the day each slot holds (-1: none)
-        self._season_max = np.full((capacity, ring, bins, N_SIGNALS), -np.inf, dtype=np.float64)
+        self._season_max = np.full((capacity, ring, bins, HISTORIES), -np.inf, dtype=np.float64)
         self._season_level = np.zeros((capacity, ring, bins, 2), dtype=np.float64)  # sum and count of log values
 
     def _add(self, name: str) -> int:
@@ -417,7 +425,7 @@ class ContextTracker:
             "learned": learned,
             "history": [
                 [float(self._arrival[slot, signal, j % history]) for j in range(learned - size, learned)]
-                for signal in range(N_SIGNALS)
+                for signal in range(self._arrival.shape[1])
             ],
             # day -> per hour, each signal's maximum (None: no event in that hour) and the sum and count of levels
             "season": {

@@ -7,7 +7,7 @@ import pytest
 
 from evaluation.rhythms import DAY, build_rhythm
 from streaming_detector import ContextConfig, ContextTracker
-from streaming_detector.tracker import CONTEXT_FEATURES, N_SIGNALS
+from streaming_detector.tracker import CONTEXT_FEATURES, HISTORIES
 from tests.conftest import run_in_fresh_python
 
 
@@ -133,7 +133,7 @@ def test_the_benchmarks_tracker_without_its_rhythm_state_ignores_event_times_and
     untimed = ContextTracker(rhythm=False).features(services, latency, errors)
     assert np.array_equal(timed[0], untimed[0])
     state = plain.export("auth")
-    assert state.arrival.shape[0] == N_SIGNALS - 1 and len(state.days) == 0
+    assert state.arrival.shape[0] == HISTORIES - 1 and len(state.days) == 0  # four signals and the run
     assert timed[0][:, CONTEXT_FEATURES.index("surprise")].max() > 9.0  # the incident still stands out
 
 
@@ -163,3 +163,19 @@ def test_loading_the_compiled_tracker_leaves_its_loop_ready_for_forked_workers()
         "print(before, len(kernels.advance_context.signatures))\n"
     )
     assert run_in_fresh_python(probe).split() == ["0", "1"]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_lasting_drop_the_signals_rate_mildly_stands_out_as_a_run(seed: int) -> None:
+    # A daily cycle at one event every 5 minutes; on day 10 the level drops by a quarter for 6 hours. Each event
+    # alone stays within what the hour and the history have seen (7.9 and 8.4 nats at most without the run);
+    # their run of mild surprisals is new to the service.
+    n, rng = 14 * 288, np.random.default_rng(seed)
+    times = 1_767_225_600.0 + 300.0 * np.arange(n)
+    latency = 40.0 * np.exp(np.sin(2 * np.pi * (times % 86_400) / 86_400) + rng.normal(0.0, 0.1, n))
+    start = 10 * 288 + 72
+    latency[start : start + 72] *= 0.75
+    rows, _ = ContextTracker().features(["svc"] * n, latency, np.zeros(n), times)
+    surprise = rows[:, CONTEXT_FEATURES.index("surprise")]
+    assert surprise[start : start + 36].max() > 10.0  # within 3 hours
+    assert surprise[4 * 288 : start].max() < 8.0  # the learned cycle stays routine
