@@ -187,34 +187,40 @@ def decode_batch(
 ) -> DecodedBatch:
     """Decode ``records``. An event whose key is not its service (a keyless producer's, say) is scored here only
     if ``scores_here(service key)``, i.e. this consumer owns its service's partition of ``rekeyed_topic``;
-    otherwise it is forwarded there, unvalidated: its owner validates it (and dead-letters it if it must).
-    Records read from ``rekeyed_topic`` are keyed by service already, or forwarded batches
-    (``anomaly_processor.forwarding``)."""
+    otherwise it is forwarded there. A keyless one is forwarded unvalidated: its owner validates it (and
+    dead-letters it, losing nothing: it had no key). Records read from ``rekeyed_topic`` are keyed by service
+    already, or forwarded batches (``anomaly_processor.forwarding``)."""
     batch = DecodedBatch()
     here: dict[str, bool] = {}  # per service: whether it is scored here (one look-up per service, not per event)
+
+    def elsewhere(service: str) -> bool:
+        ours = here.get(service)
+        if ours is None:
+            assert scores_here is not None
+            ours = here[service] = scores_here(service.encode())
+        return not ours
+
     for record in records:
+        routed = scores_here is not None
         if record.topic == rekeyed_topic:
             if forwarding.is_forwarded(record.value):
                 _decode_forwarded(record, batch)
                 continue
-            data = None
+            data, routed = None, False
         else:
             data = _json_object(record.value)
-        if scores_here is not None and data is not None:
+        if routed and record.key is None and data is not None:
             service = data.get("service")
-            if type(service) is str and service:  # one too long is refused by its owner
-                key = service.encode()
-                if record.key != key:
-                    ours = here.get(service)
-                    if ours is None:
-                        ours = here[service] = scores_here(key)
-                    if not ours:
-                        batch.forward.append((record, key))
-                        continue
+            if type(service) is str and service and elsewhere(service):  # one too long is refused by its owner
+                batch.forward.append((record, service.encode()))
+                continue
         try:
             event = _decoded(record, data)
         except BadEventError as exc:
             batch.refused.append((record, exc.reason))
+            continue
+        if routed and record.key is not None and record.key != event.key() and elsewhere(event.service):
+            batch.forward.append((record, event.key()))
             continue
         batch.events.append(event)
         batch.event_records.append(record)

@@ -115,7 +115,9 @@ def test_an_invalid_forwarded_event_is_dead_lettered_where_it_first_sat() -> Non
 def test_keyless_events_of_services_owned_elsewhere_are_forwarded_unvalidated_with_their_service_key() -> None:
     bad = orjson.dumps({**ORIGINAL, "service": "orders", "latency_ms": "fast"})
     records = [consumed(0, 1, orjson.dumps(ORIGINAL)), consumed(0, 2, bad), consumed(0, 3, b"not json")]
-    batch = decode_batch(records, lambda key: key == b"payment", "logs.by-service")
+    keyed_bad = Record("logs", 0, 4, 0, b"mine", bad)
+    batch = decode_batch([*records, keyed_bad], lambda key: key == b"payment", "logs.by-service")
     # Its owner validates it (and dead-letters it): validating it twice is what forwarding must not cost.
     assert [(record.offset, key) for record, key in batch.forward] == [(1, b"auth"), (2, b"orders")]
-    assert [record.offset for record, _ in batch.refused] == [3]
+    # A keyed one is refused here, where its dead letter keeps its key.
+    assert [record.offset for record, _ in batch.refused] == [3, 4]
