@@ -71,10 +71,13 @@ class BatchConsumer:
             records = [record for batch in polled.values() for record in batch]
             if records:
                 polled_at = self._ownership.current_epoch()
+                full = False
                 if self._weight is not None:
-                    records = self._fit(polled_at, records, self._batch_max - count)
+                    records, full = self._fit(polled_at, records, self._batch_max - count)
                 chunks.append((polled_at, records))
                 count += len(records) if self._weight is None else sum(self._weigh(records))
+                if full:  # records were kept or sought back: a later poll would overtake them
+                    break
                 if deadline is None:
                     deadline = time.monotonic() + self._batch_wait_ms / 1000
             if deadline is None:
@@ -102,12 +105,13 @@ class BatchConsumer:
         weight = self._weight
         return [1] * len(records) if weight is None else [weight(r) for r in records]
 
-    def _fit(self, polled_at: int, records: list[ConsumedRecord], room: int) -> list[ConsumedRecord]:
-        """The first of ``records`` that fit in ``room`` events (at least one); the next batch's worth is carried,
-        the rest sought back to. Each partition's records are in order, so each part is a run of each partition."""
+    def _fit(self, polled_at: int, records: list[ConsumedRecord], room: int) -> tuple[list[ConsumedRecord], bool]:
+        """The first of ``records`` that fit in ``room`` events (at least one), and whether any did not: the next
+        batch's worth is carried, the rest sought back to. Each partition's records are in order, so each part is
+        a run of each partition."""
         weights = self._weigh(records)
         if sum(weights) <= room:
-            return records
+            return records, False
         taken = used = 0
         while taken < len(records) and (taken == 0 or used + weights[taken] <= room):
             used += weights[taken]
@@ -120,7 +124,7 @@ class BatchConsumer:
             self.rewind(records[carried:])
         if carried > taken:
             self._carried = (polled_at, records[taken:carried])
-        return records[:taken]
+        return records[:taken], True
 
     def forget_carried(self, partitions: Collection[tuple[str, int]] | None = None) -> None:
         """Drop the carried records (of ``partitions``): they were sought back to, so they come again."""
