@@ -328,6 +328,9 @@ def latency_step(
             f"achieved {result.achieved_rate:,.0f}/s, {result.received:,}/{result.sent:,} verdicts"
         )
         progress(f"  p99 of each second sent (ms): {', '.join(f'{v:.0f}' for v in result.p99_by_second_ms)}")
+        if result.cpu_pressure_by_second:
+            shown = ", ".join(f"{v:.0f}" for v in result.cpu_pressure_by_second)
+            progress(f"  CPU pressure of each second (% of it a task waited for a core): {shown}")
     if TARGET_LOAD in loads:
         progress(f"latency floor: the same load through a Kafka relay that does no work, {TARGET_LOAD:,} events/s")
         floor_latency = measure.latency_floor(stack, bootstrap, TARGET_LOAD, args.load_seconds, progress)

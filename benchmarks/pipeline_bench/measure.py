@@ -14,7 +14,7 @@ from typing import IO
 import numpy as np
 from kafka import KafkaConsumer, TopicPartition
 
-from benchmarks.pipeline_bench import events, paced, profiling
+from benchmarks.pipeline_bench import events, paced, pressure, profiling
 from benchmarks.pipeline_bench.report import crossing_time, percentile, rate_between
 from benchmarks.pipeline_bench.stack import (
     ORIGINAL_DIR,
@@ -260,6 +260,8 @@ class Latency:
     pacer_behind_ms: float | None = None  # the most the load generator sent an event after its due time
     # p99 of the events sent in each second of the load: a stall shows as one bad second, saturation as many.
     p99_by_second_ms: list[float] = field(default_factory=list)
+    # The machine's CPU pressure in each of those seconds (% of it in which a runnable task waited for a core).
+    cpu_pressure_by_second: list[float] = field(default_factory=list)
 
     @classmethod
     def of(
@@ -340,10 +342,19 @@ def _latency(
         if not probe.start():
             raise StepFailed("the paced producer or the verdict reader did not start")
         progress(f"  offering {rate:,.0f} events/s for {seconds:.0f}s")
-        load, verdicts = probe.run()
+        sampler = pressure.PressureSampler()
+        sampler.start()
+        try:
+            load, verdicts = probe.run()
+        finally:
+            samples = sampler.stop()
         assert verdicts is not None
         result = Latency.of(rate, load, verdicts.indexes, verdicts.read_at, verdicts.created_at)
         result.pacer_behind_ms = load.behind_s * 1000
+        if len(load.send_times) and samples:
+            result.cpu_pressure_by_second = pressure.by_second(
+                samples, float(load.send_times.min()), len(result.p99_by_second_ms)
+            )
         return result
     finally:
         probe.close()

@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     # kafka-python narrates every connection at INFO; its warnings are what matters unless debugging.
     logging.getLogger("kafka").setLevel(logging.DEBUG if settings.log_level == "DEBUG" else logging.WARNING)
+    if settings.batch_timings:  # asked for: shown whatever LOG_LEVEL
+        logging.getLogger("anomaly_processor.timings").setLevel(logging.INFO)
     workers = settings.worker_count(kafka.logs_partitions)
     if worker is None and workers > 1:
         return Supervisor(settings, workers).run()

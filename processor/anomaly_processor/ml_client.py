@@ -16,6 +16,7 @@ JSON from then on.
 import logging
 import math
 import re
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, Protocol
 
@@ -86,6 +87,7 @@ class HttpScorer:
         self._model_url = f"{self.base_url}/model"
         self.batch_format: BatchFormat = batch_format
         self._session = session or requests.Session()
+        self.waited_s = 0.0  # spent waiting for the ML service's answers (BATCH_TIMINGS' ML hop)
         # The scorer is an internal service: no proxy or netrc lookups from the environment on every request.
         self._session.trust_env = False
         self._session.headers["Content-Type"] = "application/json"
@@ -129,12 +131,15 @@ class HttpScorer:
 
     def _call(self, source: str, send: Callable[[], requests.Response]) -> requests.Response:
         """``send()``'s response; a timeout or a connection failure is ``ScoringUnavailableError`` (retried)."""
+        started = time.perf_counter()
         try:
             return send()
         except requests.Timeout:
             raise ScoringUnavailableError(f"no answer{source} within {self.timeout_s:g}s") from None
         except requests.RequestException as exc:
             raise ScoringUnavailableError(connection_reason(exc)) from None
+        finally:
+            self.waited_s += time.perf_counter() - started
 
     def _post_binary(self, events: Sequence[LogEvent], contexts: Contexts | None) -> requests.Response | None:
         """The batch sent as binary columns; None when it cannot be (contexts of different widths: JSON lets

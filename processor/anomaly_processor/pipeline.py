@@ -26,7 +26,8 @@ assigned partitions stay paused and the consumer keeps polling, so it stays in i
 The loop is a short list of calls on its units: ``BatchConsumer`` (polling a batch, handing records back,
 waiting paused), ``PartitionOwnership`` (rebalance epochs), ``Delivery`` (producing and waiting for acks),
 ``OffsetCommitter`` (commits), ``BatchScorer`` (scoring, retried and bisected), ``IncidentFeed`` (incident
-records) and ``retry_after`` (one retry step), each in its own module.
+records) and ``retry_after`` (one retry step), each in its own module; ``BATCH_TIMINGS=1`` logs where each
+batch's time went (``timings``).
 """
 
 import logging
@@ -47,12 +48,13 @@ from anomaly_processor.commits import OffsetCommitter
 from anomaly_processor.delivery import Delivery, Outgoing
 from anomaly_processor.incident_feed import IncidentFeed
 from anomaly_processor.metrics import ProcessorMetrics
-from anomaly_processor.ml_client import Scorer
+from anomaly_processor.ml_client import HttpScorer, Scorer
 from anomaly_processor.output import Printer
 from anomaly_processor.ownership import OwnershipListener, PartitionOwnership
 from anomaly_processor.records import ConsumedRecord, dead_letter_json, decode_batch, verdict_json
 from anomaly_processor.retry import Backoff, RetryContext, describe, retriable, retry_after
 from anomaly_processor.settings import ProcessorSettings
+from anomaly_processor.timings import BatchTimings, NoTimings
 from eventbus import ConsumerPort, KafkaSettings, ProducerPort
 from streaming_detector.scorer import ContextualScorer
 
@@ -150,6 +152,7 @@ class Pipeline:
         if restorer is not None and isinstance(scorer, ContextualScorer):
             self.state = self._keep_state(scorer, restorer, producer)
         self._behind = False  # the scorer learned a batch that was not handled (its records are redone)
+        self.timings = _timings(scorer) if settings.batch_timings else NoTimings()
         consumer.subscribe([kafka.logs_topic, kafka.repartition_topic], listener=OwnershipListener(self.ownership))
 
     def _keep_state(self, scorer: ContextualScorer, restorer: ConsumerPort, producer: ProducerPort) -> ChangelogState:
@@ -174,6 +177,7 @@ class Pipeline:
         return state
 
     def close(self) -> None:
+        self.timings.close()
         if self.state is not None:
             self.state.close()
 
@@ -215,12 +219,22 @@ class Pipeline:
 
     def run_once(self) -> int:
         """Poll one batch and handle it; return how many events were handled (their commit is on its way)."""
+        self.timings.begin()
+        handled = self._run_once()
+        self.timings.end(handled)
+        return handled
+
+    def _run_once(self) -> int:
+        timings = self.timings
         self.metrics.beat()
-        self.commits.send()
-        records, epoch = self.batches.poll_batch()
+        with timings.phase("commit"):
+            self.commits.send()
+        with timings.phase("poll"):
+            records, epoch = self.batches.poll_batch()
         if self.state is not None and self.state.pending:
             try:
-                restored = self.state.catch_up(self.stop)  # before any event of an assigned partition is scored
+                with timings.phase("restore"):
+                    restored = self.state.catch_up(self.stop)  # before any event of an assigned partition is scored
             except BaseException:
                 self.batches.rewind(records)  # the restore is retried first, then these are polled again
                 raise
@@ -261,7 +275,9 @@ class Pipeline:
     def _release(self, epoch: int) -> bool:
         """Save the state of the services seen since the last save, then let the held offsets be committed."""
         assert self.state is not None
-        if not self.state.save(epoch):
+        with self.timings.phase("state"):
+            saved = self.state.save(epoch)
+        if not saved:
             return False
         self.commits.release()
         return True
@@ -269,9 +285,12 @@ class Pipeline:
     def _handle(self, records: list[ConsumedRecord], epoch: int) -> int | None:
         """Score, produce, print and commit one batch (return its events); None when given up (on shutdown)
         before committing."""
-        decoded = decode_batch(records, self._owns_service, self._kafka.repartition_topic)
+        timings = self.timings
+        with timings.phase("decode"):
+            decoded = decode_batch(records, self._owns_service, self._kafka.repartition_topic)
         started = time.perf_counter()
-        scored = self.scoring.score(decoded, epoch)
+        with timings.phase("score"):
+            scored = self.scoring.score(decoded, epoch)
         if scored is None:
             return None
         self.metrics.scoring_seconds.observe(time.perf_counter() - started)
@@ -289,11 +308,14 @@ class Pipeline:
             outgoing.extend(self._forwarded(decoded.forward))
         for record, reason in scored.dead_letters:
             log.warning("dead-lettered %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason)
-        if not self.delivery.deliver(outgoing):
+        with timings.phase("deliver"):
+            delivered = self.delivery.deliver(outgoing)
+        if not delivered:
             return None
         handled = self.ownership.still_owned(records, epoch)
         events = self._events(handled)
-        self.printer.batch(events, scored.verdicts, scored.dead_letters)
+        with timings.phase("print"):
+            self.printer.batch(events, scored.verdicts, scored.dead_letters)
         self.incidents.announce(incidents)
         self._count(events, scored)
         if decoded.forward:
@@ -344,3 +366,11 @@ class Pipeline:
 
     def _backoff(self) -> Backoff:
         return Backoff(self._settings.retry_backoff_initial_s, self._settings.retry_backoff_max_s)
+
+
+def _timings(scorer: Scorer) -> BatchTimings:
+    """Batch timings that tell the ML hop apart when the scorer (or the one in its context) asks over HTTP."""
+    client = getattr(scorer, "client", scorer)
+    if isinstance(client, HttpScorer):
+        return BatchTimings(lambda: client.waited_s)
+    return BatchTimings()

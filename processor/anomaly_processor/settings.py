@@ -80,6 +80,12 @@ class ProcessorSettings(BaseSettings):
         description="Directory of the local state file (services moved out of memory); default: the system's "
         "temporary directory. Only a cache: the changelog is the state's home.",
     )
+    batch_timings: bool = Field(
+        default=False,
+        description="1: log a line per batch with where its time went (poll, decode, scoring and the ML hop, "
+        "produce and acks, commit, state save, garbage collection, CPU, waiting for a core): what a latency tail "
+        "waited for.",
+    )
     processor_metrics_host: str = Field(
         default="127.0.0.1", description="Interface of the Prometheus /metrics and /health endpoint."
     )

@@ -4,6 +4,7 @@ The real broker is exercised by ``tests/integration/test_processor_pipeline.py``
 order of effects (score, produce, acknowledge, print, commit) when the scorer or Kafka misbehaves.
 """
 
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -477,3 +478,18 @@ def test_a_rekeyed_event_keeps_the_id_of_where_it_was_first_consumed() -> None:
     [verdict] = h.sent("predictions")
     assert verdict["event_id"] == "logs:0:40"  # the same id as if it had been scored where it was first read
     assert h.commits() == [{2: 1}]
+
+
+def test_with_batch_timings_each_batch_handled_logs_where_its_time_went(caplog: pytest.LogCaptureFixture) -> None:
+    h = Harness(ScriptedScorer(), SETTINGS.model_copy(update={"batch_timings": True}))
+    h.queue(P0, [h.events[0].to_json(), h.events[1].to_json()])
+
+    with caplog.at_level(logging.INFO, logger="anomaly_processor.timings"):
+        assert h.pipeline.run_once() == 2
+        assert h.pipeline.run_once() == 0  # nothing polled: no line
+    h.pipeline.close()
+
+    [line] = caplog.messages
+    assert line.startswith("batch of 2 in ")
+    for phase in ("poll", "decode", "score", "deliver"):
+        assert f" {phase} " in line
