@@ -29,7 +29,9 @@ framework and no Kafka client. Its pieces::
   The score is a blend in nats, ``(1 - w) * forest + w * surprise``, where ``w`` grows from 0 (new service:
   the forest decides) to 0.55 (half after 800 events or one day of event time, whichever comes first):
   the forest alone misreads real series; history alone is fooled by short histories and by repeated
-  incidents in a long one (figures in ``docs/tuning.md``).
+  incidents in a long one (figures in ``docs/tuning.md``). The forest cannot tell the hour, so the fifth
+  signal also speaks alone where its hour has a baseline and an earlier day to judge by: the score the gate
+  judges is at least that signal's surprisal less ``gate.HOUR_MARGIN`` (1.5 nats; ``gate.hour_scores``).
 * Warm-up: a service's first ``ContextConfig.warmup_events`` events are learned but not scored in context
   (``warm`` is False): without history there is no notion of normal for it. The stateless point model
   (``/predict``) answers for them; ``InProcessModel`` answers ``anomaly=False, score=0.0``.

@@ -4,7 +4,8 @@ Sensitivity moves a service's threshold in steps of one nat (scores are surprisa
 triples the false alerts of a service on healthy traffic and catches smaller incidents (docs/tuning.md has the
 measured curve, which ``make eval`` prints). A quiet service (``QUIET``: its context scores are rarely high)
 alerts ``QUIET_RELIEF`` nats lower: among scores that are seldom above 5 nats, one above 8.5 says more than in a
-service whose scores often are (a heavy-tailed series' spikes).
+service whose scores often are (a heavy-tailed series' spikes). The hour-baseline signal also speaks alone
+(``hour_scores``): a level far from its hour's usual one scores at least its own surprisal less ``HOUR_MARGIN``.
 """
 
 from collections.abc import Mapping, Sequence
@@ -19,6 +20,12 @@ from streaming_detector.tracker import QuietRule
 # both halves up; its neighbours (level 4.5-5.5, share 3-8%, window 500-3,000) +1.5 to +2.9 (docs/tuning.md).
 QUIET = QuietRule(level=5.0, share=0.05, window=1000, min_scores=1000)
 QUIET_RELIEF = 0.5  # nats: 8.75 kept half the gain, 8.25 paged a deploy's new level at 1 event/s
+# The hour-blind forest outvotes the hour-baseline signal in the blend (a quiet-hour incident at 1 event / 5 min:
+# 11-23 nats of hour surprise, 3-7 from the forest, 7.6-8.8 blended): that signal, judged against its hour's
+# baseline and an earlier day, scores alone at its surprisal less this. Quiet-hour incidents at 1/5min, seeds
+# 0-23: 23/48 -> 48/48 (2 nats: 46/48); NAB, scenarios, rhythms' false pages the same from 1.5 to 2 nats, NAB
+# one page more at 1 (docs/tuning.md).
+HOUR_MARGIN = 1.5
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,12 @@ class Sensitivity:
 
     def offset(self, service: str) -> float:
         return SENSITIVITY_STEPS[self.by_service.get(service, self.default)]
+
+
+def hour_scores(raw_scores: np.ndarray, hour_surprise: np.ndarray) -> np.ndarray:
+    """The scores the gate judges: the model's, or the hour-baseline signal's surprisal less ``HOUR_MARGIN``
+    where that is higher (``ContextTracker.features``' ``hour_surprise``: 0 where the hour cannot judge yet)."""
+    return np.maximum(raw_scores, np.asarray(hour_surprise, dtype=np.float64) - HOUR_MARGIN)
 
 
 class GateOutput(NamedTuple):

@@ -83,9 +83,10 @@ def advance_context(
     counts, numbers, recent, learned, arrival, ordered, season_day, season_max, season_level,
     warmup, a_f, a_s, a_m, a_l, clip, err_floor_sq, weight_max, weight_events, weight_days, surprise_alpha,
     history, history_every, min_history, quantile, max_tail,
-    bin_seconds, season_days, season_weeks, season_evidence, season_margin, log_values,
+    bin_seconds, season_days, season_weeks, season_evidence, season_margin, log_values, hour_surprise,
 ):  # fmt: skip
-    """Score then learn each event in order (``ContextTracker.features``): fills ``rows`` and ``warm``."""
+    """Score then learn each event in order (``ContextTracker.features``): fills ``rows``, ``warm`` and
+    ``hour_surprise``."""
     for i in range(ids.shape[0]):
         s = ids[i]
         ctx = numbers[s]
@@ -96,7 +97,7 @@ def advance_context(
             ctx, recent[s], learned, arrival[s], ordered[s], s, count, raw[i], e, err_floor_sq, surprise_alpha,
             history, history_every, min_history, quantile, max_tail,
             y, times[i], season_day[s], season_max[s], season_level[s],
-            bin_seconds, season_days, season_weeks, season_evidence, season_margin, log_values,
+            bin_seconds, season_days, season_weeks, season_evidence, season_margin, log_values, hour_surprise, i,
         )  # fmt: skip
         counts[s] = count + 1
         time = times[i]
@@ -154,7 +155,7 @@ def _surprise(
     ctx, recent, learned, arrival, ordered, s, count, y, e, err_floor_sq, long_alpha,
     history, history_every, min_history, quantile, max_tail,
     level, time, season_day, season_max, season_level, bin_seconds, season_days, season_weeks, evidence, margin,
-    log_values,
+    log_values, hour_surprise, i,
 ):  # fmt: skip
     """The largest calibrated surprisal of this raw event (0.0 while too young), then learn it.
 
@@ -178,6 +179,8 @@ def _surprise(
     at that hour (a fresh baseline's distances are not yet ranked against what that hour usually shows): with
     only one, a value within ``margin`` of that day's maximum is routine. Its "seen twice" needs two days that
     reached the value: one earlier incident at a slow rate leaves several values in its history.
+    ``hour_surprise[i]``: that signal's surprisal when it was judged against its own hour's baseline and at
+    least one earlier day's maximum at that hour (else 0).
     """
     best = 0.0
     if count >= 2:
@@ -196,10 +199,12 @@ def _surprise(
             position = -1  # where ``value`` goes in the sorted history, once searched
             if size >= min_history:
                 if value > sorted_values[k]:
-                    tail_value, position = _tail_surprisal(
+                    tail_value, position, held = _tail_surprisal(
                         sorted_values, size, k, value, max_tail, signal, day, hour, season_day, season_max,
                         season_days, season_weeks, evidence, margin,
                     )  # fmt: skip
+                    if signal == N_SIGNALS - 1 and has_baseline and held >= 1:
+                        hour_surprise[i] = tail_value
                     if tail_value > best:
                         best = tail_value
                 else:
@@ -277,9 +282,11 @@ def _tail_surprisal(
     sorted_values, size, k, value, max_tail, signal, day, hour, season_day, season_max,
     season_days, season_weeks, evidence, margin,
 ):  # fmt: skip
-    """Surprisal of a value above the history's ``quantile`` (index ``k``), and its position in the history
-    when it had to be searched (-1 otherwise)."""
+    """Surprisal of a value above the history's ``quantile`` (index ``k``), its position in the history when
+    it had to be searched (-1 otherwise), and how many earlier days hold the signal's maximum at this hour (-1:
+    not looked at)."""
     position = -1
+    held = -1
     start = sorted_values[k]
     tail = size - k
     total = 0.0
@@ -306,7 +313,7 @@ def _tail_surprisal(
                 tail_value = min(tail_value, one)
             else:
                 tail_value = 0.0
-    return tail_value, position
+    return tail_value, position, held
 
 
 @numba.njit(cache=True, nogil=True)

@@ -1,10 +1,11 @@
 """The streaming detector composed: ``ContextualScorer`` keeps each service's state and scores events in it.
 
-Tracker (per-service context features) -> a model client (the context model's raw scores) -> gate (the
-threshold, and per-service cool-downs unless ``cooldown=False``) -> an explanation per verdict
-(``streaming_detector.explain``). The model client is a small protocol (``ModelClient``) with two
-implementations: over HTTP to the ML service (``anomaly_processor.ml_client.HttpScorer``, the processor) and in
-this process (``streaming_detector.in_process.InProcessModel``, evaluation and tests).
+Tracker (per-service context features) -> a model client (the context model's raw scores, raised where the
+hour-baseline signal alone says more: ``gate.hour_scores``) -> gate (the threshold, and per-service cool-downs
+unless ``cooldown=False``) -> an explanation per verdict (``streaming_detector.explain``). The model client is
+a small protocol (``ModelClient``) with two implementations: over HTTP to the ML service
+(``anomaly_processor.ml_client.HttpScorer``, the processor) and in this process
+(``streaming_detector.in_process.InProcessModel``, evaluation and tests).
 
 Where the state lives: in the scoring process, one ``ContextTracker`` (per-service baselines) and one
 ``AlertGate`` for the services whose partition it consumes (events are keyed by service, so a service's events
@@ -29,7 +30,7 @@ import numpy as np
 
 from streaming_detector.errors import ScoringConfigError, ScoringRejectedError, ScoringUnavailableError
 from streaming_detector.explain import Measured, PointReference, explain_context, explain_point
-from streaming_detector.gate import QUIET, AlertGate, GateConfig, Sensitivity
+from streaming_detector.gate import QUIET, AlertGate, GateConfig, Sensitivity, hour_scores
 from streaming_detector.memory import ServiceMemory
 from streaming_detector.state import StateStore
 from streaming_detector.tracker import ContextConfig, ContextTracker, Spread
@@ -164,8 +165,8 @@ class ContextualScorer:
         self.spec: ContextSpec | None = None
         self.tracker: ContextTracker | None = None
         self.gate: AlertGate | None = None
-        # event id -> (its service, the features sent: None while warming up)
-        self._contexts: dict[str, tuple[str, Context | None]] = {}
+        # event id -> (its service, the features sent: None while warming up, its hour-baseline surprisal)
+        self._contexts: dict[str, tuple[str, Context | None, float]] = {}
         self._verdicts: dict[str, Score] = {}  # event id -> final verdict, once scored
         self._spreads: dict[str, Spread] = {}  # service -> its spreads before its latest batch
 
@@ -177,7 +178,7 @@ class ContextualScorer:
 
     def score(self, events: Sequence[Event]) -> list[Score]:
         spec, tracker, gate = self._model()
-        contexts = self._learn(events, tracker)
+        contexts, hours = self._learn(events, tracker)
         verdicts: list[Score | None] = [self._verdicts.get(_event_id(event)) for event in events]
         todo = [i for i, verdict in enumerate(verdicts) if verdict is None]
         if todo:
@@ -191,7 +192,8 @@ class ContextualScorer:
                 raise
             warm = [j for j, context in enumerate(pending_contexts) if context is not None]
             if warm:
-                raw = np.array([scores[j].score for j in warm])
+                at = np.array(todo)[warm] if len(warm) < len(events) else slice(None)  # the warm ones of ``events``
+                raw = hour_scores(np.array([scores[j].score for j in warm]), hours[at])
                 names = [pending[j].service for j in warm]
                 quiet = self._judge(names, raw, tracker)
                 gated = gate.decide_detailed(names, raw, quiet=quiet)
@@ -204,11 +206,17 @@ class ContextualScorer:
                     tracker.config.log_values,
                 )
                 decided = zip(
-                    warm, gated.anomaly.tolist(), gated.suppressed.tolist(), explained, quiet.tolist(), strict=True
+                    warm,
+                    raw.tolist(),
+                    gated.anomaly.tolist(),
+                    gated.suppressed.tolist(),
+                    explained,
+                    quiet.tolist(),
+                    strict=True,
                 )
-                for j, alert, muted, why, calm in decided:
+                for j, value, alert, muted, why, calm in decided:
                     scores[j] = scores[j]._replace(
-                        anomaly=alert, in_context=True, muted=muted, explanation=why, quiet=calm
+                        anomaly=alert, score=value, in_context=True, muted=muted, explanation=why, quiet=calm
                     )
             if spec.point is not None and len(warm) < len(pending):
                 cold = [j for j, context in enumerate(pending_contexts) if context is None]
@@ -256,7 +264,7 @@ class ContextualScorer:
         if self.gate is not None:  # evaluation's cool-downs (the processor runs without)
             self.gate.cooldown = {name: left for name, left in self.gate.cooldown.items() if not which(name)}
         self._spreads = {name: spread for name, spread in self._spreads.items() if not which(name)}
-        stale = [event_id for event_id, (service, _) in self._contexts.items() if which(service)]
+        stale = [event_id for event_id, (service, _, _) in self._contexts.items() if which(service)]
         for event_id in stale:
             del self._contexts[event_id]
             self._verdicts.pop(event_id, None)
@@ -290,10 +298,12 @@ class ContextualScorer:
         ]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
-    def _advance(self, events: Sequence[Event], tracker: ContextTracker) -> tuple[Any, Any]:
-        """``tracker.features`` of ``events``, run by run (``_runs``). Each run's services' spreads are kept to
-        explain their verdicts: from before the run, or after it for a service warm only since."""
+    def _advance(self, events: Sequence[Event], tracker: ContextTracker) -> tuple[Any, Any, np.ndarray]:
+        """``tracker.features`` of ``events``, run by run (``_runs``), and their hour-baseline surprisals. Each
+        run's services' spreads are kept to explain their verdicts: from before the run, or after it for a
+        service warm only since."""
         names = [e.service for e in events]
+        hours = np.zeros(len(events), dtype=np.float64)
         rows, warm = [], []
         for start, stop, run in self._runs(names, tracker):
             before = tracker.spreads(run)
@@ -303,14 +313,15 @@ class ContextualScorer:
                 [e.latency_ms for e in part],
                 [e.error_rate for e in part],
                 [e.event_time for e in part],
+                hours[start:stop],
             )
             self._spreads.update(tracker.spreads(run - before.keys()))
             self._spreads.update(before)
             rows.append(r)
             warm.append(w)
         if len(rows) == 1:
-            return rows[0], warm[0]
-        return np.concatenate(rows), np.concatenate(warm)
+            return rows[0], warm[0], hours
+        return np.concatenate(rows), np.concatenate(warm), hours
 
     # -- internals -----------------------------------------------------------------------------------------
 
@@ -354,11 +365,13 @@ class ContextualScorer:
         self._install(spec)
         return True
 
-    def _learn(self, events: Sequence[Event], tracker: ContextTracker) -> list[Context | None]:
-        """Each event's context features (None while its service warms up). Those of events not seen yet are
-        computed in stream order, which advances their services' state; the others come from the cache."""
+    def _learn(self, events: Sequence[Event], tracker: ContextTracker) -> tuple[list[Context | None], np.ndarray]:
+        """Each event's context features (None while its service warms up) and hour-baseline surprisal. Those of
+        events not seen yet are computed in stream order, which advances their services' state; the others come
+        from the cache."""
         cache = self._contexts
         contexts: list[Context | None] = []
+        cached: list[tuple[int, float]] = []
         new: list[int] = []
         for i, event in enumerate(events):
             hit = cache.get(_event_id(event))
@@ -367,18 +380,23 @@ class ContextualScorer:
                 contexts.append(None)
             else:
                 contexts.append(hit[1])
+                cached.append((i, hit[2]))
+        hours = np.zeros(len(events), dtype=np.float64)
+        for i, hour in cached:
+            hours[i] = hour
         if new:
             fresh = [events[i] for i in new] if len(new) < len(events) else events
-            features, warm = self._advance(fresh, tracker)
+            features, warm, surprise = self._advance(fresh, tracker)
+            hours[new] = surprise
             decimals = self.client.context_decimals
             # Tuples of floats: the garbage collector stops tracking them, a cache of lists it would scan.
             rows = map(tuple, (features if decimals is None else features.round(decimals)).tolist())
-            for i, event, row, is_warm in zip(new, fresh, rows, warm.tolist(), strict=True):
+            for i, event, row, is_warm, hour in zip(new, fresh, rows, warm.tolist(), surprise.tolist(), strict=True):
                 context = row if is_warm else None
                 contexts[i] = context
-                cache[_event_id(event)] = (event.service, context)
+                cache[_event_id(event)] = (event.service, context, hour)
             self._evict()
-        return contexts
+        return contexts, hours
 
     def _evict(self) -> None:
         """Forget the oldest events beyond ``cache_events`` (dicts keep insertion order)."""

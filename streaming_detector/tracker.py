@@ -237,11 +237,14 @@ class ContextTracker:
         latency_ms: Iterable[float],
         error_rate: Iterable[float],
         event_time: Iterable[float | None] | None = None,
+        hour_surprise: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """``(context (n, len(CONTEXT_FEATURES)), warm (n,) bool)`` for events given column-wise, in stream order.
 
         ``event_time``: each event's time in epoch seconds (None, or not given: unknown, so the event is judged
-        by its service's recent events only).
+        by its service's recent events only). ``hour_surprise`` ((n,) float, if given) is filled with each
+        event's hour-baseline surprisal: its level against the usual level at its hour, where the hour has a
+        baseline and an earlier day's maximum to judge by (else 0; the gate's ``hour_scores``).
         """
         cfg = self.config
         get = self._index.get
@@ -260,6 +263,9 @@ class ContextTracker:
         times[~np.isfinite(times)] = np.nan
         rows = np.zeros((n, len(CONTEXT_FEATURES)), dtype=np.float64)
         warm = np.zeros(n, dtype=np.bool_)
+        if hour_surprise is None:
+            hour_surprise = np.empty(n, dtype=np.float64)
+        hour_surprise[:] = 0.0
         self._advance(
             ids, transform(raw, cfg), raw, errors, times, rows, warm,
             self._counts, self._numbers, self._recent, self._learned, self._arrival, self._ordered,
@@ -268,7 +274,7 @@ class ContextTracker:
             cfg.error_floor**2, cfg.history_weight_max, cfg.history_weight_events, cfg.history_weight_days,
             cfg.surprise_alpha, cfg.history, cfg.history_every, cfg.min_history, cfg.tail_quantile, cfg.max_tail,
             float(cfg.season_bin_seconds), cfg.season_days, cfg.season_weeks, cfg.season_evidence,
-            cfg.season_margin, cfg.log_values,
+            cfg.season_margin, cfg.log_values, hour_surprise,
         )  # fmt: skip
         return rows, warm
 

@@ -211,7 +211,12 @@ def test_the_changelog_is_compacted_and_has_a_partition_per_partition_of_logs(ka
     admin = make_admin(kafka_settings)
     try:
         topics = [kafka_settings.state_topic, kafka_settings.logs_topic]
-        described = {t.get("topic", t.get("name")): len(t["partitions"]) for t in admin.describe_topics(topics)}
+        deadline = time.monotonic() + 10
+        while True:  # a topic just created can be described before its partitions reach the metadata
+            described = {t.get("topic", t.get("name")): len(t["partitions"]) for t in admin.describe_topics(topics)}
+            if 0 not in described.values() or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         assert described == {kafka_settings.state_topic: 3, kafka_settings.logs_topic: 3}
         answer = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, kafka_settings.state_topic)])
         policy = answer["topic"][kafka_settings.state_topic]["cleanup.policy"]

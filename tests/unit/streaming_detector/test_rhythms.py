@@ -90,10 +90,13 @@ def test_an_incident_at_the_quiet_hour_below_the_busy_level_is_caught(model) -> 
     assert quiet(metrics), metrics
 
 
-def test_at_one_event_per_five_minutes_both_quiet_hour_incidents_page(model) -> None:
+@pytest.mark.parametrize("seed", [0, 1, 4])
+def test_at_one_event_per_five_minutes_both_quiet_hour_incidents_page(model, seed: int) -> None:
     # Six events each, on days 3 and 5 at 03:00. Day 3: one earlier day holds the hour-baseline signal's maxima;
     # day 5: the day-3 incident's values sit in that signal's history (they capped it at their rank: missed).
-    metrics = run(model, build_rhythm("quiet_hour_incident", 300.0, seed=0))
+    # Blended, the hour-blind forest outvoted the hour (seed 1: day 5 at 7.6 nats; seed 4: 8.4 and 7.7): the
+    # hour-baseline signal also speaks alone (``gate.hour_scores``).
+    metrics = run(model, build_rhythm("quiet_hour_incident", 300.0, seed=seed))
     assert metrics.detected == metrics.incidents == 2, metrics
     assert quiet(metrics), metrics
 

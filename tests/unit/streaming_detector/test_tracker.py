@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from evaluation.rhythms import DAY, build_rhythm
 from streaming_detector import ContextConfig, ContextTracker
 from streaming_detector.tracker import CONTEXT_FEATURES, N_SIGNALS
 from tests.conftest import run_in_fresh_python
@@ -134,6 +135,24 @@ def test_the_benchmarks_tracker_without_its_rhythm_state_ignores_event_times_and
     state = plain.export("auth")
     assert state.arrival.shape[0] == N_SIGNALS - 1 and len(state.days) == 0
     assert timed[0][:, CONTEXT_FEATURES.index("surprise")].max() > 9.0  # the incident still stands out
+
+
+def test_the_hour_baseline_surprisal_speaks_once_the_hour_has_earlier_days_and_only_with_event_times() -> None:
+    # What ``gate.hour_scores`` reads: a quiet-hour incident (2.5x at 03:00 on days 3 and 5, one event every 5
+    # minutes) far above the hour's usual level, nothing before the hour has a baseline and an earlier day.
+    rhythm = build_rhythm("quiet_hour_incident", 300.0, seed=4)
+    n = len(rhythm.times)
+    services, latency, errors = [rhythm.name] * n, rhythm.latency_ms.tolist(), rhythm.error_rate.tolist()
+    timed, untimed = np.zeros(n), np.ones(n)
+    ContextTracker().features(services, latency, errors, rhythm.times.tolist(), timed)
+    ContextTracker().features(services, latency, errors, None, untimed)
+    days = (rhythm.times - rhythm.times[0]) // DAY
+    assert timed[days < 2].max() == 0.0 and not untimed.any()
+    incidents = np.zeros(n, dtype=bool)
+    for incident in rhythm.incidents:
+        incidents[incident.start : incident.stop] = True
+        assert timed[incident.start : incident.stop].max() > 11.0, incident
+    assert timed[~incidents].max() < 9.0
 
 
 def test_loading_the_compiled_tracker_leaves_its_loop_ready_for_forked_workers() -> None:
