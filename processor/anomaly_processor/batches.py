@@ -9,7 +9,7 @@ without consuming more.
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from kafka import TopicPartition
 from kafka.errors import KafkaError
@@ -39,6 +39,7 @@ class BatchConsumer:
         printer: Printer,
         metrics: ProcessorMetrics,
         stop: threading.Event,
+        weight: Callable[[ConsumedRecord], int] | None = None,
     ) -> None:
         self._consumer = consumer
         self._ownership = ownership
@@ -47,19 +48,36 @@ class BatchConsumer:
         self._printer = printer
         self._metrics = metrics
         self._stop = stop
+        self._weight = weight
+        # Records polled past a full batch, kept for the next one (with the epoch they were polled at).
+        self._carried: tuple[int, list[ConsumedRecord]] | None = None
 
     def poll_batch(self) -> tuple[list[ConsumedRecord], int]:
-        """Up to ``BATCH_MAX`` records: wait for a first one, then up to ``BATCH_WAIT_MS`` to fill the batch."""
+        """Up to ``BATCH_MAX`` events: wait for a first one, then up to ``BATCH_WAIT_MS`` to fill the batch.
+
+        A record may hold many events (``weight``: a forwarded batch): records polled past a full batch are kept
+        for the next one, up to a batch's worth, and sought back to beyond that."""
         chunks: list[tuple[int, list[ConsumedRecord]]] = []
         count = 0
         deadline: float | None = None
         wait_ms = IDLE_POLL_MS
+        if self._carried is not None:
+            chunks.append(self._carried)
+            count = sum(self._weigh(self._carried[1]))
+            self._carried = None
+            wait_ms = 0
         while count < self._batch_max and not self._stop.is_set():
             polled = self._consumer.poll(timeout_ms=wait_ms, max_records=self._batch_max - count)
             records = [record for batch in polled.values() for record in batch]
             if records:
-                chunks.append((self._ownership.current_epoch(), records))
-                count += len(records)
+                polled_at = self._ownership.current_epoch()
+                full = False
+                if self._weight is not None:
+                    records, full = self._fit(polled_at, records, self._batch_max - count)
+                chunks.append((polled_at, records))
+                count += len(records) if self._weight is None else sum(self._weigh(records))
+                if full:  # records were kept or sought back: a later poll would overtake them
+                    break
                 if deadline is None:
                     deadline = time.monotonic() + self._batch_wait_ms / 1000
             if deadline is None:
@@ -83,6 +101,39 @@ class BatchConsumer:
             log.debug("batch of %d records: %s", len(records), _ranges(records))
         return records, epoch
 
+    def _weigh(self, records: Sequence[ConsumedRecord]) -> list[int]:
+        weight = self._weight
+        return [1] * len(records) if weight is None else [weight(r) for r in records]
+
+    def _fit(self, polled_at: int, records: list[ConsumedRecord], room: int) -> tuple[list[ConsumedRecord], bool]:
+        """The first of ``records`` that fit in ``room`` events (at least one), and whether any did not: the next
+        batch's worth is carried, the rest sought back to. Each partition's records are in order, so each part is
+        a run of each partition."""
+        weights = self._weigh(records)
+        if sum(weights) <= room:
+            return records, False
+        taken = used = 0
+        while taken < len(records) and (taken == 0 or used + weights[taken] <= room):
+            used += weights[taken]
+            taken += 1
+        carried, used = taken, 0
+        while carried < len(records) and (carried == taken or used + weights[carried] <= self._batch_max):
+            used += weights[carried]
+            carried += 1
+        if carried < len(records):
+            self.rewind(records[carried:])
+        if carried > taken:
+            self._carried = (polled_at, records[taken:carried])
+        return records[:taken], True
+
+    def forget_carried(self, partitions: Collection[tuple[str, int]] | None = None) -> None:
+        """Drop the carried records (of ``partitions``): they were sought back to, so they come again."""
+        if self._carried is None:
+            return
+        polled_at, records = self._carried
+        kept = [r for r in records if partitions is not None and (r.topic, r.partition) not in partitions]
+        self._carried = (polled_at, kept) if kept else None
+
     def rewind(self, records: Sequence[ConsumedRecord]) -> None:
         """Seek back to the first of ``records`` in each partition still assigned, so they are polled again.
 
@@ -94,6 +145,7 @@ class BatchConsumer:
         for record in records:
             tp = TopicPartition(record.topic, record.partition)
             first[tp] = min(first.get(tp, record.offset), record.offset)
+        self.forget_carried({(tp.topic, tp.partition) for tp in first})  # later records of those: polled again
         assigned = self._consumer.assignment()
         for tp, offset in first.items():
             if tp not in assigned:
@@ -121,11 +173,11 @@ class BatchConsumer:
                 dropped.append(record)
             else:
                 kept.refused.append((record, reason))
-        for record, event in decoded.forward:
+        for record, key in decoded.forward:
             if (record.topic, record.partition) in lost:
                 dropped.append(record)
             else:
-                kept.forward.append((record, event))
+                kept.forward.append((record, key))
         if dropped:
             log.info("partitions %s were revoked while waiting: %d records will be polled again", lost, len(dropped))
             self.rewind(dropped)

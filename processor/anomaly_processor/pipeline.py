@@ -11,7 +11,9 @@ is committed synchronously.
 
 Events whose key is not their service (the original design's producer sends no key) are re-keyed through
 ``REPARTITION_TOPIC``, as Kafka Streams does after ``selectKey``, unless this consumer owns their service's
-partition of it: the pipeline consumes both topics, so a service's events are all scored in one place.
+partition of it: the pipeline consumes both topics, so a service's events are all scored in one place. A batch's
+events bound for one partition travel as one record (``anomaly_processor.forwarding``), weighed as that many
+events when batches are filled.
 
 With a ``ContextualScorer`` and a ``restorer`` consumer, each service's state is kept in ``STATE_TOPIC`` in
 step with the commits (``ChangelogState``): offsets are committed at most every ``STATE_COMMIT_INTERVAL_MS``,
@@ -31,13 +33,14 @@ batch's time went (``timings``).
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from kafka import TopicPartition
 from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.errors import KafkaError
 
+from anomaly_processor import forwarding
 from anomaly_processor.batch_scoring import BatchScorer, ScoredBatch
 from anomaly_processor.batches import BatchConsumer
 from anomaly_processor.changelog import ChangelogState, LocalStateStore
@@ -48,18 +51,11 @@ from anomaly_processor.metrics import ProcessorMetrics
 from anomaly_processor.ml_client import HttpScorer, Scorer
 from anomaly_processor.output import Printer
 from anomaly_processor.ownership import OwnershipListener, PartitionOwnership
-from anomaly_processor.records import (
-    ORIGIN_HEADER,
-    ConsumedRecord,
-    dead_letter_json,
-    decode_batch,
-    origin_of,
-    verdict_json,
-)
+from anomaly_processor.records import ConsumedRecord, dead_letter_json, decode_batch, verdict_json
 from anomaly_processor.retry import Backoff, RetryContext, describe, retriable, retry_after
 from anomaly_processor.settings import ProcessorSettings
 from anomaly_processor.timings import BatchTimings, NoTimings
-from eventbus import ConsumerPort, KafkaSettings, LogEvent, ProducerPort
+from eventbus import ConsumerPort, KafkaSettings, ProducerPort
 from streaming_detector.scorer import ContextualScorer
 
 log = logging.getLogger(__name__)
@@ -137,6 +133,7 @@ class Pipeline:
             printer=printer,
             metrics=self.metrics,
             stop=self.stop,
+            weight=self._events_in,
         )
         retries = RetryContext(printer, self.stop, self.batches.hold, self._backoff, kafka.kafka_bootstrap_servers)
         self.delivery = Delivery(producer, retries)
@@ -221,7 +218,7 @@ class Pipeline:
                 )
 
     def run_once(self) -> int:
-        """Poll one batch and handle it; return how many records were handled (their commit is on its way)."""
+        """Poll one batch and handle it; return how many events were handled (their commit is on its way)."""
         self.timings.begin()
         handled = self._run_once()
         self.timings.end(handled)
@@ -246,6 +243,9 @@ class Pipeline:
                 return 0
             # Those partitions were sought to where their saved state left off: their records come again.
             records = [r for r in records if r.partition not in restored]
+            if restored:
+                topics = (self._kafka.logs_topic, self._kafka.repartition_topic)
+                self.batches.forget_carried({(topic, p) for topic in topics for p in restored})
         if not records:
             self.incidents.resolve_idle()
             self.printer.tick()
@@ -283,7 +283,8 @@ class Pipeline:
         return True
 
     def _handle(self, records: list[ConsumedRecord], epoch: int) -> int | None:
-        """Score, produce, print and commit one batch; None when given up (on shutdown) before committing."""
+        """Score, produce, print and commit one batch (return its events); None when given up (on shutdown)
+        before committing."""
         timings = self.timings
         with timings.phase("decode"):
             decoded = decode_batch(records, self._owns_service, self._kafka.repartition_topic)
@@ -303,16 +304,8 @@ class Pipeline:
             for record, reason in scored.dead_letters
         )
         outgoing.extend(self.incidents.records(incidents))
-        outgoing.extend(
-            Outgoing(
-                self._kafka.repartition_topic,
-                event.key(),
-                record.value,
-                [(ORIGIN_HEADER, origin_of(record).event_id.encode())],
-                record.timestamp,
-            )
-            for record, event in decoded.forward
-        )
+        if decoded.forward:
+            outgoing.extend(self._forwarded(decoded.forward))
         for record, reason in scored.dead_letters:
             log.warning("dead-lettered %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason)
         with timings.phase("deliver"):
@@ -320,10 +313,11 @@ class Pipeline:
         if not delivered:
             return None
         handled = self.ownership.still_owned(records, epoch)
+        events = self._events(handled)
         with timings.phase("print"):
-            self.printer.batch(len(handled), scored.verdicts, scored.dead_letters)
+            self.printer.batch(events, scored.verdicts, scored.dead_letters)
         self.incidents.announce(incidents)
-        self._count(len(handled), scored)
+        self._count(events, scored)
         if decoded.forward:
             self.metrics.rekeyed.inc(len(decoded.forward))
         if self.state is None:
@@ -332,7 +326,28 @@ class Pipeline:
             self.commits.queue(handled, epoch, release=False)
             if self.state.due():
                 self._release(epoch)
-        return len(handled)
+        return events
+
+    def _forwarded(self, forward: list[tuple[ConsumedRecord, bytes]]) -> Iterator[Outgoing]:
+        """The events to re-key, one record (``forwarding.pack``) per partition of the repartition topic."""
+        topic = self._kafka.repartition_topic
+        bound: dict[tuple[int | None, bytes | None], list[ConsumedRecord]] = {}
+        for record, key in forward:
+            partition = self.delivery.partition_of(topic, key)
+            # Without the topic's metadata (not seen in practice: it is subscribed) the producer routes by key.
+            bound.setdefault((partition, None if partition is not None else key), []).append(record)
+        for (to, routed_by), records in bound.items():
+            for value in forwarding.pack(records):
+                yield Outgoing(topic, routed_by, value, None, None, to)
+
+    def _events_in(self, record: ConsumedRecord) -> int:
+        if record.topic != self._kafka.repartition_topic or not record.value:
+            return 1
+        return forwarding.forwarded_count(record.value)
+
+    def _events(self, records: list[ConsumedRecord]) -> int:
+        rekeyed = self._kafka.repartition_topic
+        return len(records) + sum(self._events_in(r) - 1 for r in records if r.topic == rekeyed)
 
     def _count(self, handled: int, scored: ScoredBatch) -> None:
         metrics = self.metrics
@@ -344,9 +359,9 @@ class Pipeline:
             metrics.anomalies.inc(anomalies)
         metrics.observe_dead_letters(reason for _, reason in scored.dead_letters)
 
-    def _owns_service(self, event: LogEvent) -> bool:
-        """True when this consumer owns the event's service's partition of the repartition topic."""
-        partition = self.delivery.partition_of(self._kafka.repartition_topic, event.key())
+    def _owns_service(self, key: bytes) -> bool:
+        """True when this consumer owns the partition of the repartition topic of the service keyed ``key``."""
+        partition = self.delivery.partition_of(self._kafka.repartition_topic, key)
         return TopicPartition(self._kafka.repartition_topic, partition) in self._consumer.assignment()
 
     def _backoff(self) -> Backoff:

@@ -1,8 +1,9 @@
 """What the processor reads and writes: decoding consumed messages, verdict records and dead letters.
 
 An event without ``event_id`` is given ``<topic>:<partition>:<offset>`` of its message, one without a
-``timestamp`` the message's time; a message re-keyed through the repartition topic carries where it first
-sat in its ``origin`` header, so its id is the same whichever way it travelled.
+``timestamp`` the message's time; an event re-keyed through the repartition topic carries where it first sat
+(in its forwarded batch, ``anomaly_processor.forwarding``; before that format, in an ``origin`` header, still
+read), so its id is the same whichever way it travelled.
 
 A dead letter (topic ``DLQ_TOPIC``) is a JSON object described by ``DeadLetter``: why the message was
 refused, where it was (topic, partition, offset) and the original bytes, so it can be inspected and replayed.
@@ -16,6 +17,8 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from anomaly_processor import forwarding
+from anomaly_processor.forwarding import ForwardedRecord
 from anomaly_processor.ml_client import Score
 from eventbus import (
     EVENT_MAX_BYTES,
@@ -59,6 +62,7 @@ def dead_letter_json(record: ConsumedRecord, reason: str) -> bytes:
     """The dead-letter record for a consumed message refused for ``reason``."""
     key, key_encoding = _encode_key(record.key)
     value = record.value
+    place = record.origin if isinstance(record, ForwardedRecord) else record  # where the original sits
     raw = value if value is not None else b""
     preview = raw[: PREVIEW_MAX_CHARS * 4].decode("utf-8", errors="replace")
     if len(preview) > PREVIEW_MAX_CHARS:
@@ -66,9 +70,9 @@ def dead_letter_json(record: ConsumedRecord, reason: str) -> bytes:
     return orjson.dumps(
         {
             "reason": reason,
-            "topic": record.topic,
-            "partition": record.partition,
-            "offset": record.offset,
+            "topic": place.topic,
+            "partition": place.partition,
+            "offset": place.offset,
             "key": key,
             "key_encoding": key_encoding,
             "value_b64": base64.b64encode(raw[:VALUE_MAX_BYTES]).decode("ascii"),
@@ -166,38 +170,87 @@ def _validated(raw: bytes | None, origin: EventOrigin | None) -> LogEvent:
 
 @dataclass
 class DecodedBatch:
-    """Consumed records split into valid events to score here (with the record each came from), events to
-    re-key by service through the repartition topic, and refused messages."""
+    """Consumed records split into valid events to score here (with the record each came from), records to
+    forward to their service's owner through the repartition topic (with that service's key), and refused
+    messages."""
 
     events: list[LogEvent] = field(default_factory=list)
     event_records: list[ConsumedRecord] = field(default_factory=list)
-    forward: list[tuple[ConsumedRecord, LogEvent]] = field(default_factory=list)
+    forward: list[tuple[ConsumedRecord, bytes]] = field(default_factory=list)
     refused: list[tuple[ConsumedRecord, str]] = field(default_factory=list)
 
 
 def decode_batch(
     records: Sequence[ConsumedRecord],
-    scores_here: Callable[[LogEvent], bool] | None = None,
+    scores_here: Callable[[bytes], bool] | None = None,
     rekeyed_topic: str | None = None,
 ) -> DecodedBatch:
     """Decode ``records``. An event whose key is not its service (a keyless producer's, say) is scored here only
-    if ``scores_here(event)``, i.e. this consumer owns its service's partition of ``rekeyed_topic``; otherwise it
-    is forwarded there. Records read from ``rekeyed_topic`` are keyed by service already."""
+    if ``scores_here(service key)``, i.e. this consumer owns its service's partition of ``rekeyed_topic``;
+    otherwise it is forwarded there. A keyless one is forwarded unvalidated: its owner validates it (and
+    dead-letters it, losing nothing: it had no key). Records read from ``rekeyed_topic`` are keyed by service
+    already, or forwarded batches (``anomaly_processor.forwarding``)."""
     batch = DecodedBatch()
     here: dict[str, bool] = {}  # per service: whether it is scored here (one look-up per service, not per event)
+
+    def elsewhere(service: str) -> bool:
+        ours = here.get(service)
+        if ours is None:
+            assert scores_here is not None
+            ours = here[service] = scores_here(service.encode())
+        return not ours
+
     for record in records:
+        routed = scores_here is not None
+        if record.topic == rekeyed_topic:
+            if forwarding.is_forwarded(record.value):
+                _decode_forwarded(record, batch)
+                continue
+            data, routed = None, False
+        else:
+            data = _json_object(record.value)
+        if routed and record.key is None and data is not None:
+            service = data.get("service")
+            if type(service) is str and service and elsewhere(service):  # one too long is refused by its owner
+                batch.forward.append((record, service.encode()))
+                continue
         try:
-            event = decode_record(record)
+            event = _decoded(record, data)
         except BadEventError as exc:
             batch.refused.append((record, exc.reason))
             continue
-        if scores_here is not None and record.topic != rekeyed_topic and record.key != event.key():
-            ours = here.get(event.service)
-            if ours is None:
-                ours = here[event.service] = scores_here(event)
-            if not ours:
-                batch.forward.append((record, event))
-                continue
+        if routed and record.key is not None and record.key != event.key() and elsewhere(event.service):
+            batch.forward.append((record, event.key()))
+            continue
         batch.events.append(event)
         batch.event_records.append(record)
     return batch
+
+
+def _decoded(record: ConsumedRecord, data: dict[str, Any] | None) -> LogEvent:
+    """``decode_record(record)``, given the JSON object of its value when parsed already."""
+    if data is None:
+        return decode_record(record)
+    event = plain_event(data, None if "event_id" in data else origin_of(record))
+    if event is not None:
+        return event
+    return _validated(record.value, origin_of(record))
+
+
+def _decode_forwarded(record: ConsumedRecord, batch: DecodedBatch) -> None:
+    """The events of a forwarded batch (``anomaly_processor.forwarding``), each as a ``ForwardedRecord``."""
+    try:
+        topic, partitions, offsets, timestamps, values = forwarding.unpack(record.value)  # type: ignore[arg-type]
+    except forwarding.ForwardFormatError as exc:
+        batch.refused.append((record, exc.reason))
+        return
+    for partition, offset, timestamp, raw in zip(partitions, offsets, timestamps, values, strict=True):
+        origin = EventOrigin(topic, partition, offset, timestamp / 1000)
+        event_record = ForwardedRecord(record, raw, timestamp, origin)
+        try:
+            event = decode_event(raw, origin)
+        except BadEventError as exc:  # valid where it was first read: a processor of other rules forwarded it
+            batch.refused.append((event_record, exc.reason))
+            continue
+        batch.events.append(event)
+        batch.event_records.append(event_record)

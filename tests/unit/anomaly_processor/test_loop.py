@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 import pytest
+from anomaly_processor import forwarding
 from anomaly_processor.errors import ScoringConfigError, ScoringUnavailableError
 from anomaly_processor.ml_client import Score
 from anomaly_processor.output import Printer
@@ -408,20 +409,46 @@ def original_event(service: str, latency_ms: float = 200.0) -> bytes:
     )
 
 
-def test_a_keyless_event_of_a_service_owned_elsewhere_is_rekeyed_with_its_origin_then_committed() -> None:
+def test_keyless_events_of_services_owned_elsewhere_are_rekeyed_with_their_origin_then_committed() -> None:
     h = Harness(ScriptedScorer())
     repartition = KAFKA.repartition_topic
-    h.consumer.queued[P0] = [consumer_record(P0, 40, original_event("auth"), key=None)]
-    # No partition of the repartition topic is ours: the service's owner is another member.
+    services = ["auth", "payment", "auth", "orders", "payment"]
+    h.consumer.queued[P0] = [
+        consumer_record(P0, 40 + i, original_event(service), key=None) for i, service in enumerate(services)
+    ]
+    # No partition of the repartition topic is ours: the services' owners are other members.
 
-    assert h.pipeline.run_once() == 1
+    assert h.pipeline.run_once() == 5
 
     assert h.sent("predictions") == []
-    [forwarded] = h.producer.sent
-    assert forwarded["topic"] == repartition and forwarded["key"] == b"auth"
-    assert forwarded["value"] == original_event("auth")  # the bytes as the producer sent them
-    assert forwarded["headers"] == [("origin", b"logs:0:40")]
-    assert h.commits() == [{0: 41}]
+    forwarded = h.producer.sent
+    # One record per partition of the repartition topic, holding that partition's events in order.
+    partition_of = h.pipeline.delivery.partition_of
+    expected: dict[int, list[int]] = {}
+    for i, service in enumerate(services):
+        expected.setdefault(partition_of(repartition, service.encode()) or 0, []).append(40 + i)
+    assert sorted(f["partition"] for f in forwarded) == sorted(expected)
+    for record in forwarded:
+        assert record["topic"] == repartition and record["headers"] is None
+        unpacked = forwarding.unpack(record["value"])
+        assert list(unpacked.offsets) == expected[record["partition"]]
+        assert set(unpacked.partitions) == {0} and unpacked.topic == "logs"
+        assert unpacked.values == [original_event(services[o - 40]) for o in unpacked.offsets]  # bytes as sent
+    assert h.commits() == [{0: 45}]
+
+
+def test_a_forwarded_batch_is_scored_by_the_services_owner_and_committed_as_one_record() -> None:
+    h = Harness(ScriptedScorer())
+    rekeyed = TopicPartition(KAFKA.repartition_topic, 2)
+    h.consumer.assigned |= {rekeyed}
+    origins = [consumer_record(P1, 7 + i, original_event("auth"), key=None) for i in range(3)]
+    [value] = forwarding.pack(origins)
+    h.consumer.queued[rekeyed] = [ConsumerRecord(rekeyed.topic, 2, 0, 11, 0, 0, None, value, [], None, 1, 1, -1)]
+
+    assert h.pipeline.run_once() == 3
+
+    assert [v["event_id"] for v in h.sent("predictions")] == ["logs:1:7", "logs:1:8", "logs:1:9"]
+    assert h.commits() == [{2: 12}]
 
 
 def test_a_keyless_event_whose_service_partition_is_ours_is_scored_here_with_a_derived_id() -> None:

@@ -3,6 +3,7 @@
 import logging
 import random
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -204,18 +205,57 @@ def test_delivery_gives_up_only_when_stopped_while_kafka_is_silent() -> None:
 # -- BatchConsumer -------------------------------------------------------------------------------------------
 
 
-def make_batches(consumer: FakeConsumer) -> tuple[BatchConsumer, PartitionOwnership]:
+def make_batches(
+    consumer: FakeConsumer, weight: Callable[[Any], int] | None = None, batch_wait_ms: int = 0
+) -> tuple[BatchConsumer, PartitionOwnership]:
     ownership = PartitionOwnership(consumer, on_revoke=lambda tp: None)
     batches = BatchConsumer(
         consumer,
         ownership,
         batch_max=100,
-        batch_wait_ms=0,
+        batch_wait_ms=batch_wait_ms,
         printer=Lines(),  # type: ignore[arg-type]
         metrics=ProcessorMetrics(),
         stop=threading.Event(),
+        weight=weight,
     )
     return batches, ownership
+
+
+def test_records_of_many_events_fill_a_batch_and_the_next_one_then_are_polled_again() -> None:
+    effects: list[tuple[Any, ...]] = []
+    consumer = FakeConsumer(effects)
+    batches, _ = make_batches(consumer, weight=lambda record: len(record.value), batch_wait_ms=50)  # events held
+    consumer.queued[P0] = [consumer_record(P0, offset, b"x" * 60, key=b"k") for offset in range(4)]
+
+    polls: list[int] = []
+
+    def more_arrives() -> None:  # after the first poll: a batch that kept records back must not poll past them
+        if polls:
+            consumer.queued.setdefault(P1, [consumer_record(P1, 0, b"x", key=b"k")])
+        polls.append(1)
+
+    consumer.on_poll = more_arrives
+
+    first, _ = batches.poll_batch()
+    second, _ = batches.poll_batch()
+
+    # BATCH_MAX 100: one record of 60 events a batch; the one after is kept, the rest sought back to.
+    assert [r.offset for r in first] == [0] and [(r.partition, r.offset) for r in second] == [(0, 1), (1, 0)]
+    assert ("seek", 0, 2) in effects
+
+
+def test_a_rewind_drops_what_was_kept_for_the_next_batch() -> None:
+    effects: list[tuple[Any, ...]] = []
+    consumer = FakeConsumer(effects)
+    batches, _ = make_batches(consumer, weight=lambda record: len(record.value))
+    consumer.queued[P0] = [consumer_record(P0, offset, b"x" * 60, key=b"k") for offset in range(2)]
+    first, _ = batches.poll_batch()
+
+    batches.rewind(first)  # e.g. given up on stop: the partition is polled again from there
+
+    assert effects[-1] == ("seek", 0, 0)
+    assert batches.poll_batch()[0] == []  # not handed out twice
 
 
 def test_records_handed_back_are_sought_to_their_first_offset_in_partitions_still_ours() -> None:
