@@ -82,11 +82,12 @@ def explain_context(
     features = np.asarray(contexts, dtype=np.float64)
     latency = np.array([event.latency_ms for event in events], dtype=np.float64)
     errors = np.array([event.error_rate for event in events], dtype=np.float64)
-    y = np.log1p(latency) if log_values else latency
+    # The tracker's space: sign(x)·log1p(|x|) (a replayed metric may be negative; an event's latency is not).
+    y = np.sign(latency) * np.log1p(np.abs(latency)) if log_values else latency
 
     def back(values: np.ndarray) -> np.ndarray:
         with np.errstate(over="ignore"):
-            out = np.expm1(values) if log_values else values
+            out = np.sign(values) * np.expm1(np.abs(values)) if log_values else values
         return np.clip(np.nan_to_num(out, nan=0.0, posinf=_HUGE, neginf=0.0), 0.0, _HUGE)
 
     z = np.abs(features[:, _COLUMNS])

@@ -2,6 +2,8 @@
 
 import math
 import random
+import warnings
+from collections import namedtuple
 from datetime import UTC, datetime
 
 import pytest
@@ -113,6 +115,21 @@ def test_a_latency_spike_is_explained_with_the_service_s_own_normal() -> None:
     assert 180 < explanation.expected < 230 and 140 < explanation.low < 190 and 210 < explanation.high < 290
     assert explanation.severity == pytest.approx(14.6 / 9.0, abs=1e-3)
     assert explanation.text.startswith("latency 1,480 ms, usually ")
+
+
+def test_a_replayed_metric_below_zero_is_explained_in_the_tracker_s_space_without_nan() -> None:
+    # A replayed metric (NAB's series) may be negative; the tracker learns sign(x)·log1p(|x|) of it.
+    Measured = namedtuple("Measured", "service latency_ms error_rate")
+    rng = random.Random(5)
+    values = [-200.0 + rng.gauss(0, 5) for _ in range(400)] + [-20.0]
+    tracker = ContextTracker(ContextConfig(warmup_events=30))
+    features, _ = tracker.features(["metric"] * 401, values, [0.0] * 401)
+    spreads = tracker.spreads({"metric"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "invalid value encountered in log1p" on a negative value
+        (why,) = explain_context([Measured("metric", -20.0, 0.0)], [tuple(features[-1])], [12.0], spreads, 9.0)
+    assert why["signal"] == "latency level"
+    assert all(math.isfinite(why[key]) for key in ("observed", "expected", "low", "high"))
 
 
 def test_an_error_burst_is_explained_as_error_rate() -> None:
