@@ -137,6 +137,20 @@ def test_the_original_simulators_events_each_get_one_verdict_carrying_what_was_s
     assert f'Log: {{"timestamp":{first["timestamp"]},"service":"{first["service"]}"' in processor.stdout()
 
 
+def two_in_the_group(
+    start_processor: Callable[..., Processor],  # noqa: F811
+    kafka_settings: KafkaSettings,
+    **options: str,
+) -> tuple[Processor, Processor]:
+    """Two processors sharing the partitions before the events arrive (either may join first on a loaded
+    machine), so that keyless events meet partitions owned by the other processor."""
+    first = start_processor(**options)
+    second = start_processor(**options)
+    wait_for_members(kafka_settings, start_processor.group, 2, timeout_s=90)  # type: ignore[attr-defined]
+    time.sleep(1)
+    return first, second
+
+
 def test_keyless_events_are_scored_in_their_services_context_by_one_of_two_processors(
     ml_service: MLService,  # noqa: F811
     kafka_settings: KafkaSettings,
@@ -144,12 +158,7 @@ def test_keyless_events_are_scored_in_their_services_context_by_one_of_two_proce
     topic_reader: Callable[[str], KafkaConsumer],  # noqa: F811
     start_processor: Callable[..., Processor],  # noqa: F811
 ) -> None:
-    first = start_processor(BATCH_MAX="100", PRINT_MODE="events")
-    second = start_processor(BATCH_MAX="100", PRINT_MODE="events")
-    # Both in the group, sharing the partitions, before the events arrive (either may join first on a loaded
-    # machine), so that keyless events meet partitions owned by the other processor.
-    wait_for_members(kafka_settings, start_processor.group, 2, timeout_s=90)  # type: ignore[attr-defined]
-    time.sleep(1)
+    first, second = two_in_the_group(start_processor, kafka_settings, BATCH_MAX="100", PRINT_MODE="events")
     normal = sent_original(900, seed=2)
     spike = {"timestamp": time.time(), "service": "payment", "latency_ms": 4000.0, "error_rate": 0.5}
     producer = KafkaProducer(
@@ -195,11 +204,9 @@ def test_keyless_events_lose_nothing_when_a_processor_forwarding_them_is_killed(
 ) -> None:
     # Each processor forwards the keyless events of services the other owns: a kill lands with forwarded
     # batches in flight both ways. Committed after every batch, so the duplicates are bounded below.
-    options = {"BATCH_MAX": "50", "STATE_COMMIT_INTERVAL_MS": "0", "PRINT_MODE": "events"}
-    first = start_processor(**options)
-    second = start_processor(**options)
-    wait_for_members(kafka_settings, start_processor.group, 2, timeout_s=90)  # type: ignore[attr-defined]
-    time.sleep(1)
+    first, second = two_in_the_group(
+        start_processor, kafka_settings, BATCH_MAX="50", STATE_COMMIT_INTERVAL_MS="0", PRINT_MODE="events"
+    )
     sent = sent_original(3000, seed=6)
 
     def lines(processor: Processor) -> int:

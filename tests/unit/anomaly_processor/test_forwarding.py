@@ -1,7 +1,6 @@
 """The repartition topic's forwarded batches: what goes in comes out, and what does not follow the format is refused."""
 
 import struct
-from typing import NamedTuple
 
 import orjson
 import pytest
@@ -9,17 +8,9 @@ from anomaly_processor import forwarding
 from anomaly_processor.forwarding import ForwardedRecord, ForwardFormatError
 from anomaly_processor.records import DeadLetter, dead_letter_json, decode_batch
 
+from tests.unit.anomaly_processor.consumed import Record
+
 ORIGINAL = {"timestamp": 1_767_225_600.25, "service": "auth", "latency_ms": 212.5, "error_rate": 0.125}
-
-
-class Record(NamedTuple):
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes | None]] = []
 
 
 def consumed(partition: int, offset: int, value: bytes, timestamp: int = 1_767_225_600_000) -> Record:

@@ -1,7 +1,6 @@
 """What the processor prints in each PRINT_MODE."""
 
 import io
-from typing import NamedTuple
 
 import pytest
 from anomaly_processor.ml_client import Score
@@ -9,18 +8,10 @@ from anomaly_processor.output import ANOMALY_MARK, DEAD_LETTER_MARK, Printer, ev
 
 from eventbus import LogEvent
 from streaming_detector.profiles import generate_normal_events
+from tests.unit.anomaly_processor.consumed import Record
 
 NORMAL = Score(False, 0.41, "v1")
 ANOMALOUS = Score(True, 0.93, "v1")
-
-
-class Rec(NamedTuple):
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int
-    key: bytes | None
-    value: bytes | None
 
 
 class Clock:
@@ -68,7 +59,7 @@ def test_anomalies_are_red_on_a_terminal() -> None:
 
 def test_dead_letters_are_printed_with_where_and_why() -> None:
     p, out, _ = printer("events")
-    p.batch(2, [], [(Rec("logs", 1, 42, 0, None, b'{"latency_ms": -1}'), "latency_ms: Input should be >= 0")])
+    p.batch(2, [], [(Record("logs", 1, 42, 0, None, b'{"latency_ms": -1}'), "latency_ms: Input should be >= 0")])
     assert lines(out) == [
         f'{DEAD_LETTER_MARK} logs[1]@42: latency_ms: Input should be >= 0 | value: {{"latency_ms": -1}}'
     ]
@@ -78,7 +69,7 @@ def test_control_characters_from_messages_cannot_reach_the_terminal() -> None:
     event = generate_normal_events(1)[0].model_copy(update={"service": "evil\x1b[2J"})
     assert "\x1b" not in event_line(event, NORMAL)
     p, out, _ = printer("events")
-    p.batch(1, [], [(Rec("logs", 0, 1, 0, None, b"\x1b]0;pwned\x07"), "not JSON: \x1b[31m")])
+    p.batch(1, [], [(Record("logs", 0, 1, 0, None, b"\x1b]0;pwned\x07"), "not JSON: \x1b[31m")])
     assert "\x1b" not in out.getvalue() and "\x07" not in out.getvalue()
 
 
@@ -130,7 +121,7 @@ def test_summary_mode_prints_only_summaries_and_only_when_something_happened() -
 
 def test_quiet_prints_nothing_but_still_counts() -> None:
     p, out, clock = printer("quiet")
-    p.batch(4, verdicts(3, anomalous={2}), [(Rec("logs", 0, 1, 0, None, b"x"), "not JSON")])
+    p.batch(4, verdicts(3, anomalous={2}), [(Record("logs", 0, 1, 0, None, b"x"), "not JSON")])
     clock.now += 10
     p.tick()
     p.retry("ML service unavailable")

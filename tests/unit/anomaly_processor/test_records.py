@@ -3,7 +3,6 @@
 import base64
 import random
 from collections.abc import Callable
-from typing import NamedTuple
 
 import orjson
 import pytest
@@ -20,18 +19,9 @@ from anomaly_processor.records import (
 
 from eventbus import EVENT_MAX_BYTES, VERDICT_FIELDS, BadEventError, EventOrigin, LogEvent, Verdict, parse_event
 from streaming_detector.profiles import generate_normal_events
+from tests.unit.anomaly_processor.consumed import Record
 
 VALID = generate_normal_events(1, seed=3)[0].to_json()
-
-
-class Record(NamedTuple):
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes | None]] = []
 
 
 def record(value: bytes | None, key: bytes | None = b"auth", offset: int = 7) -> Record:
