@@ -139,9 +139,11 @@ def decode_event(raw: bytes | None, origin: EventOrigin | None = None) -> LogEve
     return _validated(raw, origin)
 
 
-def decode_record(record: ConsumedRecord) -> LogEvent:
-    """``decode_event(record.value, origin_of(record))``, the origin worked out only for an event without id."""
-    data = _json_object(record.value)
+def decode_record(record: ConsumedRecord, data: dict[str, Any] | None = None) -> LogEvent:
+    """``decode_event(record.value, origin_of(record))``, the origin worked out only for an event without id;
+    ``data``: the JSON object of its value, when parsed already."""
+    if data is None:
+        data = _json_object(record.value)
     if data is not None:
         event = plain_event(data, None if "event_id" in data else origin_of(record))
         if event is not None:
@@ -215,7 +217,7 @@ def decode_batch(
                 batch.forward.append((record, service.encode()))
                 continue
         try:
-            event = _decoded(record, data)
+            event = decode_record(record, data)
         except BadEventError as exc:
             batch.refused.append((record, exc.reason))
             continue
@@ -225,16 +227,6 @@ def decode_batch(
         batch.events.append(event)
         batch.event_records.append(record)
     return batch
-
-
-def _decoded(record: ConsumedRecord, data: dict[str, Any] | None) -> LogEvent:
-    """``decode_record(record)``, given the JSON object of its value when parsed already."""
-    if data is None:
-        return decode_record(record)
-    event = plain_event(data, None if "event_id" in data else origin_of(record))
-    if event is not None:
-        return event
-    return _validated(record.value, origin_of(record))
 
 
 def _decode_forwarded(record: ConsumedRecord, batch: DecodedBatch) -> None:
