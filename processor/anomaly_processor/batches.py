@@ -71,11 +71,9 @@ class BatchConsumer:
             records = [record for batch in polled.values() for record in batch]
             if records:
                 polled_at = self._ownership.current_epoch()
-                full = False
-                if self._weight is not None:
-                    records, full = self._fit(polled_at, records, self._batch_max - count)
+                records, events, full = self._fit(polled_at, records, self._batch_max - count)
                 chunks.append((polled_at, records))
-                count += len(records) if self._weight is None else sum(self._weigh(records))
+                count += events
                 if full:  # records were kept or sought back: a later poll would overtake them
                     break
                 if deadline is None:
@@ -105,17 +103,21 @@ class BatchConsumer:
         weight = self._weight
         return [1] * len(records) if weight is None else [weight(r) for r in records]
 
-    def _fit(self, polled_at: int, records: list[ConsumedRecord], room: int) -> tuple[list[ConsumedRecord], bool]:
-        """The first of ``records`` that fit in ``room`` events (at least one), and whether any did not: the next
-        batch's worth is carried, the rest sought back to. Each partition's records are in order, so each part is
-        a run of each partition."""
+    def _fit(self, polled_at: int, records: list[ConsumedRecord], room: int) -> tuple[list[ConsumedRecord], int, bool]:
+        """The first of ``records`` that fit in ``room`` events (at least one), the events they hold, and whether
+        any did not fit: the next batch's worth is carried, the rest sought back to. Each partition's records are
+        in order, so each part is a run of each partition."""
+        if self._weight is None:  # one event a record: the poll asked for no more than ``room``
+            return records, len(records), False
         weights = self._weigh(records)
-        if sum(weights) <= room:
-            return records, False
+        total = sum(weights)
+        if total <= room:
+            return records, total, False
         taken = used = 0
         while taken < len(records) and (taken == 0 or used + weights[taken] <= room):
             used += weights[taken]
             taken += 1
+        events = used
         carried, used = taken, 0
         while carried < len(records) and (carried == taken or used + weights[carried] <= self._batch_max):
             used += weights[carried]
@@ -124,7 +126,7 @@ class BatchConsumer:
             self.rewind(records[carried:])
         if carried > taken:
             self._carried = (polled_at, records[taken:carried])
-        return records[:taken], True
+        return records[:taken], events, True
 
     def forget_carried(self, partitions: Collection[tuple[str, int]] | None = None) -> None:
         """Drop the carried records (of ``partitions``): they were sought back to, so they come again."""
