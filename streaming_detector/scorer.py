@@ -371,7 +371,7 @@ class ContextualScorer:
         from the cache."""
         cache = self._contexts
         contexts: list[Context | None] = []
-        cached: list[tuple[int, float]] = []
+        hours = np.zeros(len(events), dtype=np.float64)
         new: list[int] = []
         for i, event in enumerate(events):
             hit = cache.get(_event_id(event))
@@ -380,10 +380,7 @@ class ContextualScorer:
                 contexts.append(None)
             else:
                 contexts.append(hit[1])
-                cached.append((i, hit[2]))
-        hours = np.zeros(len(events), dtype=np.float64)
-        for i, hour in cached:
-            hours[i] = hour
+                hours[i] = hit[2]
         if new:
             fresh = [events[i] for i in new] if len(new) < len(events) else events
             features, warm, surprise = self._advance(fresh, tracker)
