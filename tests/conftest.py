@@ -39,6 +39,9 @@ collect_ignore = [] if os.environ.get("CONTAINER_TESTS") else ["containers"]
 # The processors tests start read one process's output and pids: one process, unless a test asks for more (the
 # default, auto, forks one per partition). A stack of its own (`make up`) runs with the user's default.
 os.environ.setdefault("PROCESSOR_WORKERS", "1")
+# Every test starts fresh consumer groups: none should wait Kafka's 3 s for more members (a stack of its own does).
+os.environ.setdefault("KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS", "0")
+USER_DEFAULTS = ("PROCESSOR_WORKERS", "KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS")
 
 # The processor's Kafka clients (KAFKA_CLIENT): each test marked both_clients runs once on each of them.
 KAFKA_CLIENTS = ("confluent", "kafka-python")
@@ -74,7 +77,7 @@ def stack_environment(home: Path) -> dict[str, str]:
     """The environment of a ``make up`` of its own: a local broker, services and run files under ``home``, on
     distinct free ports."""
     kafka_port, controller_port, ml_port, metrics_port, alertmanager_port, prometheus_port = free_ports(6)
-    environment = {name: value for name, value in os.environ.items() if name != "PROCESSOR_WORKERS"}
+    environment = {name: value for name, value in os.environ.items() if name not in USER_DEFAULTS}
     return {
         **environment,
         "KAFKA_MODE": "local",

@@ -71,6 +71,11 @@ class LocalBrokerConfig:
         default_factory=lambda: tuple(os.environ.get("KAFKA_LOCAL_JVM_OPTS", DEFAULT_JVM_OPTIONS).split())
     )
     start_timeout_s: float = field(default_factory=lambda: float(os.environ.get("KAFKA_START_TIMEOUT", 90)))
+    # How long a new consumer group waits for more members before its first assignment. Kafka's own default:
+    # the processor's workers start together, and one assignment saves handling start-up events twice.
+    group_initial_rebalance_delay_ms: int = field(
+        default_factory=lambda: _env_int("KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS", 3000)
+    )
     # A cluster's node: its id, every controller as "id@host:port", the shared cluster id, and the replication
     # of Kafka's internal topics. The defaults are a one-node cluster of its own.
     node_id: int = 1
@@ -198,6 +203,7 @@ class LocalBroker:
             data_dir=cfg.data_dir,
             replication=cfg.replication,
             min_isr=topic_replication(cfg.replication)[1],
+            group_initial_rebalance_delay_ms=cfg.group_initial_rebalance_delay_ms,
         )
         if cfg.security:
             text += "".join(f"{line}\n" for line in cfg.security.broker_properties())

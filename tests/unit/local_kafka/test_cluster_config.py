@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import pytest
 from local_kafka.broker import LocalBroker
 from local_kafka.cluster import ClusterConfig, LocalCluster
 
@@ -49,3 +50,18 @@ def test_a_lone_broker_is_its_own_quorum_with_one_copy(tmp_path: Path) -> None:
 
 def test_topics_are_replicated_as_the_cluster_allows() -> None:
     assert [topic_replication(n) for n in (1, 2, 3, 5)] == [(1, 1), (2, 1), (3, 2), (3, 2)]
+
+
+def test_a_new_group_waits_for_its_members_unless_told_otherwise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from local_kafka import LocalBrokerConfig
+
+    def delay() -> str:
+        config = LocalBrokerConfig(home=tmp_path, port=19092, controller_port=19093)
+        return properties(LocalBroker(config))["group.initial.rebalance.delay.ms"]
+
+    monkeypatch.delenv("KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS", raising=False)
+    assert delay() == "3000"  # Kafka's default: the processor's workers get one first assignment
+    monkeypatch.setenv("KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS", "0")
+    assert delay() == "0"
