@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 SECURE ?= 0
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser kafka-up kafka-down consume train serve process simulate up down logs status screenshot \
+.PHONY: help install browser kernels kafka-up kafka-down consume train serve process simulate up down logs status screenshot \
         bench-state peers-venv flood test test-unit test-integration test-faults test-kafka-python lint format schemas \
         eval eval-pipeline bench soak clean \
         cluster-up cluster-down cluster-status images stack-up stack-down test-containers monitoring-tools \
@@ -112,19 +112,24 @@ screenshot: $(STAMP) browser ## Regenerate docs/dashboard.png with the browser t
 # Tests marked alone run after them, on their own (exit code 5: PYTEST_ARGS selected none of them).
 TEST_WORKERS ?= 4
 
-test: $(STAMP) browser monitoring-tools ## Run every test (unit, integration and faults on a real Kafka broker; processor tests on both Kafka clients)
+# The detector's numba kernels, compiled once into their cache before the parallel workers start: each would
+# otherwise compile them at the same time (about 16 s of CPU each on a fresh clone).
+kernels: $(STAMP)
+	@$(PY) -m streaming_detector.warm
+
+test: $(STAMP) kernels browser monitoring-tools ## Run every test (unit, integration and faults on a real Kafka broker; processor tests on both Kafka clients)
 	@$(PY) kafka-docker/main.py fetch-jars
 	@$(PY) -m pytest -n $(TEST_WORKERS) -m "not alone" $(PYTEST_ARGS)
 	@$(PY) -m pytest -m alone $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
-test-kafka-python: $(STAMP) ## The processor's integration and fault tests on kafka-python alone (make test runs them on both clients)
+test-kafka-python: $(STAMP) kernels ## The processor's integration and fault tests on kafka-python alone (make test runs them on both clients)
 	@$(PY) kafka-docker/main.py fetch-jars
 	@$(PY) -m pytest -n $(TEST_WORKERS) -m both_clients --kafka-clients=kafka-python tests/integration tests/faults $(PYTEST_ARGS)
 
 test-unit: $(STAMP) ## Run the fast unit tests (no broker)
 	@$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-test-integration: $(STAMP) browser monitoring-tools ## Run the integration tests (real broker, real processes)
+test-integration: $(STAMP) kernels browser monitoring-tools ## Run the integration tests (real broker, real processes)
 	@$(PY) kafka-docker/main.py fetch-jars
 	@$(PY) -m pytest -n $(TEST_WORKERS) -m "not alone" tests/integration $(PYTEST_ARGS)
 	@$(PY) -m pytest -m alone tests/integration $(PYTEST_ARGS) || [ $$? -eq 5 ]

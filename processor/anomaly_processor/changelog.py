@@ -209,7 +209,8 @@ class ChangelogState:
             self._restorer.seek_to_beginning(*tps)
             end = self._restorer.end_offsets(tps, timeout_ms=OFFSETS_TIMEOUT_MS)
             left = {tp for tp in tps if self._position(tp) < end[tp]}
-            services = 0
+            states_read = 0
+            services: set[str] = set()  # a service saved many times is one service restored
             markers: dict[int, dict[str, int]] = {}
             reported = time.monotonic()
             while left and not stop.is_set():
@@ -222,7 +223,8 @@ class ChangelogState:
                         elif r.key is not None:
                             rows.append((r.key.decode(), r.value))
                     self._store.put_many(rows)
-                    services += len(rows)
+                    states_read += len(rows)
+                    services.update(service for service, _ in rows)
                 if time.monotonic() - reported >= RESTORE_REPORT_S:
                     reported = time.monotonic()
                     self._recheck_end(end, left)
@@ -235,12 +237,13 @@ class ChangelogState:
             self._restorer.assign([])
             self._metrics.set_restoring(0)
         elapsed = time.perf_counter() - started
-        self._metrics.services_restored.inc(services)
+        self._metrics.services_restored.inc(len(services))
         self._metrics.restore_seconds.set(elapsed)
         log.info(
-            "restored partitions %s: %d state records (%d services stored here) in %.2fs",
+            "restored partitions %s: %d state records of %d services (%d services stored here) in %.2fs",
             partitions,
-            services,
+            states_read,
+            len(services),
             len(self._store),
             elapsed,
         )

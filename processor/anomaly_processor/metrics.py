@@ -131,7 +131,9 @@ class ProcessorMetrics:
             registry=r,
         )
         self.services_restored = Counter(
-            "processor_state_services_restored", "Service states read from STATE_TOPIC on assignment.", registry=r
+            "processor_state_services_restored",
+            "Services whose state was read from STATE_TOPIC on assignment (once each, however often it was saved).",
+            registry=r,
         )
         self.restore_seconds = Gauge(
             "processor_state_last_restore_seconds", "Duration of the last restore from STATE_TOPIC.", registry=r
