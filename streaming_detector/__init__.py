@@ -39,7 +39,8 @@ framework and no Kafka client. Its pieces::
   events; ``score`` itself is never muted. The processor and ``make eval`` use ``cooldown=False``: every event
   above the threshold is an alert, and ``incidents.IncidentTracker`` groups a service's alerts into incidents
   (one page each). A quiet service (``gate.QUIET``: its context scores seldom above 5 nats, a share the
-  tracker keeps per service as the scorer reports them, ``tracker.judge_scores``) alerts half a nat lower.
+  tracker keeps per service as the scorer reports them, ``tracker.judge_scores``) alerts half a nat lower; a
+  calm one (``gate.CALM``) is scored with its level's spikes routine only once seen on several occasions.
 * Recovery after an incident: the baseline learns slowly (~100 events) and an outlier moves it at most
   ``clip_sigmas`` spreads, so a 60–150 event level shift has not become the normal when it ends and the
   return to normal raises no alert. The scenario metrics count every alert outside an incident as false

@@ -26,6 +26,13 @@ RUN_WEIGHT = 0.7
 # ... and only a run of events each at least this surprising (1 in 20): at one event a second a deploy's new
 # level made short runs of 1-3 nats for days, and they paged (figures: docs/tuning.md).
 RUN_FLOOR = 3.0
+# For a calm service (``gate.CALM``) a distance from its level is routine only once the history reached it on
+# ``CALM_OCCASIONS`` separate occasions (values more than ``OCCASION_GAP`` events apart), not two values: one
+# earlier spike of two events is not a habit. More than ``OCCASION_VALUES`` values that far are routine anyway
+# (figures: docs/tuning.md).
+CALM_OCCASIONS = 4
+OCCASION_GAP = 50
+OCCASION_VALUES = 30
 
 (
     SLOW_MEAN,
@@ -73,13 +80,15 @@ def forest_path_lengths(x, feature, threshold, children, leaf_value, roots, max_
 
 
 @numba.njit(cache=True, nogil=True)
-def judge_scores(ids, scores, numbers, level, share, window, min_scores, quiet):
-    """Per score in order: ``quiet[i]`` from its service's numbers before it, then the score is learned (the
-    share above ``level`` an exact mean over the first ``window`` scores, exponential after)."""
+def judge_scores(ids, scores, numbers, level, share, window, min_scores, quiet, calm_share, calm_scores, calm):
+    """Per score in order: ``quiet[i]`` (and ``calm[i]``, the same numbers against ``calm_share`` and
+    ``calm_scores``) from its service's numbers before it, then the score is learned (the share above ``level``
+    an exact mean over the first ``window`` scores, exponential after)."""
     for i in range(ids.shape[0]):
         ctx = numbers[ids[i]]
         seen = ctx[SCORES_SEEN]
         quiet[i] = seen >= min_scores and ctx[HIGH_SHARE] < share
+        calm[i] = seen >= calm_scores and ctx[HIGH_SHARE] < calm_share
         seen += 1.0
         ctx[SCORES_SEEN] = seen
         ctx[HIGH_SHARE] += ((1.0 if scores[i] > level else 0.0) - ctx[HIGH_SHARE]) / min(seen, window)
@@ -92,9 +101,10 @@ def advance_context(
     warmup, a_f, a_s, a_m, a_l, clip, err_floor_sq, weight_max, weight_events, weight_days, surprise_alpha,
     history, history_every, min_history, quantile, max_tail,
     bin_seconds, season_days, season_weeks, season_evidence, season_margin, log_values, hour_surprise,
+    calm_excess,
 ):  # fmt: skip
-    """Score then learn each event in order (``ContextTracker.features``): fills ``rows``, ``warm`` and
-    ``hour_surprise``."""
+    """Score then learn each event in order (``ContextTracker.features``): fills ``rows``, ``warm``,
+    ``hour_surprise`` and ``calm_excess``."""
     for i in range(ids.shape[0]):
         s = ids[i]
         ctx = numbers[s]
@@ -106,6 +116,7 @@ def advance_context(
             history, history_every, min_history, quantile, max_tail,
             y, times[i], season_day[s], season_max[s], season_level[s],
             bin_seconds, season_days, season_weeks, season_evidence, season_margin, log_values, hour_surprise, i,
+            calm_excess,
         )  # fmt: skip
         counts[s] = count + 1
         time = times[i]
@@ -163,16 +174,19 @@ def _surprise(
     ctx, recent, learned, arrival, ordered, s, count, y, e, err_floor_sq, long_alpha,
     history, history_every, min_history, quantile, max_tail,
     level, time, season_day, season_max, season_level, bin_seconds, season_days, season_weeks, evidence, margin,
-    log_values, hour_surprise, i,
+    log_values, hour_surprise, i, calm_excess,
 ):  # fmt: skip
     """The largest calibrated surprisal of this raw event (0.0 while too young), then learn it.
 
     Per signal: -log P(signal >= value) in nats, the exact rank in the bulk and an exponential tail (scale:
     the mean excess over the ``quantile``) beyond it. Where the history holds two values as large, the rank
     is the answer, not the tail: a jump the service makes every day is not extrapolated past its own record,
-    while one earlier incident alone does not make the next one routine. Then, every ``history_every``
-    events, the signal joins its history (the oldest value leaves once there are ``history``). Every
-    signal's history holds as many values, so the largest bulk surprisal is that of the highest rank.
+    while one earlier incident alone does not make the next one routine. ``calm_excess[i]``: how much more
+    surprising the event is were the level distance's rank the answer only once ``CALM_OCCASIONS`` separate
+    occasions reached it, not two values (``_occasions``): what a calm service's event adds
+    (``gate.calm_scores``). Then, every ``history_every`` events, the signal joins its history (the oldest value
+    leaves once there are ``history``). Every signal's history holds as many values, so the largest bulk
+    surprisal is that of the highest rank.
 
     Time, not counts: a signal in the tail that this service reached at the same hour (or the next or previous
     one, by the event's time) on half (and at least ``evidence``) of the last ``season_days`` days, or of the
@@ -207,6 +221,7 @@ def _surprise(
         size = min(done, history)
         k = int(quantile * size)
         highest = 0
+        news = 0.0  # the level distance's surprisal, counted by occasions
         signal_count = ordered.shape[0] - 1  # N_SIGNALS (one fewer: a tracker without its rhythm state), the run
         for signal in range(signal_count):
             value = signals[signal]
@@ -214,10 +229,12 @@ def _surprise(
             position = -1  # where ``value`` goes in the sorted history, once searched
             if size >= min_history:
                 if value > sorted_values[k]:
-                    tail_value, position, held = _tail_surprisal(
+                    tail_value, position, held, by_occasions = _tail_surprisal(
                         sorted_values, size, k, value, max_tail, signal, day, hour, season_day, season_max,
                         season_days, season_weeks, evidence, margin,
+                        arrival[signal], done, CALM_OCCASIONS if signal == 0 else 0,
                     )  # fmt: skip
+                    news = max(news, by_occasions)
                     if signal == N_SIGNALS - 1 and has_baseline and held >= 1:
                         hour_surprise[i] = tail_value
                     if tail_value > best:
@@ -239,9 +256,9 @@ def _surprise(
         position = -1
         # Judged once its history holds ``min_history`` runs of real surprisals (a young service's are 0).
         if rising and run >= RUN_FLOOR and size >= 2 * min_history and run > sorted_values[k]:
-            run_value, position, _ = _tail_surprisal(
+            run_value, position, _, _ = _tail_surprisal(
                 sorted_values, size, k, run, max_tail, N_SIGNALS, day, hour, season_day, season_max,
-                season_days, season_weeks, evidence, margin,
+                season_days, season_weeks, evidence, margin, arrival[signal_count], done, 0,
             )  # fmt: skip
             best = max(best, RUN_WEIGHT * run_value)
         if learn:
@@ -249,6 +266,7 @@ def _surprise(
             learned[s] = done + 1
         if day >= 0:
             _learn_season(season_day, season_max, season_level, day, hour, signals, run, level, has_baseline)
+        calm_excess[i] = max(news - best, 0.0)
     _learn_raw(ctx, recent, count + 1, y, e, long_alpha)
     return best
 
@@ -303,11 +321,12 @@ def _event_signals(
 @numba.njit(cache=True, nogil=True)
 def _tail_surprisal(
     sorted_values, size, k, value, max_tail, signal, day, hour, season_day, season_max,
-    season_days, season_weeks, evidence, margin,
+    season_days, season_weeks, evidence, margin, arrival, done, occasions,
 ):  # fmt: skip
     """Surprisal of a value above the history's ``quantile`` (index ``k``), its position in the history when
     it had to be searched (-1 otherwise), and how many earlier days hold the signal's maximum at this hour (-1:
-    not looked at)."""
+    not looked at); and the surprisal were the rank the answer only once ``occasions`` separate occasions of the
+    history (``arrival``, ``done`` values learned) reached the value (0: not asked, the same)."""
     position = -1
     held = -1
     start = sorted_values[k]
@@ -320,23 +339,56 @@ def _tail_surprisal(
     # Seen twice: its rank is the answer. The hour-baseline signal's values must have been reached on two days:
     # at a slow rate one earlier incident at an hour leaves several values in its history.
     by_days = signal == N_SIGNALS - 1 and day >= 0
+    capped = False
+    extrapolated = tail_value
     if (size >= 2 and value <= sorted_values[size - 2]) and (
         not by_days or _days_reached(season_day, season_max, signal, value, day) >= 2
     ):
         position = np.searchsorted(sorted_values[:size], value)
-        tail_value = min(tail_value, _rank_surprisal(size, position))
+        rank = _rank_surprisal(size, position)
+        capped = rank < tail_value and (
+            occasions == 0 or _occasions(sorted_values, arrival, size, done, value, occasions) < occasions
+        )
+        tail_value = min(tail_value, rank)
     if day >= 0 and tail_value > 1.0:
         days, weeks, sd, sm = season_days, season_weeks, season_day, season_max
         by_day, held = _season_surprisal(sd, sm, day, hour, signal, value, 1, days, evidence, margin)
         by_week, _ = _season_surprisal(sd, sm, day, hour, signal, value, 7, weeks, evidence, margin)
         tail_value = min(tail_value, by_day, by_week)
+        extrapolated = min(extrapolated, by_day, by_week)
         if signal == N_SIGNALS - 1 and held < evidence:  # the hour's baseline is new: one earlier day to go by
             if held == 1:
                 one, _ = _season_surprisal(sd, sm, day, hour, signal, value, 1, days, 1, margin)
                 tail_value = min(tail_value, one)
             else:
                 tail_value = 0.0
-    return tail_value, position, held
+    # Counted by occasions: the extrapolated tail where the rank capped it and too few occasions reached it.
+    return tail_value, position, held, extrapolated if occasions > 0 and capped else tail_value
+
+
+@numba.njit(cache=True, nogil=True)
+def _occasions(sorted_values, arrival, size, done, value, enough):
+    """On how many separate occasions (values more than ``OCCASION_GAP`` events apart) the history reached
+    ``value``, counted up to ``enough``; ``enough`` outright when more than ``OCCASION_VALUES`` values did. Only
+    a value at the top of the history gets here, so the ring is scanned rarely."""
+    reached = size - np.searchsorted(sorted_values[:size], value)
+    if reached > OCCASION_VALUES:
+        return enough
+    history = arrival.shape[0]
+    ages = np.empty(reached, dtype=np.int64)
+    n = 0
+    for j in range(size):
+        if arrival[j] >= value and n < reached:
+            ages[n] = (done - 1 - j) % history  # events since it was learned
+            n += 1
+    ages = np.sort(ages[:n])
+    found = 1 if n > 0 else 0
+    for j in range(1, n):
+        if ages[j] - ages[j - 1] > OCCASION_GAP:
+            found += 1
+            if found >= enough:
+                break
+    return found
 
 
 @numba.njit(cache=True, nogil=True)

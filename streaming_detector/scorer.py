@@ -30,10 +30,10 @@ import numpy as np
 
 from streaming_detector.errors import ScoringConfigError, ScoringRejectedError, ScoringUnavailableError
 from streaming_detector.explain import Measured, PointReference, explain_context, explain_point
-from streaming_detector.gate import QUIET, AlertGate, GateConfig, Sensitivity, hour_scores
+from streaming_detector.gate import CALM, QUIET, AlertGate, GateConfig, Sensitivity, calm_scores, hour_scores
 from streaming_detector.memory import ServiceMemory
 from streaming_detector.state import StateStore
-from streaming_detector.tracker import ContextConfig, ContextTracker, Spread
+from streaming_detector.tracker import CONTEXT_FEATURES, ContextConfig, ContextTracker, Spread
 
 log = logging.getLogger(__name__)
 
@@ -165,8 +165,9 @@ class ContextualScorer:
         self.spec: ContextSpec | None = None
         self.tracker: ContextTracker | None = None
         self.gate: AlertGate | None = None
-        # event id -> (its service, the features sent: None while warming up, its hour-baseline surprisal)
-        self._contexts: dict[str, tuple[str, Context | None, float]] = {}
+        # event id -> (its service, the features sent: None while warming up, its hour-baseline surprisal, its
+        # surprise's excess were the service calm)
+        self._contexts: dict[str, tuple[str, Context | None, float, float]] = {}
         self._verdicts: dict[str, Score] = {}  # event id -> final verdict, once scored
         self._spreads: dict[str, Spread] = {}  # service -> its spreads before its latest batch
 
@@ -178,7 +179,7 @@ class ContextualScorer:
 
     def score(self, events: Sequence[Event]) -> list[Score]:
         spec, tracker, gate = self._model()
-        contexts, hours = self._learn(events, tracker)
+        contexts, hours, excesses = self._learn(events, tracker)
         verdicts: list[Score | None] = [self._verdicts.get(_event_id(event)) for event in events]
         todo = [i for i, verdict in enumerate(verdicts) if verdict is None]
         if todo:
@@ -193,13 +194,21 @@ class ContextualScorer:
             warm = [j for j, context in enumerate(pending_contexts) if context is not None]
             if warm:
                 at = np.array(todo)[warm] if len(warm) < len(events) else slice(None)  # the warm ones of ``events``
-                raw = hour_scores(np.array([scores[j].score for j in warm]), hours[at])
+                model = np.array([scores[j].score for j in warm])
+                raw = hour_scores(model, hours[at])
                 names = [pending[j].service for j in warm]
-                quiet = self._judge(names, raw, tracker)
+                quiet, calm = self._judge(names, raw, tracker)
+                sent = [pending_contexts[j] or () for j in warm]
+                excess = excesses[at]
+                raised = np.flatnonzero(calm & (excess > 0.0))
+                if len(raised):  # rare: only a calm service's spikes its history rates by their rank
+                    weight = np.zeros(len(warm))
+                    weight[raised] = [sent[k][CONTEXT_FEATURES.index("history_weight")] for k in raised.tolist()]
+                    raw = calm_scores(raw, model, weight, excess, calm)
                 gated = gate.decide_detailed(names, raw, quiet=quiet)
                 explained = explain_context(
                     [pending[j] for j in warm],
-                    [pending_contexts[j] or () for j in warm],
+                    sent,
                     raw.tolist(),
                     self._spreads,
                     gated.thresholds,
@@ -264,7 +273,7 @@ class ContextualScorer:
         if self.gate is not None:  # evaluation's cool-downs (the processor runs without)
             self.gate.cooldown = {name: left for name, left in self.gate.cooldown.items() if not which(name)}
         self._spreads = {name: spread for name, spread in self._spreads.items() if not which(name)}
-        stale = [event_id for event_id, (service, _, _) in self._contexts.items() if which(service)]
+        stale = [event_id for event_id, (service, *_) in self._contexts.items() if which(service)]
         for event_id in stale:
             del self._contexts[event_id]
             self._verdicts.pop(event_id, None)
@@ -290,20 +299,25 @@ class ContextualScorer:
             self.memory.dirty.update(run)
             start = stop
 
-    def _judge(self, names: Sequence[str], scores: np.ndarray, tracker: ContextTracker) -> np.ndarray:
-        """``tracker.judge_scores`` of context scores in stream order (``gate.QUIET``), run by run."""
+    def _judge(
+        self, names: Sequence[str], scores: np.ndarray, tracker: ContextTracker
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``tracker.judge_scores`` of context scores in stream order, run by run: quiet (``gate.QUIET``) and calm
+        (``gate.CALM``)."""
+        calm = np.zeros(len(names), dtype=np.bool_)
         parts = [
-            tracker.judge_scores(names[start:stop], scores[start:stop], QUIET)
+            tracker.judge_scores(names[start:stop], scores[start:stop], QUIET, CALM, calm[start:stop])
             for start, stop, _ in self._runs(names, tracker)
         ]
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return (parts[0] if len(parts) == 1 else np.concatenate(parts)), calm
 
-    def _advance(self, events: Sequence[Event], tracker: ContextTracker) -> tuple[Any, Any, np.ndarray]:
-        """``tracker.features`` of ``events``, run by run (``_runs``), and their hour-baseline surprisals. Each
+    def _advance(self, events: Sequence[Event], tracker: ContextTracker) -> tuple[Any, Any, np.ndarray, np.ndarray]:
+        """``tracker.features`` of ``events``, run by run (``_runs``), their hour-baseline and calm surprisals. Each
         run's services' spreads are kept to explain their verdicts: from before the run, or after it for a
         service warm only since."""
         names = [e.service for e in events]
         hours = np.zeros(len(events), dtype=np.float64)
+        excesses = np.zeros(len(events), dtype=np.float64)
         rows, warm = [], []
         for start, stop, run in self._runs(names, tracker):
             before = tracker.spreads(run)
@@ -314,14 +328,15 @@ class ContextualScorer:
                 [e.error_rate for e in part],
                 [e.event_time for e in part],
                 hours[start:stop],
+                excesses[start:stop],
             )
             self._spreads.update(tracker.spreads(run - before.keys()))
             self._spreads.update(before)
             rows.append(r)
             warm.append(w)
         if len(rows) == 1:
-            return rows[0], warm[0], hours
-        return np.concatenate(rows), np.concatenate(warm), hours
+            return rows[0], warm[0], hours, excesses
+        return np.concatenate(rows), np.concatenate(warm), hours, excesses
 
     # -- internals -----------------------------------------------------------------------------------------
 
@@ -365,13 +380,16 @@ class ContextualScorer:
         self._install(spec)
         return True
 
-    def _learn(self, events: Sequence[Event], tracker: ContextTracker) -> tuple[list[Context | None], np.ndarray]:
-        """Each event's context features (None while its service warms up) and hour-baseline surprisal. Those of
+    def _learn(
+        self, events: Sequence[Event], tracker: ContextTracker
+    ) -> tuple[list[Context | None], np.ndarray, np.ndarray]:
+        """Each event's context features (None while its service warms up), hour-baseline and calm surprisals. Those of
         events not seen yet are computed in stream order, which advances their services' state; the others come
         from the cache."""
         cache = self._contexts
         contexts: list[Context | None] = []
         hours = np.zeros(len(events), dtype=np.float64)
+        excesses = np.zeros(len(events), dtype=np.float64)
         new: list[int] = []
         for i, event in enumerate(events):
             hit = cache.get(_event_id(event))
@@ -381,19 +399,22 @@ class ContextualScorer:
             else:
                 contexts.append(hit[1])
                 hours[i] = hit[2]
+                excesses[i] = hit[3]
         if new:
             fresh = [events[i] for i in new] if len(new) < len(events) else events
-            features, warm, surprise = self._advance(fresh, tracker)
+            features, warm, surprise, calm = self._advance(fresh, tracker)
             hours[new] = surprise
+            excesses[new] = calm
             decimals = self.client.context_decimals
             # Tuples of floats: the garbage collector stops tracking them, a cache of lists it would scan.
             rows = map(tuple, (features if decimals is None else features.round(decimals)).tolist())
-            for i, event, row, is_warm, hour in zip(new, fresh, rows, warm.tolist(), surprise.tolist(), strict=True):
+            rows_out = zip(new, fresh, rows, warm.tolist(), surprise.tolist(), calm.tolist(), strict=True)
+            for i, event, row, is_warm, hour, if_calm_extra in rows_out:
                 context = row if is_warm else None
                 contexts[i] = context
-                cache[_event_id(event)] = (event.service, context, hour)
+                cache[_event_id(event)] = (event.service, context, hour, if_calm_extra)
             self._evict()
-        return contexts, hours
+        return contexts, hours, excesses
 
     def _evict(self) -> None:
         """Forget the oldest events beyond ``cache_events`` (dicts keep insertion order)."""

@@ -246,13 +246,16 @@ class ContextTracker:
         error_rate: Iterable[float],
         event_time: Iterable[float | None] | None = None,
         hour_surprise: np.ndarray | None = None,
+        calm_excess: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """``(context (n, len(CONTEXT_FEATURES)), warm (n,) bool)`` for events given column-wise, in stream order.
 
         ``event_time``: each event's time in epoch seconds (None, or not given: unknown, so the event is judged
         by its service's recent events only). ``hour_surprise`` ((n,) float, if given) is filled with each
         event's hour-baseline surprisal: its level against the usual level at its hour, where the hour has a
-        baseline and an earlier day's maximum to judge by (else 0; the gate's ``hour_scores``).
+        baseline and an earlier day's maximum to judge by (else 0; the gate's ``hour_scores``). ``calm_excess``
+        likewise: how much higher each event's surprise would be were its level distance routine only once the
+        history reached it on several separate occasions, not two values (mostly 0; the gate's ``calm_scores``).
         """
         cfg = self.config
         get = self._index.get
@@ -274,6 +277,9 @@ class ContextTracker:
         if hour_surprise is None:
             hour_surprise = np.empty(n, dtype=np.float64)
         hour_surprise[:] = 0.0
+        if calm_excess is None:
+            calm_excess = np.empty(n, dtype=np.float64)
+        calm_excess[:] = 0.0
         self._advance(
             ids, transform(raw, cfg), raw, errors, times, rows, warm,
             self._counts, self._numbers, self._recent, self._learned, self._arrival, self._ordered,
@@ -282,7 +288,7 @@ class ContextTracker:
             cfg.error_floor**2, cfg.history_weight_max, cfg.history_weight_events, cfg.history_weight_days,
             cfg.surprise_alpha, cfg.history, cfg.history_every, cfg.min_history, cfg.tail_quantile, cfg.max_tail,
             float(cfg.season_bin_seconds), cfg.season_days, cfg.season_weeks, cfg.season_evidence,
-            cfg.season_margin, cfg.log_values, hour_surprise,
+            cfg.season_margin, cfg.log_values, hour_surprise, calm_excess,
         )  # fmt: skip
         return rows, warm
 
@@ -368,16 +374,24 @@ class ContextTracker:
         return out
 
     def judge_scores(
-        self, services: Sequence[str], scores: Sequence[float] | np.ndarray, rule: QuietRule
+        self,
+        services: Sequence[str],
+        scores: Sequence[float] | np.ndarray,
+        rule: QuietRule,
+        calm: tuple[float, int] = (0.0, 0),
+        calm_out: np.ndarray | None = None,
     ) -> np.ndarray:
         """``quiet (n,) bool`` for context scores given in stream order: whether each event's service was quiet
-        (``rule``) before it; then each score is learned. The services must be here (``KeyError``)."""
+        (``rule``) before it; then each score is learned. The services must be here (``KeyError``). ``calm_out``
+        (if given) is filled with the same judgement against ``calm`` (share, scores) instead of the rule's."""
         index = self._index
         ids = np.array([index[name] for name in services], dtype=np.int64)
         quiet = np.zeros(len(ids), dtype=np.bool_)
+        if calm_out is None:
+            calm_out = np.zeros(len(ids), dtype=np.bool_)
         self._judge(
             ids, np.asarray(scores, dtype=np.float64), self._numbers, rule.level, rule.share, rule.window,
-            rule.min_scores, quiet,
+            rule.min_scores, quiet, float(calm[0]), int(calm[1]), calm_out,
         )  # fmt: skip
         return quiet
 

@@ -5,7 +5,7 @@ import numpy as np
 from evaluation.cli import replay
 from evaluation.rhythms import build_rhythm
 from streaming_detector import AlertGate, ContextTracker, GateConfig, in_process_scorer, train_context_model
-from streaming_detector.gate import QUIET, QUIET_RELIEF
+from streaming_detector.gate import CALM, QUIET, QUIET_RELIEF, calm_scores
 from streaming_detector.state import MemoryStateStore, decode_state, encode_state
 
 
@@ -78,3 +78,18 @@ def test_a_flat_service_with_a_nightly_job_becomes_quiet_and_a_restored_scorer_a
     second.keep_state_in(store, 10)
     rest = replay(second, events[half:], 500)
     assert np.array_equal(rest.quiet, whole.quiet[half:]) and np.array_equal(rest.anomaly, whole.anomaly[half:])
+
+
+def test_only_a_calm_service_scores_by_the_history_counted_in_occasions() -> None:
+    tracker = tracker_with("calm", "noisy")
+    services, scores = calm_and_noisy_scores(CALM[1])
+    tracker.judge_scores(services, scores, QUIET)
+    calm = np.zeros(2, dtype=np.bool_)
+    tracker.judge_scores(["calm", "noisy"], [1.0, 1.0], QUIET, CALM, calm)
+    assert calm.tolist() == [True, False]  # noisy: 10% of its scores above 5 nats
+    # The blend (1 - w) * forest + w * surprise, its surprise 5 nats (the rank) against 14 counted by occasions:
+    # w = 0.3 moves the calm service's score 2.7 nats higher, to 9.9 (it pages); the noisy one stays at 7.2.
+    model, weight, excess = np.array([7.2, 7.2]), np.array([0.3, 0.3]), np.array([9.0, 9.0])
+    np.testing.assert_allclose(calm_scores(model.copy(), model, weight, excess, calm), [9.9, 7.2])
+    # never lower than the score already judged (the hour-baseline signal's, say)
+    assert calm_scores(np.array([12.0]), model[:1], weight[:1], excess[:1], calm[:1]).tolist() == [12.0]

@@ -105,6 +105,31 @@ def test_one_earlier_incident_does_not_make_the_next_one_routine() -> None:
     assert surprise_of_last_event(np.append(latency, 400.0)) > 9.0
 
 
+def surprises_of_last_event(latency: np.ndarray) -> tuple[float, float]:
+    """The last event's surprise, and its surprise were the service calm (plus ``calm_excess``)."""
+    excess = np.zeros(len(latency))
+    rows, _ = ContextTracker().features(["svc"] * len(latency), latency, np.zeros(len(latency)), calm_excess=excess)
+    surprise = float(rows[-1, CONTEXT_FEATURES.index("surprise")])
+    return surprise, surprise + float(excess[-1])
+
+
+def test_for_a_calm_service_a_spike_stays_news_until_it_recurs_on_several_occasions() -> None:
+    rng = np.random.default_rng(2)
+    latency = 100.0 * np.exp(rng.normal(0.0, 0.25, 1601))
+    latency[300:302] *= 6  # one earlier spike of two events, larger than the one to judge
+    latency[600] *= 5
+    # Its two values make the second spike routine (its rank, ~5 nats); for a calm service one earlier spike is
+    # not a habit, so the history says page (9 nats, the shipped threshold) ...
+    surprise, if_calm = surprises_of_last_event(latency[:601])
+    assert surprise < 6.0 and if_calm > 9.0
+    # ... until the service has made such spikes on four separate occasions.
+    for start in (900, 1200, 1400):
+        latency[start : start + 2] *= 6
+    latency[1600] *= 5
+    surprise, if_calm = surprises_of_last_event(latency)
+    assert if_calm == surprise < 9.0
+
+
 def test_history_keeps_the_last_values_in_arrival_order() -> None:
     cfg = ContextConfig(history=50, history_every=1)
     tracker = ContextTracker(cfg)
