@@ -79,13 +79,8 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 def start_broker(stack: Stack) -> str:
     """A fresh local KRaft broker on free ports, its files under the run's temp folder."""
-    # Each contender's fresh group is timed from its first output record: none waits for more members.
     config = LocalBrokerConfig(
-        host=LOOPBACK,
-        port=free_port(),
-        controller_port=free_port(),
-        home=stack.workdir / "kafka",
-        group_initial_rebalance_delay_ms=0,
+        host=LOOPBACK, port=free_port(), controller_port=free_port(), home=stack.workdir / "kafka"
     )
     broker = LocalBroker(config)
     stack.broker = broker
