@@ -456,9 +456,14 @@ class ContextTracker:
 
 
 def load_compiled_tracker() -> None:
-    """Load the tracker's compiled loop now: numba and its cached machine code, about 0.7 s in a new process.
+    """Load the tracker's compiled loops now (its features and its judgement of scores, both run every batch):
+    numba and its cached machine code, about 0.7 s in a new process.
 
     A process that forks workers calls it first, so that each worker inherits the loaded code instead of loading
-    its own when its first batch arrives.
+    its own when its first batch arrives; ``python -m streaming_detector.warm`` compiles them into the cache.
     """
-    ContextTracker().features(["load"], [1.0], [0.0])
+    from streaming_detector.gate import CALM, QUIET
+
+    tracker = ContextTracker()
+    tracker.features(["load"], [1.0], [0.0])
+    tracker.judge_scores(["load"], [0.0], QUIET, CALM)

@@ -9,14 +9,11 @@ import numpy as np
 from sklearn.ensemble import IsolationForest
 
 from streaming_detector.forest import FlatForest
-from streaming_detector.gate import QUIET
-from streaming_detector.tracker import ContextTracker
+from streaming_detector.tracker import load_compiled_tracker
 
 
 def compile_kernels() -> None:
-    tracker = ContextTracker()
-    tracker.features(["warm"], [1.0], [0.0])
-    tracker.judge_scores(["warm"], [0.0], QUIET)
+    load_compiled_tracker()
     points = np.random.default_rng(0).normal(size=(16, 2))
     FlatForest(IsolationForest(n_estimators=2, max_samples=8, random_state=0).fit(points)).score_samples(points)
 

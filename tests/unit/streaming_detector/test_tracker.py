@@ -183,11 +183,12 @@ def test_the_hour_baseline_surprisal_speaks_once_the_hour_has_earlier_days_and_o
 def test_loading_the_compiled_tracker_leaves_its_loop_ready_for_forked_workers() -> None:
     probe = (
         "from streaming_detector import kernels, load_compiled_tracker\n"
-        "before = len(kernels.advance_context.signatures)\n"
+        "loops = (kernels.advance_context, kernels.judge_scores)\n"
+        "before = [len(loop.signatures) for loop in loops]\n"
         "load_compiled_tracker()\n"
-        "print(before, len(kernels.advance_context.signatures))\n"
+        "print(*before, *(len(loop.signatures) for loop in loops))\n"
     )
-    assert run_in_fresh_python(probe).split() == ["0", "1"]
+    assert run_in_fresh_python(probe).split() == ["0", "0", "1", "1"]
 
 
 @pytest.mark.parametrize("seed", [0, 1])
