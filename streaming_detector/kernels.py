@@ -347,7 +347,7 @@ def _tail_surprisal(
         position = np.searchsorted(sorted_values[:size], value)
         rank = _rank_surprisal(size, position)
         capped = rank < tail_value and (
-            occasions == 0 or _occasions(sorted_values, arrival, size, done, value, occasions) < occasions
+            occasions == 0 or _occasions(arrival, size, done, value, size - position, occasions) < occasions
         )
         tail_value = min(tail_value, rank)
     if day >= 0 and tail_value > 1.0:
@@ -367,11 +367,11 @@ def _tail_surprisal(
 
 
 @numba.njit(cache=True, nogil=True)
-def _occasions(sorted_values, arrival, size, done, value, enough):
+def _occasions(arrival, size, done, value, reached, enough):
     """On how many separate occasions (values more than ``OCCASION_GAP`` events apart) the history reached
-    ``value``, counted up to ``enough``; ``enough`` outright when more than ``OCCASION_VALUES`` values did. Only
-    a value at the top of the history gets here, so the ring is scanned rarely."""
-    reached = size - np.searchsorted(sorted_values[:size], value)
+    ``value`` (``reached`` of its values did), counted up to ``enough``; ``enough`` outright when more than
+    ``OCCASION_VALUES`` values did. Only a value at the top of the history gets here, so the ring is scanned
+    rarely."""
     if reached > OCCASION_VALUES:
         return enough
     history = arrival.shape[0]

@@ -36,6 +36,7 @@ from streaming_detector.state import StateStore
 from streaming_detector.tracker import CONTEXT_FEATURES, ContextConfig, ContextTracker, Spread
 
 log = logging.getLogger(__name__)
+HISTORY_WEIGHT = CONTEXT_FEATURES.index("history_weight")  # its column in the context sent
 
 DEFAULT_CACHE_EVENTS = 10_000
 
@@ -203,7 +204,7 @@ class ContextualScorer:
                 raised = np.flatnonzero(calm & (excess > 0.0))
                 if len(raised):  # rare: only a calm service's spikes its history rates by their rank
                     weight = np.zeros(len(warm))
-                    weight[raised] = [sent[k][CONTEXT_FEATURES.index("history_weight")] for k in raised.tolist()]
+                    weight[raised] = [sent[k][HISTORY_WEIGHT] for k in raised.tolist()]
                     raw = calm_scores(raw, model, weight, excess, calm)
                 gated = gate.decide_detailed(names, raw, quiet=quiet)
                 explained = explain_context(
@@ -402,17 +403,17 @@ class ContextualScorer:
                 excesses[i] = hit[3]
         if new:
             fresh = [events[i] for i in new] if len(new) < len(events) else events
-            features, warm, surprise, calm = self._advance(fresh, tracker)
+            features, warm, surprise, excess = self._advance(fresh, tracker)
             hours[new] = surprise
-            excesses[new] = calm
+            excesses[new] = excess
             decimals = self.client.context_decimals
             # Tuples of floats: the garbage collector stops tracking them, a cache of lists it would scan.
             rows = map(tuple, (features if decimals is None else features.round(decimals)).tolist())
-            rows_out = zip(new, fresh, rows, warm.tolist(), surprise.tolist(), calm.tolist(), strict=True)
-            for i, event, row, is_warm, hour, if_calm_extra in rows_out:
+            learned = zip(new, fresh, rows, warm.tolist(), surprise.tolist(), excess.tolist(), strict=True)
+            for i, event, row, is_warm, hour, calm_excess in learned:
                 context = row if is_warm else None
                 contexts[i] = context
-                cache[_event_id(event)] = (event.service, context, hour, if_calm_extra)
+                cache[_event_id(event)] = (event.service, context, hour, calm_excess)
             self._evict()
         return contexts, hours, excesses
 
